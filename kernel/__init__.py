@@ -1,1 +1,76 @@
-"""Vigil: see README."""
+"""Vigil's kernel: supervised actors on trio.
+
+Actors own bounded mailboxes and run under supervisors with OTP restart strategies, restart
+intensity and jittered exponential backoff. Every delay, timeout and timestamp comes from trio's
+clock, so ``trio.testing.MockClock`` drives the whole system deterministically. See KERNEL.md.
+"""
+
+from ._actor import Actor
+from ._cell import DEFAULT_ASK_TIMEOUT, ActorRef, InjectedCrash, Terminated
+from ._errors import (
+    ActorCrashed,
+    ActorStopped,
+    AskTimeout,
+    KernelError,
+    MailboxFull,
+    NoSuchActor,
+    SupervisorGaveUp,
+)
+from ._keyed import EntityRef, KeyedRef
+from ._policy import backoff_delay, consecutive_restarts, prune_window, record_restart, restart_group, should_restart
+from ._spec import ChildSpec, Supervisor
+from ._system import ActorSystem, DeadLetter, DeadLetters
+from ._telemetry import (
+    Crashed,
+    DeadLettered,
+    GaveUp,
+    MailboxOverflow,
+    Restarted,
+    Started,
+    Stopped,
+    Subscription,
+    Telemetry,
+    TelemetryEvent,
+)
+from ._timers import Timer
+from . import testing
+
+__all__ = [
+    "DEFAULT_ASK_TIMEOUT",
+    "Actor",
+    "ActorCrashed",
+    "ActorRef",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "ChildSpec",
+    "Crashed",
+    "DeadLetter",
+    "DeadLettered",
+    "DeadLetters",
+    "EntityRef",
+    "GaveUp",
+    "InjectedCrash",
+    "KernelError",
+    "KeyedRef",
+    "MailboxFull",
+    "MailboxOverflow",
+    "NoSuchActor",
+    "Restarted",
+    "Started",
+    "Stopped",
+    "Subscription",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "Telemetry",
+    "TelemetryEvent",
+    "Terminated",
+    "Timer",
+    "testing",
+    "backoff_delay",
+    "consecutive_restarts",
+    "prune_window",
+    "record_restart",
+    "restart_group",
+    "should_restart",
+]

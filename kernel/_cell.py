@@ -1,0 +1,472 @@
+"""An actor's cell: its bounded mailbox, its system lane, its message loop, and its refs.
+
+The hot path is built for throughput: a send with room appends to a deque and returns without a
+checkpoint; the actor drains its mailbox in batches and parks (``wait_task_rescheduled``) only when
+it is empty; a blocked sender hands its message over directly when room appears, so the order of
+blocked senders is kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import outcome
+import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+from ._actor import Actor
+from ._errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
+from ._node import Node
+from ._policy import ExitReason
+from ._spec import Overflow
+from ._telemetry import Crashed, MailboxOverflow, Started, Stopped
+
+if TYPE_CHECKING:
+    from ._spec import ChildSpec
+    from ._supervisor import SupervisorNode
+    from ._system import ActorSystem
+    from ._timers import Timer
+
+LoopExit = Literal["normal", "crash", "idle"]
+
+DEFAULT_ASK_TIMEOUT = 5.0
+# Messages handled between two checkpoints while the mailbox stays non-empty: long enough to
+# amortise the scheduler, short enough that one busy actor cannot starve the others.
+BATCH = 256
+
+_NOTHING: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Terminated:
+    """Sent to watchers when a watched actor stops for good."""
+
+    path: str
+    reason: str
+
+
+class _Ask:
+    """An ask's envelope: the message plus the parked asker to hand the outcome to."""
+
+    __slots__ = ("msg", "task", "result")
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+        self.task: Task | None = None
+        # None: unanswered; _NOTHING: abandoned (timed out or cancelled), late replies are dropped.
+        self.result: Any = None
+
+    def settle(self, result: outcome.Outcome[Any]) -> None:
+        if self.result is not None:
+            return
+        task = self.task
+        if task is not None:
+            self.task = None
+            self.result = _NOTHING
+            reschedule(task, result)
+        else:
+            self.result = result
+
+
+class _SystemMessage:
+    __slots__ = ("action", "error")
+
+    def __init__(self, action: str, error: BaseException | None = None) -> None:
+        self.action = action
+        self.error = error
+
+
+_STOP_NOW = _SystemMessage("stop")
+_STOP_DRAIN = _SystemMessage("drain")
+
+
+class InjectedCrash(Exception):
+    """The default exception of ``kernel.testing.inject_crash``."""
+
+
+class Cell(Node):
+    """A plain actor: one long-lived task per incarnation, parked while its mailbox is empty."""
+
+    __slots__ = (
+        "spec", "key", "capacity", "overflow", "q", "sysq", "senders", "waiter", "accepting", "draining",
+        "actor", "incarnation", "processed", "dead_letters", "watchers", "ref",
+    )
+    kind = "actor"
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        parent: SupervisorNode | None,
+        name: str,
+        path: str,
+        spec: ChildSpec,
+        *,
+        key: Any = _NOTHING,
+    ) -> None:
+        super().__init__(system, parent, name, path)
+        self.spec = spec
+        self.key = key
+        self.capacity = spec.mailbox
+        self.overflow: Overflow = spec.overflow
+        self.q: deque[Any] = deque()
+        self.sysq: deque[_SystemMessage] = deque()
+        self.senders: OrderedDict[Task, Any] | None = None
+        # The parked loop's task (an entity keeps a launch marker here instead).
+        self.waiter: Any = None
+        self.accepting = True
+        self.draining = False
+        self.actor: Actor | None = None
+        self.incarnation = 0
+        self.processed = 0
+        self.dead_letters = 0
+        self.watchers: list[Cell] | None = None
+        self.ref = ActorRef(self)
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.spec.shutdown_timeout
+
+    # -- sending ----------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            reschedule(task)
+
+    def _refuse(self) -> ActorStopped:
+        return ActorStopped(self.path, f"it has {self.state}")
+
+    async def put(self, item: Any) -> None:
+        """The slow path of ``tell``/``ask``: the mailbox is full, or senders are already waiting."""
+        if not self.accepting:
+            raise self._refuse()
+        overflow = self.overflow
+        if overflow == "block":
+            self._overflowed()
+            task = current_task()
+            if self.senders is None:
+                self.senders = OrderedDict()
+            senders = self.senders
+            senders[task] = item
+
+            def abort(_: Any) -> Abort:
+                senders.pop(task, None)
+                return Abort.SUCCEEDED
+
+            await wait_task_rescheduled(abort)
+        elif not self.put_nowait(item):
+            raise MailboxFull(self.path, self.capacity)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Enqueue without waiting; False when the policy refuses it (full mailbox)."""
+        q = self.q
+        if len(q) < self.capacity and not self.senders:
+            q.append(item)
+            if self.waiter is not None:
+                self._wake()
+            return True
+        if self.overflow == "drop_oldest" and q:
+            oldest = q.popleft()
+            self._overflowed()
+            self.dead_letter(oldest, "dropped: mailbox full (drop_oldest)")
+            if type(oldest) is _Ask:
+                oldest.settle(outcome.Error(MailboxFull(self.path, self.capacity)))
+            q.append(item)
+            if self.waiter is not None:
+                self._wake()
+            return True
+        self._overflowed()
+        return False
+
+    def _overflowed(self) -> None:
+        telemetry = self.system.telemetry
+        if telemetry._subscribers:
+            telemetry.publish(MailboxOverflow(path=self.path, at=trio.current_time(), detail=self.overflow))
+
+    def deliver_timer(self, msg: Any) -> None:
+        # A timer cannot wait for room: a full mailbox turns the tick into a dead letter.
+        if self.accepting and not self.put_nowait(msg):
+            self.dead_letter(msg, "timer message refused: mailbox full")
+
+    def deliver_notice(self, msg: Any) -> None:
+        """Kernel notices (``Terminated``) bypass the capacity: they are few and must not be lost."""
+        if not self.accepting:
+            return
+        self.q.append(msg)
+        if self.waiter is not None:
+            self._wake()
+
+    def _admit_blocked_sender(self) -> None:
+        senders = self.senders
+        assert senders
+        task, item = senders.popitem(last=False)
+        self.q.append(item)
+        reschedule(task)
+
+    # -- control ----------------------------------------------------------------------------------
+    def request_stop(self, *, drain: bool) -> None:
+        if self.state in ("restarting", "starting", "new") and self.scope is not None:
+            # Nothing is running yet: there is nothing to let finish.
+            self.scope.cancel()
+            return
+        self.sysq.append(_STOP_DRAIN if drain else _STOP_NOW)
+        if self.waiter is not None:
+            self._wake()
+
+    def inject(self, error: BaseException) -> None:
+        self.sysq.append(_SystemMessage("crash", error))
+        if self.waiter is not None:
+            self._wake()
+
+    def schedule(self, delay: float, msg: Any, *, interval: float | None) -> Timer:
+        return self.system.timers.add(self, self.incarnation, delay, msg, interval)
+
+    def add_watcher(self, watcher: Cell) -> None:
+        if not self.alive:
+            watcher.deliver_notice(Terminated(path=self.path, reason=self.state))
+            return
+        if self.watchers is None:
+            self.watchers = []
+        if watcher not in self.watchers:
+            self.watchers.append(watcher)
+
+    def remove_watcher(self, watcher: Cell) -> None:
+        if self.watchers and watcher in self.watchers:
+            self.watchers.remove(watcher)
+
+    # -- the incarnation --------------------------------------------------------------------------
+    def _build(self) -> Actor:
+        spec = self.spec
+        if self.key is _NOTHING:
+            actor = spec.factory(*spec.args, **spec.kwargs)
+        else:
+            actor = spec.factory(self.key, *spec.args, **spec.kwargs)
+        if not isinstance(actor, Actor):
+            raise TypeError(
+                f"the factory of {self.path!r} returned {type(actor).__name__}, not an Actor subclass instance"
+            )
+        actor._vigil_cell = self
+        return actor
+
+    async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
+        self.incarnation += 1
+        self.draining = False
+        self.started_at = trio.current_time()
+        try:
+            actor = self._build()
+            self.actor = actor
+            await actor.started()
+        except Exception as exc:
+            self.actor = None
+            return self._crashed(_NOTHING, exc)
+        self.state = "running"
+        self.system.publish(Started, self.path, attempt=self.restarts or None)
+        try:
+            reason, error = await self._loop(actor)
+            assert reason != "idle", "a plain actor's loop parks, it never idles out"
+            if reason == "normal":
+                self.state = "stopping"
+                try:
+                    await actor.stopping()
+                except Exception as exc:
+                    return self._crashed(_NOTHING, exc)
+            return ("crash" if reason == "crash" else "normal"), error
+        finally:
+            self.actor = None
+
+    async def _loop(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
+        q = self.q
+        sysq = self.sysq
+        receive = actor.receive
+        item: Any = _NOTHING
+        try:
+            while True:
+                if sysq:
+                    control = sysq.popleft()
+                    if control is _STOP_NOW:
+                        return "normal", None
+                    if control is _STOP_DRAIN:
+                        self.draining = True
+                    elif control.error is not None:
+                        raise control.error
+                    continue
+                if not q:
+                    if self.draining:
+                        return "normal", None
+                    if not await self._park():
+                        return "idle", None
+                    continue
+                budget = BATCH
+                while q:
+                    item = q.popleft()
+                    if self.senders:
+                        self._admit_blocked_sender()
+                    if type(item) is _Ask:
+                        result = await receive(item.msg)
+                        item.settle(outcome.Value(result))
+                    else:
+                        await receive(item)
+                    item = _NOTHING
+                    self.processed += 1
+                    if sysq:
+                        break
+                    budget -= 1
+                    if not budget:
+                        await trio.lowlevel.checkpoint()
+                        budget = BATCH
+        except Exception as exc:
+            return self._crashed(item, exc)
+        except BaseException:
+            if item is not _NOTHING:
+                # Cancelled mid-message (forced stop): the message is lost to this actor.
+                self.dead_letter(item, "interrupted: actor cancelled")
+                if type(item) is _Ask:
+                    item.settle(outcome.Error(ActorStopped(self.path, "it was cancelled while handling this ask")))
+            raise
+
+    async def _park(self) -> bool:
+        """Wait for a message or a control message; False means "give the task up" (entities)."""
+        self.waiter = current_task()
+
+        def abort(_: Any) -> Abort:
+            self.waiter = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+        return True
+
+    def _crashed(self, item: Any, exc: Exception) -> tuple[ExitReason, BaseException]:
+        self.record_failure(exc)
+        if item is not _NOTHING:
+            if type(item) is _Ask:
+                crashed = ActorCrashed(self.path, exc)
+                crashed.__cause__ = exc
+                item.settle(outcome.Error(crashed))
+                self.dead_letter(item.msg, "crashed while handling it", exc)
+            else:
+                self.dead_letter(item, "crashed while handling it", exc)
+        self.system.publish(Crashed, self.path, error=exc)
+        return "crash", exc
+
+    def dead_letter(self, msg: Any, reason: str, error: BaseException | None = None) -> None:
+        if type(msg) is _Ask:
+            msg = msg.msg
+        self.dead_letters += 1
+        self.system.dead_letters.record(self.path, msg, reason, error)
+
+    def revive(self) -> None:
+        super().revive()
+        self.accepting = True
+
+    def finalize(self, detail: str) -> None:
+        """Stopped for good: refuse new sends; what is queued or waiting fails fast, nothing hangs."""
+        super().finalize(detail)
+        self.accepting = False
+        error_detail = f"it stopped ({detail})"
+        while self.q:
+            item = self.q.popleft()
+            self.dead_letter(item, f"undelivered: actor stopped ({detail})")
+            if type(item) is _Ask:
+                item.settle(outcome.Error(ActorStopped(self.path, error_detail)))
+        if self.senders:
+            for task, item in list(self.senders.items()):
+                self.dead_letter(item, f"undelivered: actor stopped ({detail})")
+                reschedule(task, outcome.Error(ActorStopped(self.path, error_detail)))
+                if type(item) is _Ask:
+                    item.result = _NOTHING
+            self.senders.clear()
+        self.sysq.clear()
+        self.system.publish(Stopped, self.path, detail=detail)
+        if self.watchers:
+            notice = Terminated(path=self.path, reason=detail)
+            for watcher in self.watchers:
+                watcher.deliver_notice(notice)
+            self.watchers = None
+
+    def tree(self) -> dict[str, Any]:
+        node = super().tree()
+        node["mailbox"] = {"depth": len(self.q), "capacity": self.capacity}
+        node["processed"] = self.processed
+        node["deadLetters"] = self.dead_letters
+        return node
+
+
+class ActorRef:
+    """The address of one actor; valid across restarts. Cheap to copy and share."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.path}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other._cell is self._cell
+
+    def __hash__(self) -> int:
+        return id(self._cell)
+
+    async def tell(self, msg: Any) -> None:
+        """Enqueue ``msg``; waits while the mailbox is full (policy ``block``)."""
+        cell = self._cell
+        if cell.accepting and len(cell.q) < cell.capacity and not cell.senders:
+            cell.q.append(msg)
+            if cell.waiter is not None:
+                cell._wake()
+            return
+        await cell.put(msg)
+
+    def tell_nowait(self, msg: Any) -> None:
+        """Enqueue ``msg`` or raise ``MailboxFull`` (``drop_oldest`` drops instead)."""
+        cell = self._cell
+        if not cell.accepting:
+            raise cell._refuse()
+        if not cell.put_nowait(msg):
+            raise MailboxFull(cell.path, cell.capacity)
+
+    async def ask(self, msg: Any, *, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send ``msg`` and wait for the value ``receive`` returns.
+
+        Raises ``AskTimeout`` after ``timeout`` seconds, ``ActorCrashed`` if handling it crashed,
+        ``ActorStopped`` if the actor stops first. A reply after the timeout is dropped.
+        """
+        return await ask_cell(self._cell, msg, timeout)
+
+    def key(self, key: Any) -> ActorRef:
+        raise NoSuchActor(f"{self.path}[{key!r}]", f"{self.path!r} is not a keyed child (ChildSpec(keyed=True))")
+
+
+
+async def ask_cell(cell: Cell, msg: Any, timeout: float) -> Any:
+    env = _Ask(msg)
+    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        if cell.accepting and len(cell.q) < cell.capacity and not cell.senders:
+            cell.q.append(env)
+            if cell.waiter is not None:
+                cell._wake()
+        else:
+            await cell.put(env)
+        result = env.result
+        if result is not None:
+            # Answered before we parked (handed over from the blocked-senders queue).
+            env.result = _NOTHING
+            return result.unwrap()
+        env.task = current_task()
+
+        def abort(_: Any) -> Abort:
+            env.task = None
+            env.result = _NOTHING
+            return Abort.SUCCEEDED
+
+        return await wait_task_rescheduled(abort)
+    if scope.cancelled_caught:
+        raise AskTimeout(cell.path, timeout)
+    raise AssertionError("unreachable: an ask either returns, raises or times out")

@@ -1,0 +1,136 @@
+"""What every node of the supervision tree shares: actors, keyed groups and supervisors.
+
+A node outlives its incarnations: restarting replaces the running instance, never the node, so
+refs and mailboxes stay valid across restarts. The parent supervisor drives a node only through
+``start`` (run one incarnation, after a delay), ``request_stop`` and ``done``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from ._policy import ExitReason
+
+if TYPE_CHECKING:
+    from ._supervisor import SupervisorNode
+    from ._system import ActorSystem
+
+NodeState = Literal[
+    "new", "starting", "running", "restarting", "stopping", "stopped", "crashed", "failed", "idle"
+]
+
+
+class Node(ABC):
+    __slots__ = (
+        "system", "parent", "name", "path", "state", "restarts", "crashes", "last_failure", "consecutive",
+        "started_at", "scope", "done", "stop_by_parent", "exit_reason", "exit_error", "retired",
+    )
+    kind: str = "node"
+
+    def __init__(self, system: ActorSystem, parent: SupervisorNode | None, name: str, path: str) -> None:
+        self.system = system
+        self.parent = parent
+        self.name = name
+        self.path = path
+        self.state: NodeState = "new"
+        self.restarts = 0
+        self.crashes = 0
+        self.last_failure: tuple[str, str, float] | None = None
+        # Consecutive restarts: the backoff exponent, reset after a long enough run.
+        self.consecutive = 0
+        self.started_at = 0.0
+        self.scope: trio.CancelScope | None = None
+        self.done = trio.Event()
+        self.done.set()
+        # Set by the parent while it stops this node on purpose: the exit is then not a failure
+        # to act on, the parent is already waiting for it.
+        self.stop_by_parent = False
+        self.exit_reason: ExitReason = "normal"
+        self.exit_error: BaseException | None = None
+        self.retired = False
+
+    # -- what the parent calls ------------------------------------------------------------------
+    def start(self, nursery: trio.Nursery, delay: float) -> None:
+        self.done = trio.Event()
+        self.stop_by_parent = False
+        self.scope = trio.CancelScope()
+        self.state = "restarting" if delay > 0 else "starting"
+        nursery.start_soon(self._run_incarnation, delay, self.scope)
+
+    @abstractmethod
+    def request_stop(self, *, drain: bool) -> None:
+        """Ask the running incarnation to end: after draining the mailbox, or after the current message."""
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return math.inf
+
+    @property
+    def alive(self) -> bool:
+        """Not stopped for good: it may run again (after a restart) and keeps its mailbox."""
+        return not self.retired
+
+    def finalize(self, detail: str) -> None:
+        """Stopped for good: nothing will run again under this node."""
+        self.retired = True
+        self.state = "stopped"
+
+    def revive(self) -> None:
+        """A restarted supervisor brings its static children back, as OTP restarts them from their specs."""
+        self.retired = False
+
+    # -- the incarnation --------------------------------------------------------------------------
+    async def _run_incarnation(self, delay: float, scope: trio.CancelScope) -> None:
+        reason: ExitReason = "normal"
+        error: BaseException | None = None
+        try:
+            with scope:
+                if delay > 0:
+                    await trio.sleep(delay)
+                reason, error = await self._incarnation()
+            if scope.cancelled_caught:
+                reason, error = "normal", None
+        except Exception as exc:  # a bug in the runtime itself: report it like a crash
+            reason, error = "crash", exc
+            self.record_failure(exc)
+        finally:
+            self.exit_reason, self.exit_error = reason, error
+            if self.state in ("running", "starting", "restarting", "stopping"):
+                self.state = "crashed" if reason == "crash" else "stopped"
+            self.scope = None
+            self.done.set()
+        if self.parent is not None:
+            self.parent.child_exited(self)
+        else:
+            self.system._root_exited(self)
+
+    @abstractmethod
+    async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
+        """Run one incarnation to its end; crashes are returned, never raised."""
+
+    def record_failure(self, error: BaseException) -> None:
+        self.crashes += 1
+        self.last_failure = (type(error).__name__, str(error), trio.current_time())
+
+    def tree(self) -> dict[str, Any]:
+        failure = None
+        if self.last_failure is not None:
+            kind, message, at = self.last_failure
+            failure = {"type": kind, "message": message, "at": self.system.wall_time(at), "atMonotonic": at}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "state": self.state,
+            "restarts": self.restarts,
+            "crashes": self.crashes,
+            "lastFailure": failure,
+            "mailbox": None,
+            "processed": 0,
+            "deadLetters": 0,
+            "children": [],
+        }

@@ -1,0 +1,159 @@
+"""Lifecycle events and the hub that fans them out.
+
+Publishing never blocks and never fails: each subscriber owns a bounded buffer, and an event that
+finds it full is dropped and counted (on the subscription and on the hub), so a slow reader can
+fall behind but can never slow an actor down.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import trio
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryEvent:
+    """Base of every lifecycle event; ``at`` is trio's clock (``trio.current_time()``)."""
+
+    kind: ClassVar[str] = "event"
+    path: str
+    at: float
+    attempt: int | None = None
+    delay: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, camelCase like the HTTP API."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            head, *rest = f.name.split("_")
+            out[head + "".join(part.title() for part in rest)] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Started(TelemetryEvent):
+    kind: ClassVar[str] = "started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped(TelemetryEvent):
+    """The actor stopped for good (``detail`` says why); a restart is ``Crashed`` then ``Restarted``."""
+
+    kind: ClassVar[str] = "stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crashed(TelemetryEvent):
+    kind: ClassVar[str] = "crashed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restarted(TelemetryEvent):
+    """A restart was scheduled: ``attempt`` (1 = first of a streak) runs after ``delay`` seconds."""
+
+    kind: ClassVar[str] = "restarted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(TelemetryEvent):
+    kind: ClassVar[str] = "gave_up"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxOverflow(TelemetryEvent):
+    """A send found the mailbox full; ``detail`` is the overflow policy that applied."""
+
+    kind: ClassVar[str] = "mailbox_full"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(TelemetryEvent):
+    """A message that will never be handled; ``detail`` is the reason."""
+
+    kind: ClassVar[str] = "dead_letter"
+
+
+EVENT_TYPES: tuple[type[TelemetryEvent], ...] = (
+    Started, Stopped, Crashed, Restarted, GaveUp, MailboxOverflow, DeadLettered,
+)
+
+
+class Subscription:
+    """An async iterator over events; ``dropped`` counts what its full buffer turned away."""
+
+    __slots__ = ("_buffer", "_capacity", "_kinds", "_waiter", "dropped", "received")
+
+    def __init__(self, capacity: int, kinds: frozenset[str] | None) -> None:
+        self._buffer: deque[TelemetryEvent] = deque()
+        self._capacity = capacity
+        self._kinds = kinds
+        self._waiter: trio.Event | None = None
+        self.dropped = 0
+        self.received = 0
+
+    def _offer(self, event: TelemetryEvent) -> bool:
+        if self._kinds is not None and event.kind not in self._kinds:
+            return True
+        if len(self._buffer) >= self._capacity:
+            self.dropped += 1
+            return False
+        self._buffer.append(event)
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+        return True
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> TelemetryEvent:
+        while not self._buffer:
+            self._waiter = trio.Event()
+            await self._waiter.wait()
+        self.received += 1
+        return self._buffer.popleft()
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class Telemetry:
+    """The system's event hub: ``async with system.telemetry.subscribe() as events``."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscription] = []
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, event: TelemetryEvent) -> None:
+        self.published += 1
+        for sub in self._subscribers:
+            if not sub._offer(event):
+                self.dropped += 1
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @asynccontextmanager
+    async def subscribe(
+        self, *, buffer: int = 1024, kinds: Iterable[str] | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Receive every event published while the block is open (optionally only ``kinds``)."""
+        if buffer < 1:
+            raise ValueError(f"a subscription buffer holds at least one event, got {buffer}")
+        sub = Subscription(buffer, frozenset(kinds) if kinds is not None else None)
+        self._subscribers.append(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.remove(sub)
