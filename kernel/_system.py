@@ -104,6 +104,10 @@ class ActorSystem:
             raise _sole_exception(group) from None
         finally:
             system._nursery = None
+            if system.root.alive:
+                # A forced teardown (the block raised or was cancelled): fail what is still queued,
+                # so no asker outside the system waits for an answer that cannot come.
+                system.root.finalize("system torn down")
         if system._failure is not None:
             raise system._failure
 

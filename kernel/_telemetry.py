@@ -90,9 +90,10 @@ EVENT_TYPES: tuple[type[TelemetryEvent], ...] = (
 class Subscription:
     """An async iterator over events; ``dropped`` counts what its full buffer turned away."""
 
-    __slots__ = ("_buffer", "_capacity", "_kinds", "_waiter", "dropped", "received")
+    __slots__ = ("_buffer", "_capacity", "_kinds", "_waiter", "dropped", "received", "owner")
 
-    def __init__(self, capacity: int, kinds: frozenset[str] | None) -> None:
+    def __init__(self, capacity: int, kinds: frozenset[str] | None, owner: str | None = None) -> None:
+        self.owner = owner
         self._buffer: deque[TelemetryEvent] = deque()
         self._capacity = capacity
         self._kinds = kinds
@@ -144,16 +145,40 @@ class Telemetry:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def attach(
+        self, *, buffer: int = 1024, kinds: Iterable[str] | None = None, owner: str | None = None
+    ) -> Subscription:
+        """A subscription without a block, for an actor that drains it on a timer; ``detach`` it.
+
+        With ``owner`` (e.g. the actor's path) a new subscription replaces the owner's previous one,
+        so an actor that crashed before detaching does not leave a stale buffer behind.
+        """
+        if buffer < 1:
+            raise ValueError(f"a subscription buffer holds at least one event, got {buffer}")
+        if owner is not None:
+            self._subscribers = [s for s in self._subscribers if s.owner != owner]
+        sub = Subscription(buffer, frozenset(kinds) if kinds is not None else None, owner)
+        self._subscribers.append(sub)
+        return sub
+
+    def detach(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    def drain(self, sub: Subscription) -> list[TelemetryEvent]:
+        """Everything buffered for ``sub``, without waiting."""
+        events = list(sub._buffer)
+        sub._buffer.clear()
+        sub.received += len(events)
+        return events
+
     @asynccontextmanager
     async def subscribe(
         self, *, buffer: int = 1024, kinds: Iterable[str] | None = None
     ) -> AsyncIterator[Subscription]:
         """Receive every event published while the block is open (optionally only ``kinds``)."""
-        if buffer < 1:
-            raise ValueError(f"a subscription buffer holds at least one event, got {buffer}")
-        sub = Subscription(buffer, frozenset(kinds) if kinds is not None else None)
-        self._subscribers.append(sub)
+        sub = self.attach(buffer=buffer, kinds=kinds)
         try:
             yield sub
         finally:
-            self._subscribers.remove(sub)
+            self.detach(sub)

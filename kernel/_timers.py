@@ -33,7 +33,10 @@ class Timer:
 
     @property
     def active(self) -> bool:
-        return not self.cancelled and self._cell.incarnation == self._incarnation and self._cell.alive
+        cell = self._cell
+        # The incarnation must still be running: after a crash the number stays until the restart.
+        return (not self.cancelled and cell.incarnation == self._incarnation and cell.actor is not None
+                and cell.alive)
 
 
 class TimerService:
