@@ -6,7 +6,7 @@ clock, so ``trio.testing.MockClock`` drives the whole system deterministically. 
 """
 
 from ._actor import Actor
-from ._cell import DEFAULT_ASK_TIMEOUT, ActorRef, InjectedCrash, Terminated
+from ._cell import DEFAULT_ASK_TIMEOUT, ActorRef, Failed, InjectedCrash, Terminated
 from ._errors import (
     ActorCrashed,
     ActorStopped,
@@ -49,6 +49,7 @@ __all__ = [
     "DeadLettered",
     "DeadLetters",
     "EntityRef",
+    "Failed",
     "GaveUp",
     "InjectedCrash",
     "KernelError",

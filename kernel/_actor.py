@@ -18,9 +18,20 @@ class Actor:
     """
 
     _vigil_cell: Cell
+    # Set above 1 together with ``receive_batch`` to take up to this many queued messages at once.
+    max_batch: int = 1
 
     async def receive(self, msg: Any) -> Any:
         raise TypeError(f"{type(self).__name__} does not define `async def receive(self, msg)`")
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        """Handle several queued messages at once (e.g. one transaction for all: group commit).
+
+        Used instead of ``receive`` when ``max_batch > 1``. Return one result per message, in order;
+        a ``kernel.Failed(error)`` result raises ``error`` in that message's asker. An exception
+        escaping crashes the actor: every ask of the batch gets ``ActorCrashed``.
+        """
+        return [await self.receive(msg) for msg in messages]
 
     async def started(self) -> None:
         """Runs before the first message of each incarnation (after every restart too)."""

@@ -82,6 +82,13 @@ _STOP_NOW = _SystemMessage("stop")
 _STOP_DRAIN = _SystemMessage("drain")
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A ``receive_batch`` result that answers its ask with ``error`` instead of a value."""
+
+    error: BaseException
+
+
 class InjectedCrash(Exception):
     """The default exception of ``kernel.testing.inject_crash``."""
 
@@ -277,6 +284,8 @@ class Cell(Node):
             self.actor = None
 
     async def _loop(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
+        if actor.max_batch > 1:
+            return await self._loop_batched(actor)
         q = self.q
         sysq = self.sysq
         receive = actor.receive
@@ -324,6 +333,57 @@ class Cell(Node):
                 self.dead_letter(item, "interrupted: actor cancelled")
                 if type(item) is _Ask:
                     item.settle(outcome.Error(ActorStopped(self.path, "it was cancelled while handling this ask")))
+            raise
+
+    async def _loop_batched(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
+        """The loop of an actor with ``receive_batch``: everything queued (up to ``max_batch``) at once."""
+        q = self.q
+        sysq = self.sysq
+        limit = actor.max_batch
+        items: list[Any] = []
+        try:
+            while True:
+                if sysq:
+                    control = sysq.popleft()
+                    if control is _STOP_NOW:
+                        return "normal", None
+                    if control is _STOP_DRAIN:
+                        self.draining = True
+                    elif control.error is not None:
+                        raise control.error
+                    continue
+                if not q:
+                    if self.draining:
+                        return "normal", None
+                    if not await self._park():
+                        return "idle", None
+                    continue
+                items = [q.popleft() for _ in range(min(limit, len(q)))]
+                while self.senders and len(q) < self.capacity:
+                    self._admit_blocked_sender()
+                results = await actor.receive_batch([i.msg if type(i) is _Ask else i for i in items])
+                if len(results) != len(items):
+                    raise TypeError(
+                        f"{type(actor).__name__}.receive_batch returned {len(results)} results for {len(items)} messages"
+                    )
+                for env, result in zip(items, results, strict=True):
+                    if type(env) is _Ask:
+                        env.settle(outcome.Error(result.error) if type(result) is Failed else outcome.Value(result))
+                self.processed += len(items)
+                items = []
+        except Exception as exc:
+            for env in items:
+                if type(env) is _Ask:
+                    crashed = ActorCrashed(self.path, exc)
+                    crashed.__cause__ = exc
+                    env.settle(outcome.Error(crashed))
+                self.dead_letter(env, "crashed while handling its batch", exc)
+            return self._crashed(_NOTHING, exc)
+        except BaseException:
+            for env in items:
+                self.dead_letter(env, "interrupted: actor cancelled")
+                if type(env) is _Ask:
+                    env.settle(outcome.Error(ActorStopped(self.path, "it was cancelled while handling this ask")))
             raise
 
     async def _park(self) -> bool:
