@@ -1,0 +1,204 @@
+"""Vigil's one entry point.
+
+    python run.py serve [--host H] [--port P] [--database URL] [--redis URL] [--tree MODULE:FUNCTION]
+    python run.py token --user USER [--ttl SECONDS]
+    python run.py migrate [--database URL]
+
+Configuration comes from ``VIGIL_*`` environment variables (see ``transport.Settings``); flags win.
+Exit codes: 0 success (including a signalled shutdown), 1 runtime failure, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hypercorn.trio
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+from hypercorn.config import Config as HypercornConfig
+
+from actors.supervisor import root_tree
+from kernel import ActorSystem, Supervisor, SupervisorGaveUp
+from transport import ConfigError, Settings, begin_drain, configure_logging, create_app, issue_token
+
+log = logging.getLogger("vigil.run")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+TreeFactory = Callable[[Settings], Supervisor]
+
+
+# -- the root supervision tree -----------------------------------------------------------------------
+# THE SEAM between the server and the application's actors. `actors.supervisor.root_tree` takes an
+# optional `TreeConfig` today (its defaults apply); if it comes to take Settings, change this line.
+def load_root_tree(settings: Settings) -> Supervisor:
+    return root_tree()
+
+
+def resolve_tree_factory(spec: str | None) -> TreeFactory:
+    """``--tree MODULE:FUNCTION`` (a ``Settings -> Supervisor`` callable; tests use it to run a tree
+    with known behaviour), else ``load_root_tree``."""
+    if not spec:
+        return load_root_tree
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--tree takes MODULE:FUNCTION, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"--tree {spec}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"--tree {spec}: {module_name} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+# -- serve -------------------------------------------------------------------------------------------
+class _AnnounceBinds:
+    """hypercorn's task_status: log the bound addresses once the sockets listen."""
+
+    def started(self, binds: Any = None) -> None:
+        log.info("listening", extra={"fields": {"binds": binds}})
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [_bind(settings.host, settings.port)]
+    config.accesslog = None  # transport writes one structured line per request itself
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = settings.drain_timeout
+    config.include_server_header = False
+    return config
+
+
+async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: trio.CancelScope) -> None:
+    """First SIGTERM/SIGINT: drain gracefully. A second one: stop waiting for in-flight requests."""
+    async for signum in signals:
+        if not shutdown.is_set():
+            log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name}})
+            begin_drain(app)  # /health turns 503 and telemetry streams close before the listener does
+            shutdown.set()
+        else:
+            log.warning("second signal: cutting the HTTP drain short",
+                        extra={"fields": {"signal": signal.Signals(signum).name}})
+            force.cancel()
+
+
+async def serve(settings: Settings, tree_factory: TreeFactory) -> int:
+    """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
+    # Catch the signals before anything starts, so one that arrives during startup still drains.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
+        async with trio_asyncio.open_loop():
+            try:
+                async with ActorSystem.start(tree_factory(settings)) as system:
+                    app = create_app(settings, system=system)
+                    shutdown = trio.Event()
+                    force = trio.CancelScope()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_watch_signals, signals, app, shutdown, force)
+                        with force:
+                            # Returns once the trigger fired, the listener closed and requests drained.
+                            await hypercorn.trio.serve(app, hypercorn_config(settings),
+                                                       shutdown_trigger=shutdown.wait, task_status=_AnnounceBinds())
+                        nursery.cancel_scope.cancel()
+                    log.info("HTTP drained; stopping the actor system")
+                    await system.stop()
+            except SupervisorGaveUp as exc:
+                # The kernel already cancelled the server; there is nothing left to serve with.
+                log.critical("the root supervisor gave up; exiting", exc_info=exc)
+                return EXIT_FAILURE
+    log.info("stopped")
+    return EXIT_OK
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(settings.log_level)
+    tree_factory = resolve_tree_factory(args.tree)
+    log.info("starting", extra={"fields": {"settings": repr(settings)}})
+    return trio.run(serve, settings, tree_factory)
+
+
+# -- token -------------------------------------------------------------------------------------------
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        token = issue_token(settings.jwt_secret, args.user, ttl_seconds=args.ttl)
+    except ValueError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if "jwt_secret" in settings.dev_defaults_in_use:
+        print("vigil: note: signed with the development secret (set VIGIL_JWT_SECRET)", file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+# -- migrate -----------------------------------------------------------------------------------------
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(settings.log_level)
+    import storage
+
+    migrate = getattr(storage, "migrate", None)
+    if migrate is None:
+        print("vigil: storage.migrate is not available yet (the storage package does not provide it); "
+              "nothing was migrated", file=sys.stderr)
+        return EXIT_FAILURE
+    if inspect.iscoroutinefunction(migrate):
+        async def run_async() -> None:
+            async with trio_asyncio.open_loop():
+                await migrate(settings.database_url)
+
+        trio.run(run_async)
+    else:
+        migrate(settings.database_url)
+    log.info("migrated")
+    return EXIT_OK
+
+
+# -- command line ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Vigil: health-data sync on supervised actors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP/WebSocket server and the actor system")
+    p.add_argument("--host", help="listen address (VIGIL_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (VIGIL_PORT, default 8000)")
+    p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (VIGIL_REDIS_URL)")
+    p.add_argument("--tree", help="root tree factory MODULE:FUNCTION (default actors.supervisor:root_tree)")
+    p.set_defaults(func=cmd_serve, overrides=("host", "port", "database_url", "redis_url"))
+
+    p = sub.add_parser("token", help="print a user JWT for local use, signed with the configured secret")
+    p.add_argument("--user", required=True, help="the user id (the token's sub claim)")
+    p.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default 86400)")
+    p.set_defaults(func=cmd_token, overrides=())
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
+    p.set_defaults(func=cmd_migrate, overrides=("database_url",))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ, **{name: getattr(args, name) for name in args.overrides})
+        return int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"vigil: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The app factory: a Quart-Trio app with its dependencies on it, no module-level state."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+from quart import g, has_request_context, request
+from quart.typing import ResponseTypes
+from quart_trio import QuartTrio
+
+from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
+from ._health import HealthRegistry, actor_system_check, draining_check
+from ._metrics import HttpMetrics
+from ._openapi import build_openapi
+from ._ops import ops_blueprint
+from ._routes import ApiBlueprint, RouteSpec, access_log, current_request_id
+from ._services import EXTENSION_KEY, ActorSystemLike, AppServices, get_services
+from ._settings import Settings, warn_about_dev_defaults
+
+log = logging.getLogger("vigil.transport")
+
+API_TITLE = "Vigil"
+API_VERSION = "1"
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every 404, so scanners cannot blow up cardinality
+
+
+class VigilApp(QuartTrio):
+    async def handle_exception(self, error: Exception) -> ResponseTypes:
+        """Last resort, for errors outside the handler (an after_request hook, an error handler):
+        still the JSON error shape, never Quart's HTML page, and never re-raised in tests."""
+        log.error("unhandled error outside the handler", exc_info=error,
+                  extra={"fields": {"requestId": current_request_id(), "path": request.path}})
+        response = error_response(InternalError("internal error"), current_request_id())
+        return await self.finalize_request(response, from_error_handler=True)
+
+
+def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Sequence[ApiBlueprint] = (),
+               health: HealthRegistry | None = None, resources: Mapping[str, Any] | None = None) -> VigilApp:
+    """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
+    ``telemetry``); ``blueprints`` add user routes; ``health`` may carry extra checks (the actor
+    system and draining checks are added here); ``resources`` holds later dependencies by name."""
+    app = VigilApp(__name__, static_folder=None)
+    app.config.update(
+        # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
+        # Content-Length is checked before the handler runs, in _begin_request.
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    warn_about_dev_defaults(settings, log)
+
+    all_blueprints = [ops_blueprint(), *blueprints]
+    routes = _collect_routes(all_blueprints)
+    health = health if health is not None else HealthRegistry()
+    draining = trio.Event()
+    if "actors" not in health.names:
+        health.add_check("actors", actor_system_check(system))
+    if "server" not in health.names:
+        health.add_check("server", draining_check(draining))
+
+    openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
+    app.extensions[EXTENSION_KEY] = AppServices(
+        settings=settings, system=system, health=health, metrics=HttpMetrics(system), draining=draining,
+        routes=routes, openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
+        resources=dict(resources or {}))
+
+    app.before_request(_begin_request)
+    app.after_request(_finish_request)
+    app.before_websocket(_begin_websocket)
+    # One handler for everything: ApiError, werkzeug's routing/limit errors and bugs alike.
+    app.register_error_handler(Exception, _handle_error)
+    for bp in all_blueprints:
+        app.register_blueprint(bp.blueprint)
+    return app
+
+
+def _collect_routes(blueprints: Sequence[ApiBlueprint]) -> tuple[RouteSpec, ...]:
+    seen: dict[tuple[str, str], str] = {}
+    names: set[str] = set()
+    routes: list[RouteSpec] = []
+    for bp in blueprints:
+        if bp.name in names:
+            raise ValueError(f"two blueprints are named {bp.name!r}")
+        names.add(bp.name)
+        for spec in bp.routes:
+            key = ("GET" if spec.websocket else spec.method, spec.path)
+            if key in seen:
+                raise ValueError(f"{key[0]} {key[1]} is registered twice ({seen[key]} and {spec.endpoint})")
+            seen[key] = spec.endpoint
+            routes.append(spec)
+    return tuple(routes)
+
+
+async def _begin_request() -> None:
+    g.started_at = trio.current_time()
+    current_request_id()
+    limit = get_services().settings.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}", details={"maxBytes": limit})
+
+
+async def _begin_websocket() -> None:
+    current_request_id()
+
+
+async def _finish_request(response: Any) -> Any:
+    rid = current_request_id()
+    response.headers["X-Request-ID"] = rid
+    services = get_services()
+    seconds = trio.current_time() - g.get("started_at", trio.current_time())
+    rule = request.url_rule
+    route = rule.rule if rule is not None else UNMATCHED_ROUTE
+    services.metrics.observe(request.method, route, response.status_code, seconds)
+    access_log.info("request", extra={"fields": {
+        "method": request.method, "path": request.path, "route": route, "status": response.status_code,
+        "durationMs": round(seconds * 1000, 3), "requestId": rid, "userId": g.get("user_id")}})
+    return response
+
+
+async def _handle_error(exc: Exception) -> Any:
+    err = to_api_error(exc)
+    if err.status >= 500 and not isinstance(exc, ApiError):
+        # The client gets a request id, the log gets the stack: that is how the two meet.
+        log.error("unhandled exception", exc_info=exc, extra={"fields": {
+            "requestId": current_request_id(), "method": request.method if has_request_context() else "WEBSOCKET",
+            "errorType": type(exc).__name__}})
+    return error_response(err, current_request_id())
+
+
+__all__ = ["VigilApp", "create_app", "get_services"]

@@ -1,0 +1,240 @@
+"""One error hierarchy, and the one place where any exception becomes an HTTP response.
+
+Handlers raise ``ApiError`` subclasses (or let anything else escape); ``to_api_error`` maps every
+exception — routing errors, body limits, kernel errors, bugs — to an ``ApiError``, and
+``error_response`` renders it in the API.md shape:
+``{"error": {"code", "message", "retryable", "retryAfterMs", "requestId", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from quart import Response, current_app
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
+
+from kernel import ActorStopped, AskTimeout, MailboxFull, NoSuchActor
+
+log = logging.getLogger("vigil.transport")
+
+
+class ApiError(Exception):
+    """An error with a place in the HTTP contract. Subclasses fix ``status`` and a default ``code``;
+    a specific code is passed at the raise site: ``RateLimited("lane full", code="LANE_BACKPRESSURE")``."""
+
+    status: int = 500  # a class default; an instance may carry an odd werkzeug status
+    code: str = "INTERNAL"
+    retryable: bool = False
+    default_retry_after_ms: ClassVar[int | None] = None
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
+                 retryable: bool | None = None, retry_after_ms: int | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            if not code or not code.replace("_", "").isalnum() or code.upper() != code:
+                raise ValueError(f"error codes are UPPER_SNAKE, got {code!r}")
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.details = details
+        self.retry_after_ms = retry_after_ms if retry_after_ms is not None else self.default_retry_after_ms
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.code}, {self.message!r})"
+
+
+class ValidationFailed(ApiError):
+    status = 400
+    code = "VALIDATION_ERROR"
+
+
+class Unauthenticated(ApiError):
+    status = 401
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str = "a valid bearer token is required", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="vigil"')
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowedError(ApiError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "CONFLICT"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Unprocessable(ApiError):
+    """422 always carries a specific code, e.g. ``PAYLOAD_HASH_MISMATCH``."""
+
+    status = 422
+    code = "UNPROCESSABLE"
+
+
+class UpgradeRequired(ApiError):
+    status = 426
+    code = "UPGRADE_REQUIRED"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "RATE_LIMITED"
+    retryable = True
+    default_retry_after_ms = 1000
+
+
+class InternalError(ApiError):
+    status = 500
+    code = "INTERNAL"
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "UNAVAILABLE"
+    retryable = True
+    default_retry_after_ms = 1000
+
+
+# -- the response models (for the OpenAPI document) -------------------------------------------------
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(title="ErrorBody")
+    code: str
+    message: str
+    retryable: bool
+    retryAfterMs: int | None
+    requestId: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(title="ErrorResponse")
+    error: ErrorBody
+
+
+# -- the mapping ------------------------------------------------------------------------------------
+def validation_details(exc: ValidationError, *, location: str) -> list[dict[str, str]]:
+    """Each field path and problem; never the offending input (it may be a health sample)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        out.append({"in": location, "path": ".".join(str(p) for p in err["loc"]),
+                    "problem": err["msg"], "type": err["type"]})
+    return out
+
+
+def request_validation_error(exc: ValidationError, *, location: str) -> ValidationFailed:
+    details = validation_details(exc, location=location)
+    if any(d["type"] == "json_invalid" for d in details):
+        return ValidationFailed("request body is not valid JSON", code="VALIDATION_ERROR",
+                                details=[{"in": location, "path": "", "problem": d["problem"],
+                                          "type": "json_invalid"} for d in details if d["type"] == "json_invalid"])
+    return ValidationFailed(f"the request {location} is invalid", details=details)
+
+
+def _http_exception_code(exc: HTTPException) -> str:
+    name = (exc.name or "error").upper()
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_") or "ERROR"
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Every exception that reaches the HTTP layer, as an ApiError. Unknown ones become INTERNAL
+    (the caller logs them); the client never sees their message or stack."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, WebsocketMismatch):  # a plain HTTP request to a WebSocket route (or back)
+        upgrade = UpgradeRequired("this endpoint is a WebSocket; connect with an Upgrade request")
+        upgrade.headers["Upgrade"] = "websocket"
+        return upgrade
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        if status == 404:
+            return NotFound("no such resource")
+        if status == 405:
+            allowed: Sequence[str] = sorted(getattr(exc, "valid_methods", None) or [])
+            not_allowed = MethodNotAllowedError("method not allowed for this resource",
+                                                details={"allowed": list(allowed)})
+            if allowed:
+                not_allowed.headers["Allow"] = ", ".join(allowed)
+            return not_allowed
+        if status == 413:
+            return PayloadTooLarge("request body is too large")
+        if status == 415:
+            return UnsupportedMediaType("unsupported content type")
+        if status == 400:
+            return ValidationFailed("bad request")
+        if status >= 500:
+            return InternalError("internal error")
+        err = ApiError(exc.description or exc.name or "error", code=_http_exception_code(exc))
+        err.status = status
+        return err
+    kernel = _kernel_error(exc)
+    if kernel is not None:
+        return kernel
+    return InternalError("internal error")
+
+
+def _kernel_error(exc: BaseException) -> ApiError | None:
+    """The kernel's errors that escape a handler are about capacity or availability, not bugs.
+    (A route that knows better — e.g. a full ingest lane — raises its own specific ApiError.)"""
+    if isinstance(exc, MailboxFull):
+        return RateLimited("the server is busy; retry later")
+    if isinstance(exc, AskTimeout):
+        return Unavailable("the server did not answer in time; retry later")
+    if isinstance(exc, ActorStopped | NoSuchActor):
+        return Unavailable("a required component is not running")
+    return None
+
+
+def error_payload(err: ApiError, request_id: str) -> dict[str, Any]:
+    return {"error": {"code": err.code, "message": err.message, "retryable": err.retryable,
+                      "retryAfterMs": err.retry_after_ms, "requestId": request_id, "details": err.details}}
+
+
+def error_response(err: ApiError, request_id: str) -> Response:
+    headers = dict(err.headers)
+    if err.status in (429, 503):
+        # Retry-After is whole seconds; round up so a client never retries early.
+        headers["Retry-After"] = str(max(1, math.ceil((err.retry_after_ms or 1000) / 1000)))
+    body = json.dumps(error_payload(err, request_id), separators=(",", ":"), default=str)
+    response: Response = current_app.response_class(body, status=err.status, headers=headers,
+                                                    content_type="application/json")
+    return response
+
+
+__all__ = [
+    "ApiError", "Conflict", "ErrorBody", "ErrorResponse", "Forbidden", "InternalError",
+    "MethodNotAllowedError", "NotFound", "PayloadTooLarge", "RateLimited", "Unauthenticated",
+    "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "error_payload",
+    "error_response", "request_validation_error", "to_api_error", "validation_details",
+]

@@ -1,0 +1,94 @@
+"""Prometheus metrics on a per-app registry.
+
+Actor metrics are read from ``system.tree()`` at scrape time by a custom collector, so the kernel's
+counters are the only bookkeeping; HTTP latency is the one thing transport measures itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Seconds; spans a cache hit to a slow durable batch write.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _TreeSource(Protocol):
+    def tree(self) -> dict[str, Any]: ...
+
+
+class ActorTreeCollector(Collector):
+    """Per-node gauges and counters labelled by actor path, derived from one ``tree()`` per scrape.
+
+    Keyed groups are reported as one series (the group's totals and how many keys are live): a
+    series per key would let user ids into the label space.
+    """
+
+    def __init__(self, system: _TreeSource) -> None:
+        self._system = system
+
+    def describe(self) -> Iterable[Metric]:
+        # Without describe(), registering would call collect() and so tree() at app creation.
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "depth": GaugeMetricFamily("vigil_actor_mailbox_depth", "Messages queued in the mailbox", labels=["path"]),
+            "capacity": GaugeMetricFamily("vigil_actor_mailbox_capacity", "Mailbox capacity", labels=["path"]),
+            "processed": CounterMetricFamily("vigil_actor_processed", "Messages handled", labels=["path"]),
+            "crashes": CounterMetricFamily("vigil_actor_crashes", "Crashes (exceptions escaping receive)",
+                                           labels=["path"]),
+            "restarts": CounterMetricFamily("vigil_actor_restarts", "Restarts by the supervisor", labels=["path"]),
+            "dead": CounterMetricFamily("vigil_actor_dead_letters", "Messages that will never be handled",
+                                        labels=["path"]),
+            "up": GaugeMetricFamily("vigil_actor_running", "1 if the node is running", labels=["path", "kind"]),
+            "live": GaugeMetricFamily("vigil_actor_keyed_live", "Live actors of a keyed group", labels=["path"]),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        stack = [self._system.tree()]
+        while stack:
+            node = stack.pop()
+            path = str(node.get("path", node.get("name", "?")))
+            kind = str(node.get("kind", "actor"))
+            children = node.get("children") or []
+            fam["up"].add_metric([path, kind], 1.0 if node.get("state") == "running" else 0.0)
+            fam["restarts"].add_metric([path], float(node.get("restarts") or 0))
+            if kind == "supervisor":
+                stack.extend(reversed(children))
+                continue
+            fam["crashes"].add_metric([path], float(node.get("crashes") or 0))
+            fam["processed"].add_metric([path], float(node.get("processed") or 0))
+            fam["dead"].add_metric([path], float(node.get("deadLetters") or 0))
+            mailbox = node.get("mailbox")
+            if mailbox:
+                fam["depth"].add_metric([path], float(mailbox.get("depth") or 0))
+                fam["capacity"].add_metric([path], float(mailbox.get("capacity") or 0))
+            if kind == "keyed":
+                # The group's own node already sums its keys (processed includes passivated ones,
+                # so it never goes backwards); its children are a truncated sample, not descended.
+                fam["live"].add_metric([path], float(node.get("live", len(children))))
+        yield from fam.values()
+
+
+class HttpMetrics:
+    """The app's registry, with the request histogram and the actor collector on it."""
+
+    def __init__(self, system: _TreeSource) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_duration = Histogram(
+            "vigil_http_request_duration_seconds", "HTTP request latency by route template and status",
+            labelnames=("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(ActorTreeCollector(system))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_duration.labels(method, route, str(status)).observe(max(0.0, seconds))
+
+
+__all__ = ["ActorTreeCollector", "HttpMetrics"]
