@@ -1,0 +1,579 @@
+"""Redis implementations, driven from trio through trio-asyncio.
+
+Every redis-py call goes through :meth:`_Bridge.call`: one ``aio_as_trio`` crossing per
+operation (a whole script, pipeline or batch of reads is one asyncio coroutine), bounded
+in time, with redis exceptions translated once into the package's hierarchy.
+
+Pub/sub uses ONE Redis connection per coordination object, whatever the number of local
+subscribers: a listener task reads it and fans out into per-subscriber bounded buffers,
+and SUBSCRIBE/UNSUBSCRIBE are sent only when the first/last local subscriber of a
+channel or pattern arrives/leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar, cast
+
+import redis.asyncio as aredis
+import redis.exceptions as rexc
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscription, to_bytes
+from ._config import CoordinationConfig, RedisConfig
+from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
+from ._fanout import FanoutCounters, SubscriberIndex, Subscription
+from ._glob import escape_glob
+from ._protocol import BusStats, HealthStatus, Message, RateDecision
+
+__all__ = ["RedisBus", "RedisCoordination", "RedisLeases", "RedisRateLimiter", "open_redis_coordination"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Sliding-window log, atomic because scripts run one at a time. KEYS[1]: sorted set of
+# allowed hits scored in server microseconds (one clock for every process); ARGV[1]:
+# limit; ARGV[2]: window in microseconds. Big numbers go through string.format('%d'):
+# Lua's default number formatting would round 16-digit timestamps.
+_RATE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  -- now + count is unique per key: two hits in one microsecond see different counts.
+  redis.call('ZADD', KEYS[1], string.format('%d', now), string.format('%d.%d', now, count))
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(window / 1000)))
+  return {1, limit - count - 1, 0}
+end
+local entry = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+return {0, 0, tonumber(entry[2]) + window - now}
+"""
+
+# Idempotent for the holder: a retry after a lost reply must not lock the owner out.
+_ACQUIRE_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Server-side refusals that mean "not serving right now" rather than "you asked wrongly".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # includes AuthenticationError, BusyLoadingError, MaxConnectionsError
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    rexc.TryAgainError,
+    rexc.ClusterDownError,
+    rexc.MasterDownError,
+    OSError,
+)
+
+
+def translate(exc: BaseException) -> CoordinationError:
+    if isinstance(exc, _UNAVAILABLE):
+        return CoordinationUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
+    return CoordinationError(f"redis error: {type(exc).__name__}: {exc}")
+
+
+class _Bridge:
+    """The single trio→asyncio crossing point: loop, deadline, error translation."""
+
+    def __init__(self, loop: Any, config: RedisConfig, lifecycle: Lifecycle) -> None:
+        # The loop is passed explicitly so callers in any trio task (not only those
+        # spawned inside open_loop) reach the loop that owns the connections.
+        self._loop = loop
+        self.deadline = config.operation_deadline
+        self.lifecycle = lifecycle
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self.lifecycle.check()
+        return await self.call_unchecked(fn, *args, deadline=self.deadline)
+
+    async def call_unchecked(self, fn: Callable[..., Awaitable[T]], *args: Any, deadline: float) -> T:
+        try:
+            with trio.fail_after(deadline):
+                result = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args)
+        except trio.TooSlowError as exc:
+            raise CoordinationUnavailable(f"redis did not answer within {deadline:.3g}s") from exc
+        except (rexc.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+        return cast(T, result)
+
+
+class RedisRateLimiter:
+    def __init__(self, bridge: _Bridge, client: aredis.Redis, prefix: str) -> None:
+        self._bridge = bridge
+        self._prefix = prefix + "rl:"
+        self._script = client.register_script(_RATE_LUA)
+
+    async def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
+        check_rate(key, limit, window)
+        window_us = max(1, round(window * 1_000_000))
+        call = functools.partial(self._script, keys=[self._prefix + key], args=[limit, window_us])
+        allowed, remaining, retry_us = await self._bridge.call(call)
+        return RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6)
+
+
+def _ttl_ms(ttl: float) -> int:
+    # Round up: a lease must never be shorter than asked.
+    return max(1, math.ceil(ttl * 1000))
+
+
+class RedisLeases:
+    def __init__(self, bridge: _Bridge, client: aredis.Redis, prefix: str) -> None:
+        self._bridge = bridge
+        self._prefix = prefix + "lease:"
+        self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+
+    async def _run(self, script: Any, name: str, *args: Any) -> bool:
+        call = functools.partial(script, keys=[self._prefix + name], args=list(args))
+        return bool(await self._bridge.call(call))
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        check_ttl(name, owner, ttl)
+        return await self._run(self._acquire, name, owner, _ttl_ms(ttl))
+
+    async def renew(self, name: str, owner: str, ttl: float) -> bool:
+        check_ttl(name, owner, ttl)
+        return await self._run(self._renew, name, owner, _ttl_ms(ttl))
+
+    async def release(self, name: str, owner: str) -> bool:
+        check_key("name", name)
+        check_key("owner", owner)
+        return await self._run(self._release, name, owner)
+
+
+class _Pending:
+    """One SUBSCRIBE round trip; resolved when its PING barrier is answered or it failed."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: CoordinationError | None = None
+
+    def resolve(self, error: CoordinationError | None = None) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+_IDLE_TOKEN = b"vigil-idle"
+
+ListenerState = Literal["idle", "listening", "reconnecting"]
+
+
+class RedisBus:
+    def __init__(
+        self, bridge: _Bridge, client: aredis.Redis, config: CoordinationConfig, rng: random.Random
+    ) -> None:
+        self._bridge = bridge
+        self._client = client
+        self._pubsub = client.pubsub()
+        self._config = config.bus
+        self._prefix = config.redis.key_prefix
+        self._prefix_bytes = self._prefix.encode()
+        self._pattern_prefix = escape_glob(self._prefix)
+        self._rng = rng
+        self._index = SubscriberIndex()
+        self._counters = FanoutCounters()
+        # (kind, user name) -> the SUBSCRIBE round that made it live on Redis.
+        self._ready: dict[tuple[str, str], _Pending] = {}
+        # PING token -> rounds that are confirmed once Redis answers that PING: Redis
+        # runs one connection's commands in order, so the pong proves SUBSCRIBE ran.
+        self._barriers: dict[bytes, list[_Pending]] = {}
+        self._barrier_seq = 0
+        self._wire_patterns: dict[bytes, str] = {}
+        # Serialises commands on the pub/sub connection (order matters for barriers).
+        self._cmd_lock = trio.Lock()
+        self._wake = trio.Event()
+        self._doomed_channels: set[str] = set()
+        self._doomed_patterns: set[str] = set()
+        self._janitor_wake = trio.Event()
+        self._ping_outstanding = False
+        self.state: ListenerState = "idle"
+        self.reconnects = 0
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: bytes | str) -> None:
+        check_key("channel", channel)
+        await self._bridge.call(self._client.publish, self._prefix + channel, to_bytes(message))
+
+    async def publish_many(self, messages: Iterable[tuple[str, bytes | str]]) -> None:
+        batch = []
+        for channel, message in messages:
+            check_key("channel", channel)
+            batch.append((self._prefix + channel, to_bytes(message)))
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._bridge.call(self._aio_publish_many, batch)
+
+    async def _aio_publish_many(self, batch: list[tuple[str, bytes]]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel, data in batch:
+                pipe.publish(channel, data)
+            await pipe.execute()
+
+    # -- subscribing ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(
+        self, *channels: str, patterns: Iterable[str] = (), buffer: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        sub = new_subscription(channels, patterns, buffer, self._config, self._counters)
+        self._bridge.lifecycle.check()
+        fresh_channels, fresh_patterns = self._index.add(sub)
+        for pattern in fresh_patterns:
+            self._wire_patterns[self._wire_pattern(pattern)] = pattern
+        try:
+            if fresh_channels or fresh_patterns:
+                await self._send_subscribe(fresh_channels, fresh_patterns)
+            await self._await_ready(sub)
+            yield sub
+        finally:
+            # No awaits here: leaving must work while cancelled. The janitor task sends
+            # the UNSUBSCRIBE for names nobody listens to any more.
+            gone_channels, gone_patterns = self._index.remove(sub)
+            sub.detach()
+            for channel in gone_channels:
+                self._ready.pop(("c", channel), None)
+                self._doomed_channels.add(channel)
+            for pattern in gone_patterns:
+                self._ready.pop(("p", pattern), None)
+                self._wire_patterns.pop(self._wire_pattern(pattern), None)
+                self._doomed_patterns.add(pattern)
+            if gone_channels or gone_patterns:
+                self._janitor_wake.set()
+
+    def _wire_pattern(self, pattern: str) -> bytes:
+        return (self._pattern_prefix + pattern).encode()
+
+    def _next_token(self) -> bytes:
+        self._barrier_seq += 1
+        return b"vigil-barrier-%d" % self._barrier_seq
+
+    async def _send_subscribe(self, channels: list[str], patterns: list[str]) -> None:
+        pending = _Pending()
+        for channel in channels:
+            self._ready[("c", channel)] = pending
+        for pattern in patterns:
+            self._ready[("p", pattern)] = pending
+        token = b""
+        try:
+            async with self._cmd_lock:
+                token = self._next_token()
+                self._barriers[token] = [pending]
+                await self._bridge.call(
+                    self._aio_subscribe,
+                    [(self._prefix + c).encode() for c in channels],
+                    [self._wire_pattern(p) for p in patterns],
+                    token,
+                )
+        except BaseException as exc:
+            self._barriers.pop(token, None)
+            # Other subscribers waiting on the same names must fail fast too.
+            pending.resolve(
+                exc
+                if isinstance(exc, CoordinationError)
+                else CoordinationUnavailable("subscribe interrupted")
+            )
+            raise
+        finally:
+            self._wake.set()
+
+    async def _aio_subscribe(self, channels: list[bytes], patterns: list[bytes], token: bytes) -> None:
+        if channels:
+            await self._pubsub.subscribe(*channels)
+        if patterns:
+            await self._pubsub.psubscribe(*patterns)
+        await self._pubsub.ping(token)
+
+    async def _await_ready(self, sub: Subscription) -> None:
+        keys = [("c", c) for c in sub.channels] + [("p", p) for p in sub.patterns]
+        with trio.move_on_after(self._config.subscribe_timeout) as scope:
+            for key in keys:
+                pending = self._ready.get(key)
+                if pending is None:
+                    continue
+                await pending.done.wait()
+                if pending.error is not None:
+                    raise CoordinationUnavailable(f"subscribe failed: {pending.error}") from pending.error
+        if scope.cancelled_caught:
+            raise CoordinationUnavailable(
+                f"redis did not confirm the subscription within {self._config.subscribe_timeout:.3g}s"
+            )
+
+    # -- background tasks -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen)
+                nursery.start_soon(self._janitor)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._bridge.call_unchecked(self._pubsub.aclose, deadline=self._bridge.deadline)
+                except CoordinationError as exc:
+                    # Closing a connection to a dead server: nothing left to release.
+                    log.debug("closing the pub/sub connection failed: %s", exc)
+
+    async def _listen(self) -> None:
+        delay = self._config.reconnect_backoff_min
+        while True:
+            if not self._pubsub.subscribed:
+                # Nothing to listen to; redis-py reconnects on the next SUBSCRIBE.
+                self.state = "idle"
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            try:
+                if self.state == "reconnecting":
+                    await self._reconnect()
+                self.state = "listening"
+                batch = await self._bridge.call_unchecked(
+                    self._aio_read_batch, deadline=self._config.listener_idle_ping + self._bridge.deadline
+                )
+            except CoordinationUnavailable as exc:
+                if self.state != "reconnecting":
+                    self.reconnects += 1
+                    log.warning("redis pub/sub connection lost, reconnecting: %s", exc)
+                self.state = "reconnecting"
+                # Full jitter keeps many processes from reconnecting in lockstep.
+                await trio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, self._config.reconnect_backoff_max)
+                continue
+            delay = self._config.reconnect_backoff_min
+            for raw in batch:
+                self._dispatch(raw)
+
+    async def _reconnect(self) -> None:
+        async with self._cmd_lock:
+            token = self._next_token()
+            # Rounds whose PING died with the old socket: redis-py re-subscribes on
+            # connect, so the new barrier confirms them.
+            orphans = [p for waiting in self._barriers.values() for p in waiting]
+            self._barriers = {token: orphans}
+            await self._bridge.call_unchecked(self._aio_reconnect, token, deadline=self._bridge.deadline)
+        log.info("redis pub/sub connection re-established")
+
+    async def _aio_reconnect(self, token: bytes) -> None:
+        pubsub = self._pubsub
+        if pubsub.connection is not None:
+            await pubsub.connection.disconnect()
+        self._ping_outstanding = False
+        await pubsub.connect()  # type: ignore[no-untyped-call]  # on_connect re-subscribes everything
+        await pubsub.ping(token)
+
+    async def _aio_read_batch(self) -> list[dict[str, Any]]:
+        # Block for the first message, then drain what is already buffered: one bridge
+        # crossing per burst instead of per message.
+        pubsub = self._pubsub
+        first = await pubsub.get_message(timeout=self._config.listener_idle_ping)
+        if first is None:
+            if self._ping_outstanding:
+                raise rexc.ConnectionError("pub/sub connection silent: idle PING unanswered")
+            self._ping_outstanding = True
+            await pubsub.ping(_IDLE_TOKEN)
+            return []
+        self._ping_outstanding = False
+        batch: list[dict[str, Any]] = [first]
+        while len(batch) < self._config.listener_batch:
+            more = await pubsub.get_message(timeout=0)
+            if more is None:
+                break
+            batch.append(more)
+        return batch
+
+    def _unprefix(self, channel: bytes) -> str | None:
+        if not channel.startswith(self._prefix_bytes):
+            return None
+        return channel[len(self._prefix_bytes) :].decode("utf-8", "surrogateescape")
+
+    def _dispatch(self, raw: dict[str, Any]) -> None:
+        kind = raw["type"]
+        if kind == "message":
+            name = self._unprefix(raw["channel"])
+            if name is not None:
+                message = Message(name, raw["data"])
+                for sub in self._index.for_channel(name):
+                    sub.offer(message)
+        elif kind == "pmessage":
+            pattern = self._wire_patterns.get(raw["pattern"])
+            name = self._unprefix(raw["channel"])
+            if pattern is not None and name is not None:
+                message = Message(name, raw["data"])
+                for sub in self._index.for_pattern(pattern):
+                    sub.offer(message)
+        elif kind == "pong":
+            for pending in self._barriers.pop(raw["data"], ()):
+                pending.resolve()
+        # (p)subscribe/(p)unsubscribe confirmations need nothing: barriers cover them.
+
+    async def _janitor(self) -> None:
+        delay = self._config.reconnect_backoff_min
+        while True:
+            await self._janitor_wake.wait()
+            self._janitor_wake = trio.Event()
+            failed = False
+            async with self._cmd_lock:
+                # Checked under the lock: a name re-subscribed meanwhile must stay.
+                channels = [c for c in self._doomed_channels if not self._index.has_channel(c)]
+                patterns = [p for p in self._doomed_patterns if not self._index.has_pattern(p)]
+                self._doomed_channels.clear()
+                self._doomed_patterns.clear()
+                if channels or patterns:
+                    try:
+                        await self._bridge.call(
+                            self._aio_unsubscribe,
+                            [(self._prefix + c).encode() for c in channels],
+                            [self._wire_pattern(p) for p in patterns],
+                        )
+                    except CoordinationClosed:
+                        return  # shutting down: the connection is about to be closed
+                    except CoordinationUnavailable as exc:
+                        log.warning("redis UNSUBSCRIBE failed, will retry: %s", exc)
+                        self._doomed_channels.update(channels)
+                        self._doomed_patterns.update(patterns)
+                        failed = True
+            if failed:
+                await trio.sleep(delay)
+                delay = min(delay * 2, self._config.reconnect_backoff_max)
+                self._janitor_wake.set()
+            else:
+                delay = self._config.reconnect_backoff_min
+
+    async def _aio_unsubscribe(self, channels: list[bytes], patterns: list[bytes]) -> None:
+        if channels:
+            await self._pubsub.unsubscribe(*channels)
+        if patterns:
+            await self._pubsub.punsubscribe(*patterns)
+
+    # -- introspection ----------------------------------------------------------------
+
+    def stats(self) -> BusStats:
+        return self._index.stats(self._counters)
+
+    def close(self) -> None:
+        for sub in self._index.all():
+            sub.close()
+
+
+class RedisCoordination:
+    def __init__(
+        self, bridge: _Bridge, client: aredis.Redis, bus: RedisBus, config: CoordinationConfig
+    ) -> None:
+        prefix = config.redis.key_prefix
+        self._bridge = bridge
+        self._client = client
+        self._health_timeout = config.redis.health_timeout
+        self._limiter = RedisRateLimiter(bridge, client, prefix)
+        self._leases = RedisLeases(bridge, client, prefix)
+        self._bus = bus
+
+    @property
+    def limiter(self) -> RedisRateLimiter:
+        return self._limiter
+
+    @property
+    def leases(self) -> RedisLeases:
+        return self._leases
+
+    @property
+    def bus(self) -> RedisBus:
+        return self._bus
+
+    async def health(self) -> HealthStatus:
+        stats = self._bus.stats()
+
+        def report(ok: bool, detail: str, latency: float | None = None) -> HealthStatus:
+            return HealthStatus(ok=ok, backend="redis", detail=detail, latency=latency, bus=stats)
+
+        started = trio.current_time()
+        try:
+            with trio.move_on_after(self._health_timeout) as scope:
+                await self._bridge.call(self._client.ping)
+        except CoordinationError as exc:
+            return report(False, f"PING failed: {exc}")
+        if scope.cancelled_caught:
+            return report(False, f"PING timed out after {self._health_timeout:.3g}s")
+        latency = trio.current_time() - started
+        if self._bus.state == "reconnecting":
+            return report(False, "PING ok; pub/sub listener reconnecting", latency)
+        return report(True, f"PING ok; pub/sub listener {self._bus.state}", latency)
+
+
+async def _connect(url: str, config: RedisConfig) -> aredis.Redis:
+    pool = aredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=config.max_connections,
+        # Waiting for a free pooled connection is backpressure, but bounded.
+        timeout=config.command_timeout,
+        socket_connect_timeout=config.connect_timeout,
+        socket_timeout=config.command_timeout,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), config.retries),
+    )
+    client = aredis.Redis.from_pool(pool)
+    try:
+        await client.ping()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+@asynccontextmanager
+async def open_redis_coordination(url: str, config: CoordinationConfig) -> AsyncIterator[RedisCoordination]:
+    # The loop wraps the nursery of the background tasks; callers' tasks reach it too
+    # because the bridge passes the loop explicitly.
+    async with trio_asyncio.open_loop() as loop:
+        lifecycle = Lifecycle()
+        bridge = _Bridge(loop, config.redis, lifecycle)
+        # Fail fast on a wrong URL or a dead server rather than on first use.
+        client = await bridge.call(_connect, url, config.redis)
+        try:
+            async with trio.open_nursery() as nursery:
+                bus = RedisBus(bridge, client, config, random.Random(config.seed))
+                await nursery.start(bus.run)
+                try:
+                    yield RedisCoordination(bridge, client, bus, config)
+                finally:
+                    lifecycle.closed = True
+                    bus.close()
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await bridge.call_unchecked(client.aclose, deadline=bridge.deadline)
+                except CoordinationError as exc:
+                    log.debug("closing the redis client failed: %s", exc)
