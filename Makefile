@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/kernel.py
+	$(BIN)/python bench/storage.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

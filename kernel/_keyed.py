@@ -17,6 +17,8 @@ import trio
 from ._actor import Actor
 from ._cell import _NOTHING, _STOP_DRAIN, _STOP_NOW, ActorRef, Cell, _SystemMessage, ask_cell
 
+# Pending entity tasks past which a tell to a cold key yields to let them run.
+LAUNCH_BURST = 256
 # An entity's ``waiter`` when it has no task: the next wake launches one.
 _LAUNCH: Any = object()
 from ._errors import ActorStopped, MailboxFull
@@ -115,6 +117,7 @@ class Entity(Cell):
     async def drive(self) -> None:
         """The entity's task: handle messages until the mailbox is empty, then let the task end."""
         node = self.node
+        node.launching -= 1
         if self.q is None:
             self.q = deque()
         if self.sysq is None:
@@ -213,7 +216,7 @@ class KeyedNode(Node):
 
     __slots__ = (
         "spec", "overflow", "entities", "nursery", "ref", "stop_requested", "drain_on_stop", "dead_letters",
-        "processed_total", "passivated", "_reaper_wake", "_pending",
+        "processed_total", "passivated", "_reaper_wake", "_pending", "launching",
     )
     kind = "keyed"
 
@@ -232,6 +235,8 @@ class KeyedNode(Node):
         self._reaper_wake = trio.Event()
         # Entities with messages that arrived while the group was between incarnations.
         self._pending: list[Entity] = []
+        # Drive tasks started but not yet running: a burst of cold keys is throttled on this.
+        self.launching = 0
 
     @property
     def shutdown_timeout(self) -> float:
@@ -275,6 +280,7 @@ class KeyedNode(Node):
         if self.nursery is None:
             self._pending.append(entity)  # between incarnations of the group: started on the next one
             return
+        self.launching += 1
         self.nursery.start_soon(entity.drive)
 
     def settled(self, entity: Entity) -> None:
@@ -343,10 +349,12 @@ class KeyedNode(Node):
                 self.state = "running"
                 pending, self._pending = self._pending, []
                 for entity in pending:
+                    self.launching += 1
                     nursery.start_soon(entity.drive)
                 for entity in self.entities.values():
                     if (entity.q or entity.sysq) and entity.waiter is _LAUNCH:
                         entity.waiter = None
+                        self.launching += 1
                         nursery.start_soon(entity.drive)
                 await self._reap()
                 self.state = "stopping"
@@ -466,11 +474,16 @@ class EntityRef(ActorRef):
         return hash((id(self._node), self._key))
 
     async def tell(self, msg: Any) -> None:
-        entity = self._node.entity(self._key)
+        node = self._node
+        entity = node.entity(self._key)
         if len(entity.q) < entity.capacity and not entity.senders:
             entity.q.append(msg)
             if entity.waiter is not None:
                 entity._wake()
+                if node.launching >= LAUNCH_BURST:
+                    # A burst to cold keys: let the started tasks run (and go idle) before more pile up,
+                    # or every pending task (~2.4 KB) is held at once.
+                    await trio.lowlevel.checkpoint()
             return
         await entity.put(msg)
 

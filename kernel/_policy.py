@@ -40,9 +40,10 @@ def record_restart(
 ) -> tuple[tuple[float, ...], bool]:
     """Add a restart at ``now``; return the new history and whether intensity is exceeded.
 
-    Exceeded means more than ``max_restarts`` restarts inside the window, counting this one.
+    Exceeded means more than ``max_restarts`` restarts inside the window, counting this one. Only
+    the newest ``max_restarts + 1`` entries can matter, so the history never grows past that.
     """
-    window = (*prune_window(history, now, within), now)
+    window = (*prune_window(history, now, within), now)[-(max_restarts + 1):]
     return window, len(window) > max_restarts
 
 

@@ -54,6 +54,7 @@ class SupervisorNode(Node):
         super().__init__(system, parent, spec.name, path)
         self.spec = spec
         self.children: list[Node] = [build_node(system, self, child, f"{path}/{child.name}") for child in spec.children]
+        self.by_name: dict[str, Node] = {node.name: node for node in self.children}
         self.dynamic: set[str] = set()
         self.history: tuple[float, ...] = ()
         self.exits: deque[Node] = deque()
@@ -78,10 +79,7 @@ class SupervisorNode(Node):
         self._wakeup.set()
 
     def child(self, name: str) -> Node | None:
-        for node in self.children:
-            if node.name == name:
-                return node
-        return None
+        return self.by_name.get(name)
 
     def add_child(self, spec: ChildSpec | Supervisor) -> Node:
         if self.nursery is None or self.stop_requested:
@@ -95,6 +93,7 @@ class SupervisorNode(Node):
             self.children.remove(existing)
         node = build_node(self.system, self, spec, f"{self.path}/{spec.name}")
         self.children.append(node)
+        self.by_name[node.name] = node
         self.dynamic.add(spec.name)
         node.start(self.nursery, 0.0)
         return node
@@ -113,6 +112,8 @@ class SupervisorNode(Node):
                     node.start(nursery, 0.0)
                 self.state = "running"
                 self.system.publish(Started, self.path, attempt=self.restarts or None)
+                if self.parent is None:
+                    self.system._root_up.set()
                 outcome = await self._supervise()
         finally:
             self.nursery = None
@@ -150,9 +151,12 @@ class SupervisorNode(Node):
             attempt, base_delay=spec.base_delay, max_delay=spec.max_delay, jitter=self.system.jitter()
         )
         child.consecutive = attempt + 1
-        live = [node for node in self.children if node.alive]
-        group = set(restart_group(spec.strategy, [node.name for node in live], child.name))
-        members = [node for node in live if node.name in group]
+        if spec.strategy == "one_for_one":
+            members = [child]  # the common case stays O(1) however many siblings there are
+        else:
+            live = [node for node in self.children if node.alive]
+            group = set(restart_group(spec.strategy, [node.name for node in live], child.name))
+            members = [node for node in live if node.name in group]
         await self._stop_children([node for node in members if node is not child], drain=False, finalize=False)
         assert self.nursery is not None
         for node in members:
@@ -181,6 +185,8 @@ class SupervisorNode(Node):
         if child.name in self.dynamic:
             self.children.remove(child)
             self.dynamic.discard(child.name)
+            if self.by_name.get(child.name) is child:
+                del self.by_name[child.name]
 
     async def _stop_children(self, nodes: list[Node], *, drain: bool, finalize: bool) -> None:
         """Stop ``nodes`` one by one in reverse start order, each within its shutdown timeout."""

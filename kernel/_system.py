@@ -78,6 +78,7 @@ class ActorSystem:
         self._nursery: trio.Nursery | None = None
         self._wall_anchor = 0.0
         self._stopped = trio.Event()
+        self._root_up = trio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @classmethod
@@ -95,6 +96,8 @@ class ActorSystem:
                 services = trio.CancelScope()
                 nursery.start_soon(system._run_services, services)
                 system.root.start(nursery, 0.0)
+                # Yield a running system: spawn() and refs work from the first line of the block.
+                await system._root_up.wait()
                 try:
                     yield system
                     await system.stop()
