@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import hypercorn.trio
@@ -25,9 +26,18 @@ import trio
 import trio_asyncio  # type: ignore[import-untyped]
 from hypercorn.config import Config as HypercornConfig
 
-from actors.supervisor import root_tree
+from actors.supervisor import application
 from kernel import ActorSystem, Supervisor, SupervisorGaveUp
-from transport import ConfigError, Settings, begin_drain, configure_logging, create_app, issue_token
+from storage import open_store
+from transport import (
+    ConfigError,
+    Settings,
+    begin_drain,
+    configure_logging,
+    create_app,
+    issue_token,
+    user_blueprints,
+)
 
 log = logging.getLogger("vigil.run")
 
@@ -37,17 +47,13 @@ TreeFactory = Callable[[Settings], Supervisor]
 
 
 # -- the root supervision tree -----------------------------------------------------------------------
-# THE SEAM between the server and the application's actors. `actors.supervisor.root_tree` takes an
-# optional `TreeConfig` today (its defaults apply); if it comes to take Settings, change this line.
-def load_root_tree(settings: Settings) -> Supervisor:
-    return root_tree()
-
-
-def resolve_tree_factory(spec: str | None) -> TreeFactory:
+# THE SEAM between the server and the application's actors: the full application over the store
+# (``actors.supervisor.application``), unless ``--tree`` names a test tree (which gets no store).
+def resolve_tree_factory(spec: str | None) -> TreeFactory | None:
     """``--tree MODULE:FUNCTION`` (a ``Settings -> Supervisor`` callable; tests use it to run a tree
-    with known behaviour), else ``load_root_tree``."""
+    with known behaviour), else None: the whole application."""
     if not spec:
-        return load_root_tree
+        return None
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"--tree takes MODULE:FUNCTION, got {spec!r}")
@@ -96,15 +102,22 @@ async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: tr
             force.cancel()
 
 
-async def serve(settings: Settings, tree_factory: TreeFactory) -> int:
+async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
     """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
     # Catch the signals before anything starts, so one that arrives during startup still drains.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
-        async with trio_asyncio.open_loop():
+        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+            if tree_factory is not None:
+                tree, resources, blueprints = tree_factory(settings), {}, []
+            else:
+                # SQLite migrates itself on open; PostgreSQL needs `run.py migrate` first.
+                store = await stack.enter_async_context(open_store(settings.database_url))
+                app_parts = application(store)
+                tree, resources, blueprints = app_parts.tree, app_parts.resources, user_blueprints()
             try:
-                async with ActorSystem.start(tree_factory(settings)) as system:
-                    app = create_app(settings, system=system)
+                async with ActorSystem.start(tree) as system:
+                    app = create_app(settings, system=system, blueprints=blueprints, resources=resources)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
@@ -147,22 +160,18 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 # -- migrate -----------------------------------------------------------------------------------------
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
-    import storage
+    from storage import StoreError, migrate
 
-    migrate = getattr(storage, "migrate", None)
-    if migrate is None:
-        print("vigil: storage.migrate is not available yet (the storage package does not provide it); "
-              "nothing was migrated", file=sys.stderr)
+    async def run() -> list[int]:
+        async with trio_asyncio.open_loop():
+            return await migrate(settings.database_url)
+
+    try:
+        applied = trio.run(run)
+    except StoreError as exc:
+        print(f"vigil: migration failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    if inspect.iscoroutinefunction(migrate):
-        async def run_async() -> None:
-            async with trio_asyncio.open_loop():
-                await migrate(settings.database_url)
-
-        trio.run(run_async)
-    else:
-        migrate(settings.database_url)
-    log.info("migrated")
+    log.info("migrated", extra={"fields": {"applied": applied}})
     return EXIT_OK
 
 

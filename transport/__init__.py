@@ -26,6 +26,8 @@ from ._errors import (
     to_api_error,
 )
 from ._health import CheckResult, HealthRegistry, HealthReport
+from ._ingest import health as health_blueprint
+from ._ingest import users as users_blueprint
 from ._logging import JsonFormatter, configure_logging
 from ._metrics import ActorTreeCollector, HttpMetrics
 from ._openapi import build_openapi
@@ -42,6 +44,13 @@ from ._routes import (
 from ._services import ActorSystemLike, AppServices, begin_drain, get_services
 from ._settings import DEV_JWT_SECRET, DEV_OPS_TOKEN, ConfigError, Settings
 
+
+
+def user_blueprints() -> list[ApiBlueprint]:
+    """The user-facing API (settings, ingestion) for ``create_app(..., blueprints=...)``."""
+    return [users_blueprint, health_blueprint]
+
+
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",
     "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppServices",
@@ -51,5 +60,5 @@ __all__ = [
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "VigilApp",
     "authenticate_ops", "authenticate_user", "bearer_token", "begin_drain", "build_openapi",
     "configure_logging", "create_app", "current_request_id", "event_to_dict", "get_services",
-    "issue_token", "to_api_error", "verify_user_token",
+    "issue_token", "to_api_error", "user_blueprints", "verify_user_token",
 ]

@@ -19,7 +19,8 @@ from quart import Response, current_app
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from kernel import ActorStopped, AskTimeout, MailboxFull, NoSuchActor
+from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
+from storage import InvalidData, StoreError, StoreUnavailable
 
 log = logging.getLogger("vigil.transport")
 
@@ -201,6 +202,9 @@ def to_api_error(exc: BaseException) -> ApiError:
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
+    stored = _storage_error(exc)
+    if stored is not None:
+        return stored
     return InternalError("internal error")
 
 
@@ -213,6 +217,22 @@ def _kernel_error(exc: BaseException) -> ApiError | None:
         return Unavailable("the server did not answer in time; retry later")
     if isinstance(exc, ActorStopped | NoSuchActor):
         return Unavailable("a required component is not running")
+    if isinstance(exc, ActorCrashed) and exc.__cause__ is not None:
+        # The actor crashed on this request: judge by what made it crash.
+        cause = _storage_error(exc.__cause__)
+        return cause if cause is not None else InternalError("internal error")
+    return None
+
+
+def _storage_error(exc: BaseException) -> ApiError | None:
+    """Storage errors that reach a handler (through an actor's answer): bad data or an unavailable
+    database are the client's and the operator's business respectively; the rest is a bug."""
+    if isinstance(exc, InvalidData):
+        return ValidationFailed(str(exc), details=[{"field": exc.field, "problem": exc.problem}])
+    if isinstance(exc, StoreUnavailable):
+        return Unavailable("the database is unavailable; retry later", code="STORE_UNAVAILABLE")
+    if isinstance(exc, StoreError) and exc.retryable:
+        return Unavailable("a transient database error; retry", code="STORE_BUSY")
     return None
 
 

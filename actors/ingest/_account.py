@@ -1,0 +1,68 @@
+"""A user's account actor (keyed by user id): settings and sample reads, serialized per user.
+
+Reads and settings writes go through the actor tree like everything else, so transport never
+touches storage; keying by user spreads users over many small actors that cost nothing while idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kernel import Actor
+from storage import HealthSample, Page, SampleCursor, Store, UserSettings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetSettings:
+    """Reply: ``UserSettings``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutSettings:
+    """Reply: the stored ``UserSettings``."""
+
+    settings: UserSettings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuerySamples:
+    """Reply: ``Page[HealthSample]``."""
+
+    metric: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after: SampleCursor | None = None
+    limit: int = 100
+
+
+class Account(Actor):
+    def __init__(self, user_id: str, *, store: Store) -> None:
+        self.user_id = user_id
+        self.store = store
+        self.settings: UserSettings | None = None  # cached: every change goes through this actor
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case GetSettings():
+                if self.settings is None:
+                    async with self.store.transaction() as tx:
+                        (self.settings,) = await tx.commit(tx.users.get_settings(self.user_id))
+                return self.settings
+            case PutSettings(settings=settings):
+                async with self.store.transaction() as tx:
+                    (stored,) = await tx.commit(tx.users.put_settings(self.user_id, settings))
+                self.settings = stored
+                return stored
+            case QuerySamples():
+                return await self._query(msg)
+            case _:
+                raise TypeError(f"account actor: unexpected message {msg!r}")
+
+    async def _query(self, q: QuerySamples) -> Page[HealthSample]:
+        async with self.store.transaction() as tx:
+            (page,) = await tx.commit(tx.samples.query(
+                self.user_id, metric=q.metric, start=q.start, end=q.end, after=q.after, limit=q.limit,
+            ))
+        return page

@@ -1,0 +1,40 @@
+"""The ingest reaper: frees requests left "processing" by a process that died mid-way.
+
+A claim and its write normally complete within one lane batch (milliseconds). A claim older than
+``stale_after`` means its process is gone; marking it failed lets the client's retry (same
+requestId, same hash) claim it again instead of getting 409 forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kernel import Actor
+from storage import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReapNow:
+    """Tick (and ask message): reap once; the reply is the number of requests freed."""
+
+
+class IngestReaper(Actor):
+    def __init__(self, *, store: Store, interval: float = 30.0, stale_after: float = 120.0) -> None:
+        self.store = store
+        self.interval = interval
+        self.stale_after = stale_after
+        self.reaped = 0
+
+    async def started(self) -> None:
+        self.every(self.interval, ReapNow())
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case ReapNow():
+                async with self.store.transaction() as tx:
+                    (freed,) = await tx.commit(tx.ingest.reap_stale(self.stale_after))
+                self.reaped += freed
+                return freed
+            case _:
+                raise TypeError(f"ingest reaper: unexpected message {msg!r}")

@@ -1,0 +1,115 @@
+"""Per-sample validation and normalization: pure, so every rule is testable without I/O.
+
+A request's samples are judged one by one: a bad sample is listed in ``rejected`` with its index and
+a code, the others go on. Two samples with the same identity in one request: the later one wins,
+exactly as if they had come in two requests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ._units import OutOfRange, UnknownMetric, UnknownUnit, to_canonical
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleInput:
+    sourceId: str
+    sourceRecordId: str
+    metric: str
+    value: float | None
+    unit: str
+    startAt: datetime
+    endAt: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletionInput:
+    sourceId: str
+    sourceRecordId: str
+    startAt: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    index: int
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizedSample:
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_at: datetime
+    end_at: datetime
+    metadata: dict[str, Any]
+
+    @property
+    def identity(self) -> tuple[str, str, datetime]:
+        return (self.source_id, self.source_record_id, self.start_at)
+
+
+def normalize_samples(
+    samples: Sequence[SampleInput], *, blocked_metrics: Iterable[str] = ()
+) -> tuple[list[NormalizedSample], list[Rejection]]:
+    blocked = frozenset(blocked_metrics)
+    accepted: dict[tuple[str, str, datetime], NormalizedSample] = {}
+    rejected: list[Rejection] = []
+    for index, sample in enumerate(samples):
+        if sample.metric in blocked:
+            rejected.append(Rejection(index=index, code="METRIC_BLOCKED",
+                                      message=f"uploads of {sample.metric} are blocked in your settings"))
+            continue
+        if sample.value is None or not math.isfinite(sample.value):
+            rejected.append(Rejection(index=index, code="NON_FINITE_VALUE", message="value must be a finite number"))
+            continue
+        if sample.endAt < sample.startAt:
+            rejected.append(Rejection(index=index, code="INVALID_TIME_RANGE", message="endAt is before startAt"))
+            continue
+        try:
+            value, unit = to_canonical(sample.metric, sample.value, sample.unit)
+        except UnknownMetric as exc:
+            rejected.append(Rejection(index=index, code="UNKNOWN_METRIC", message=str(exc)))
+            continue
+        except UnknownUnit as exc:
+            rejected.append(Rejection(index=index, code="UNKNOWN_UNIT", message=str(exc)))
+            continue
+        except OutOfRange as exc:
+            rejected.append(Rejection(index=index, code="VALUE_OUT_OF_RANGE", message=str(exc)))
+            continue
+        normalized = NormalizedSample(
+            source_id=sample.sourceId,
+            source_record_id=sample.sourceRecordId,
+            metric=sample.metric,
+            value=value,
+            unit=unit,
+            start_at=sample.startAt,
+            end_at=sample.endAt,
+            metadata=sample.metadata,
+        )
+        accepted.pop(normalized.identity, None)  # re-insert so the later one keeps its order
+        accepted[normalized.identity] = normalized
+    return list(accepted.values()), rejected
+
+
+def local_date(moment: datetime, timezone: str) -> date:
+    return moment.astimezone(ZoneInfo(timezone)).date()
+
+
+def affected_keys(samples: Iterable[NormalizedSample], timezone: str) -> list[tuple[str, str]]:
+    """The (metric, local date) pairs a change touches, for projections to recompute."""
+    keys = {(s.metric, local_date(s.start_at, timezone).isoformat()) for s in samples}
+    return sorted(keys)

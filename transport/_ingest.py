@@ -1,0 +1,247 @@
+"""User settings and health-sample ingestion (API.md "User settings", "Health samples: ingestion").
+
+Handlers only translate: HTTP in, a message to an actor, the actor's answer out. Validation of the
+request's shape happens here (pydantic); per-sample judgement happens in the lane.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+from quart import request
+
+from actors.ingest import (
+    REGISTRY,
+    DeletionInput,
+    IngestBatch,
+    IngestService,
+    IngestUnavailable,
+    LaneFull,
+    SampleInput,
+    payload_hash,
+)
+from actors.ingest._account import GetSettings, PutSettings, QuerySamples
+from kernel import ActorSystem
+from storage import HealthSample, InvalidData, SampleCursor, UserSettings
+
+from ._errors import Conflict, Forbidden, PayloadTooLarge, RateLimited, Unavailable, Unprocessable, ValidationFailed
+from ._routes import ApiBlueprint, ApiModel, Reply
+from ._services import get_services
+
+MAX_ITEMS = 5_000
+_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+# -- models -----------------------------------------------------------------------------------------
+class SettingsBody(ApiModel):
+    allow_health_data_upload: bool = True
+    blocked_metrics: list[str] = Field(default_factory=list, max_length=64)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("blocked_metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(REGISTRY))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(REGISTRY)}")
+        return sorted(set(value))
+
+
+class SampleBody(ApiModel):
+    source_id: str = Field(min_length=1, max_length=256)
+    source_record_id: str = Field(min_length=1, max_length=256)
+    metric: str = Field(min_length=1, max_length=64)
+    value: float | None  # null / non-finite: rejected per sample, not per request
+    unit: str = Field(min_length=1, max_length=32)
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeletionBody(ApiModel):
+    source_id: str = Field(min_length=1, max_length=256)
+    source_record_id: str = Field(min_length=1, max_length=256)
+    start_at: AwareDatetime
+
+
+class BatchUpsertBody(ApiModel):
+    request_id: str = Field(pattern=_ID)
+    payload_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    lane: Literal["hot", "cold", "change"]
+    samples: list[SampleBody] = Field(default_factory=list)
+    deletions: list[DeletionBody] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _deletions_on_change_lane(self) -> BatchUpsertBody:
+        if self.deletions and self.lane != "change":
+            raise ValueError("deletions are accepted on the change lane only")
+        return self
+
+
+class RejectionOut(ApiModel):
+    index: int
+    code: str
+    message: str
+
+
+class BatchUpsertResult(ApiModel):
+    request_id: str
+    status: Literal["completed"]
+    inserted: int
+    updated: int
+    deleted: int
+    rejected: list[RejectionOut]
+
+
+class SamplesQuery(ApiModel):
+    metric: str | None = Field(default=None, max_length=64)
+    from_: AwareDatetime | None = Field(default=None, alias="from")
+    to: AwareDatetime | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class SampleOut(ApiModel):
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_at: datetime
+    end_at: datetime
+    metadata: dict[str, Any]
+    updated_at: datetime
+
+
+class SamplesPage(ApiModel):
+    items: list[SampleOut]
+    next_cursor: str | None
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _system() -> ActorSystem:
+    system = get_services().system
+    assert isinstance(system, ActorSystem)
+    return system
+
+
+def _account(user_id: str) -> Any:
+    return _system().ref("root/accounts").key(user_id)
+
+
+def _settings_out(settings: UserSettings) -> SettingsBody:
+    return SettingsBody(allow_health_data_upload=settings.allow_health_data_upload,
+                        blocked_metrics=list(settings.blocked_metrics), timezone=settings.timezone)
+
+
+def _refuse_while_draining() -> None:
+    if get_services().draining.is_set():
+        raise Unavailable("the server is shutting down; retry on another instance", code="SHUTTING_DOWN")
+
+
+# -- routes -----------------------------------------------------------------------------------------
+users = ApiBlueprint("users", url_prefix="/v1/users", tags=["settings"])
+health = ApiBlueprint("health", url_prefix="/v1/health", tags=["health"])
+
+
+@users.get("/me/settings", response=SettingsBody, summary="The user's privacy and locale settings")
+async def get_settings(*, user_id: str) -> SettingsBody:
+    return _settings_out(await _account(user_id).ask(GetSettings()))
+
+
+@users.put("/me/settings", body=SettingsBody, response=SettingsBody, summary="Replace the user's settings")
+async def put_settings(*, user_id: str, body: SettingsBody) -> SettingsBody:
+    _refuse_while_draining()
+    stored = await _account(user_id).ask(PutSettings(settings=UserSettings(
+        allow_health_data_upload=body.allow_health_data_upload,
+        blocked_metrics=tuple(body.blocked_metrics),
+        timezone=body.timezone,
+    )))
+    return _settings_out(stored)
+
+
+@health.post("/samples/batch-upsert", body=BatchUpsertBody, response=BatchUpsertResult,
+             summary="Upsert (and on the change lane, delete) a batch of health samples",
+             errors=[400, 403, 409, 413, 415, 422, 429, 503])
+async def batch_upsert(*, user_id: str, body: BatchUpsertBody) -> Any:
+    _refuse_while_draining()
+    count = len(body.samples) + len(body.deletions)
+    if count > MAX_ITEMS:
+        raise PayloadTooLarge(f"{count} samples + deletions; at most {MAX_ITEMS} per request",
+                              details={"maxItems": MAX_ITEMS})
+    raw = json.loads(await request.get_data(cache=True))
+    try:
+        expected = payload_hash(raw)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
+    if expected != body.payload_hash:
+        raise Unprocessable("payloadHash does not match the body (SHA-256 of its RFC 8785 form without payloadHash)",
+                            code="PAYLOAD_HASH_MISMATCH")
+    batch = IngestBatch(
+        user_id=user_id,
+        request_id=body.request_id,
+        payload_hash=body.payload_hash,
+        lane=body.lane,
+        samples=tuple(SampleInput(sourceId=s.source_id, sourceRecordId=s.source_record_id, metric=s.metric,
+                                  value=s.value, unit=s.unit, startAt=s.start_at, endAt=s.end_at,
+                                  metadata=s.metadata) for s in body.samples),
+        deletions=tuple(DeletionInput(sourceId=d.source_id, sourceRecordId=d.source_record_id, startAt=d.start_at)
+                        for d in body.deletions),
+    )
+    service: IngestService = get_services().resource("ingest")
+    try:
+        outcome = await service.submit(_system(), batch)
+    except LaneFull as full:
+        raise RateLimited(f"the {full.lane} lane is full; retry later", code="LANE_BACKPRESSURE",
+                          retry_after_ms=full.retry_after_ms, details={"lane": full.lane}) from None
+    except IngestUnavailable:
+        raise Unavailable("ingestion is not available right now; retry later") from None
+    match outcome.kind:
+        case "completed":
+            return outcome.result
+        case "replay":
+            return Reply(outcome.result, headers={"Idempotent-Replay": "true"})
+        case "in_progress":
+            raise Conflict("a request with this requestId is still being processed", code="REQUEST_IN_PROGRESS",
+                           retryable=True, retry_after_ms=1000)
+        case "hash_mismatch":
+            raise Unprocessable(outcome.detail or "this requestId was used with a different payload",
+                                code="PAYLOAD_HASH_MISMATCH")
+        case "upload_disabled":
+            raise Forbidden("health data upload is disabled in your settings", code="HEALTH_UPLOAD_DISABLED")
+    raise AssertionError(f"unhandled ingest outcome {outcome.kind}")
+
+
+@health.get("/samples", query=SamplesQuery, response=SamplesPage, summary="The user's samples, oldest first")
+async def list_samples(*, user_id: str, query: SamplesQuery) -> SamplesPage:
+    after = None
+    if query.cursor is not None:
+        try:
+            after = SampleCursor.decode(query.cursor)
+        except InvalidData:
+            raise ValidationFailed("cursor is not one this API issued", code="INVALID_CURSOR",
+                                   details=[{"field": "cursor", "problem": "malformed"}]) from None
+    page = await _account(user_id).ask(QuerySamples(metric=query.metric, start=query.from_, end=query.to,
+                                                    after=after, limit=query.limit))
+    return SamplesPage(items=[_sample_out(s) for s in page.items],
+                       next_cursor=page.next_cursor.encode() if page.next_cursor is not None else None)
+
+
+def _sample_out(s: HealthSample) -> SampleOut:
+    return SampleOut(source_id=s.source_id, source_record_id=s.source_record_id, metric=s.metric, value=s.value,
+                     unit=s.unit, start_at=s.start_at, end_at=s.end_at, metadata=s.metadata, updated_at=s.updated_at)
+
+
