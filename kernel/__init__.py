@@ -5,6 +5,7 @@ intensity and jittered exponential backoff. Every delay, timeout and timestamp c
 clock, so ``trio.testing.MockClock`` drives the whole system deterministically. See KERNEL.md.
 """
 
+from . import testing
 from ._actor import Actor
 from ._cell import DEFAULT_ASK_TIMEOUT, ActorRef, Failed, InjectedCrash, Terminated
 from ._errors import (
@@ -17,7 +18,14 @@ from ._errors import (
     SupervisorGaveUp,
 )
 from ._keyed import EntityRef, KeyedRef
-from ._policy import backoff_delay, consecutive_restarts, prune_window, record_restart, restart_group, should_restart
+from ._policy import (
+    backoff_delay,
+    consecutive_restarts,
+    prune_window,
+    record_restart,
+    restart_group,
+    should_restart,
+)
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem, DeadLetter, DeadLetters
 from ._telemetry import (
@@ -33,7 +41,6 @@ from ._telemetry import (
     TelemetryEvent,
 )
 from ._timers import Timer
-from . import testing
 
 __all__ = [
     "DEFAULT_ASK_TIMEOUT",

@@ -16,11 +16,6 @@ import trio
 
 from ._actor import Actor
 from ._cell import _NOTHING, _STOP_DRAIN, _STOP_NOW, ActorRef, Cell, _SystemMessage, ask_cell
-
-# Pending entity tasks past which a tell to a cold key yields to let them run.
-LAUNCH_BURST = 256
-# An entity's ``waiter`` when it has no task: the next wake launches one.
-_LAUNCH: Any = object()
 from ._errors import ActorStopped, MailboxFull
 from ._node import Node
 from ._policy import ExitReason, backoff_delay, consecutive_restarts, should_restart
@@ -30,6 +25,11 @@ from ._telemetry import Restarted
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
     from ._system import ActorSystem
+
+# Pending entity tasks past which a tell to a cold key yields to let them run.
+LAUNCH_BURST = 256
+# An entity's ``waiter`` when it has no task: the next wake launches one.
+_LAUNCH: Any = object()
 
 
 class Entity(Cell):

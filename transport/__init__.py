@@ -45,7 +45,6 @@ from ._services import ActorSystemLike, AppServices, begin_drain, get_services
 from ._settings import DEV_JWT_SECRET, DEV_OPS_TOKEN, ConfigError, Settings
 
 
-
 def user_blueprints() -> list[ApiBlueprint]:
     """The user-facing API (settings, ingestion) for ``create_app(..., blueprints=...)``."""
     return [users_blueprint, health_blueprint]

@@ -28,7 +28,15 @@ from actors.ingest._account import GetSettings, PutSettings, QuerySamples
 from kernel import ActorSystem
 from storage import HealthSample, InvalidData, SampleCursor, UserSettings
 
-from ._errors import Conflict, Forbidden, PayloadTooLarge, RateLimited, Unavailable, Unprocessable, ValidationFailed
+from ._errors import (
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Unprocessable,
+    ValidationFailed,
+)
 from ._routes import ApiBlueprint, ApiModel, Reply
 from ._services import get_services
 
