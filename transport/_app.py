@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppServices(
-        settings=settings, system=system, health=health, metrics=HttpMetrics(system), draining=draining,
+        settings=settings, system=system, health=health, metrics=HttpMetrics(system, ingest=(resources or {}).get("ingest")), draining=draining,
         routes=routes, openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
         resources=dict(resources or {}))
 

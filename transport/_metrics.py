@@ -77,18 +77,60 @@ class ActorTreeCollector(Collector):
         yield from fam.values()
 
 
+class LaneCollector(Collector):
+    """Per ingestion lane: queue depth and capacity (from the lane actor), requests, samples and
+    transactions committed, and the drain rate behind 429 hints (from the lane's shared gauge)."""
+
+    def __init__(self, system: Any, ingest: Any) -> None:
+        self._system = system
+        self._ingest = ingest
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "depth": GaugeMetricFamily("vigil_ingest_lane_depth", "Requests queued in the lane", labels=["lane"]),
+            "capacity": GaugeMetricFamily("vigil_ingest_lane_capacity", "Requests the lane holds", labels=["lane"]),
+            "requests": CounterMetricFamily("vigil_ingest_lane_requests", "Requests handled", labels=["lane"]),
+            "samples": CounterMetricFamily("vigil_ingest_lane_samples", "Samples committed", labels=["lane"]),
+            "tx": CounterMetricFamily("vigil_ingest_lane_transactions", "Group commits", labels=["lane"]),
+            "rate": GaugeMetricFamily("vigil_ingest_lane_drain_per_second", "Observed drain rate (requests/s)",
+                                      labels=["lane"]),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        for lane, gauge in self._ingest.gauges.items():
+            try:
+                node = self._system.node(f"{self._ingest.path}/{lane}")
+                depth = len(node.q)
+            except LookupError:
+                depth = 0
+            fam["depth"].add_metric([lane], float(depth))
+            fam["capacity"].add_metric([lane], float(gauge.capacity))
+            fam["requests"].add_metric([lane], float(gauge.requests))
+            fam["samples"].add_metric([lane], float(gauge.samples))
+            fam["tx"].add_metric([lane], float(gauge.transactions))
+            fam["rate"].add_metric([lane], gauge.rate.per_second)
+        yield from fam.values()
+
+
 class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
-    def __init__(self, system: _TreeSource) -> None:
+    def __init__(self, system: _TreeSource, *, ingest: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = Histogram(
             "vigil_http_request_duration_seconds", "HTTP request latency by route template and status",
             labelnames=("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(ActorTreeCollector(system))
+        if ingest is not None:
+            self.registry.register(LaneCollector(system, ingest))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.labels(method, route, str(status)).observe(max(0.0, seconds))
 
 
-__all__ = ["ActorTreeCollector", "HttpMetrics"]
+__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector"]

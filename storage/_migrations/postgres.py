@@ -1,0 +1,198 @@
+"""PostgreSQL schema: timestamptz (UTC instants), date, jsonb, bigint identities."""
+
+from __future__ import annotations
+
+from . import Migration, check_sequence
+
+MIGRATIONS = check_sequence(
+    (
+        Migration(
+            1,
+            "initial schema",
+            (
+                """CREATE TABLE users (
+                    user_id text PRIMARY KEY,
+                    allow_health_data_upload boolean NOT NULL DEFAULT true,
+                    blocked_metrics jsonb NOT NULL DEFAULT '[]',
+                    timezone text NOT NULL DEFAULT 'UTC',
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL
+                )""",
+                """CREATE TABLE health_samples (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    user_id text NOT NULL,
+                    source_id text NOT NULL,
+                    source_record_id text NOT NULL,
+                    start_at timestamptz NOT NULL,
+                    end_at timestamptz NOT NULL,
+                    metric text NOT NULL,
+                    value double precision NOT NULL,
+                    unit text NOT NULL,
+                    metadata jsonb NOT NULL,
+                    revision integer NOT NULL DEFAULT 1,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    deleted_at timestamptz
+                )""",
+                "CREATE UNIQUE INDEX health_samples_natural_key"
+                " ON health_samples (user_id, source_id, source_record_id, start_at)",
+                "CREATE INDEX health_samples_user_metric_start ON health_samples (user_id, metric, start_at, id)",
+                "CREATE INDEX health_samples_user_start ON health_samples (user_id, start_at, id)",
+                "CREATE INDEX health_samples_deleted ON health_samples (deleted_at) WHERE deleted_at IS NOT NULL",
+                """CREATE TABLE ingest_requests (
+                    user_id text NOT NULL,
+                    request_id text NOT NULL,
+                    payload_hash text NOT NULL,
+                    lane text,
+                    status text NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
+                    result jsonb,
+                    error text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, request_id)
+                )""",
+                "CREATE INDEX ingest_requests_processing ON ingest_requests (updated_at) WHERE status = 'processing'",
+                """CREATE TABLE outbox_events (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    user_id text NOT NULL,
+                    type text NOT NULL,
+                    payload jsonb NOT NULL,
+                    event_hash text NOT NULL,
+                    dedupe_key text UNIQUE,
+                    status text NOT NULL CHECK (status IN ('pending', 'processing', 'done', 'dead')),
+                    attempts integer NOT NULL DEFAULT 0,
+                    next_attempt_at timestamptz NOT NULL,
+                    lease_owner text,
+                    lease_expires_at timestamptz,
+                    last_error text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL
+                )""",
+                "CREATE INDEX outbox_events_pending ON outbox_events (next_attempt_at, id) WHERE status = 'pending'",
+                "CREATE INDEX outbox_events_processing ON outbox_events (lease_expires_at)"
+                " WHERE status = 'processing'",
+                "CREATE INDEX outbox_events_dead ON outbox_events (id) WHERE status = 'dead'",
+                "CREATE INDEX outbox_events_done ON outbox_events (updated_at) WHERE status = 'done'",
+                "CREATE INDEX outbox_events_hash ON outbox_events (event_hash)",
+                """CREATE TABLE projection_checkpoints (
+                    event_id bigint NOT NULL,
+                    handler text NOT NULL,
+                    status text NOT NULL CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+                    attempts integer NOT NULL DEFAULT 0,
+                    lease_owner text,
+                    lease_expires_at timestamptz,
+                    last_error text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (event_id, handler)
+                )""",
+                """CREATE TABLE daily_rollups (
+                    user_id text NOT NULL,
+                    metric text NOT NULL,
+                    local_date date NOT NULL,
+                    unit text NOT NULL,
+                    sample_count bigint NOT NULL,
+                    value_sum double precision NOT NULL,
+                    value_min double precision NOT NULL,
+                    value_max double precision NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, metric, local_date)
+                )""",
+                """CREATE TABLE sleep_nights (
+                    user_id text NOT NULL,
+                    night_date date NOT NULL,
+                    start_at timestamptz NOT NULL,
+                    end_at timestamptz NOT NULL,
+                    asleep_minutes double precision NOT NULL,
+                    awake_minutes double precision NOT NULL,
+                    stages jsonb NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, night_date)
+                )""",
+                """CREATE TABLE user_watermarks (
+                    user_id text PRIMARY KEY,
+                    watermark bigint NOT NULL,
+                    updated_at timestamptz NOT NULL
+                )""",
+                """CREATE TABLE projection_watermarks (
+                    user_id text NOT NULL,
+                    handler text NOT NULL,
+                    projected_watermark bigint NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, handler)
+                )""",
+                """CREATE TABLE sync_entities (
+                    user_id text NOT NULL,
+                    entity_type text NOT NULL,
+                    entity_id text NOT NULL,
+                    version bigint NOT NULL,
+                    data jsonb NOT NULL,
+                    deleted boolean NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, entity_type, entity_id)
+                )""",
+                """CREATE TABLE sync_operations (
+                    user_id text NOT NULL,
+                    device_id text NOT NULL,
+                    client_op_id text NOT NULL,
+                    result jsonb NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, device_id, client_op_id)
+                )""",
+                """CREATE TABLE sync_sequences (
+                    user_id text PRIMARY KEY,
+                    last_seq bigint NOT NULL
+                )""",
+                """CREATE TABLE sync_changes (
+                    user_id text NOT NULL,
+                    seq bigint NOT NULL,
+                    entity_type text NOT NULL,
+                    entity_id text NOT NULL,
+                    op text NOT NULL CHECK (op IN ('create', 'update', 'delete')),
+                    version bigint NOT NULL,
+                    data jsonb NOT NULL,
+                    deleted boolean NOT NULL,
+                    device_id text,
+                    changed_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, seq)
+                )""",
+                """CREATE TABLE sync_devices (
+                    user_id text NOT NULL,
+                    device_id text NOT NULL,
+                    acked_seq bigint NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, device_id)
+                )""",
+                """CREATE TABLE sync_conflicts (
+                    id text PRIMARY KEY,
+                    user_id text NOT NULL,
+                    device_id text,
+                    entity_type text NOT NULL,
+                    entity_id text NOT NULL,
+                    server_version bigint NOT NULL,
+                    base_version bigint,
+                    server_data jsonb NOT NULL,
+                    client_data jsonb NOT NULL,
+                    status text NOT NULL CHECK (status IN ('open', 'resolved')),
+                    resolution text,
+                    resolved_data jsonb,
+                    created_at timestamptz NOT NULL,
+                    resolved_at timestamptz
+                )""",
+                "CREATE INDEX sync_conflicts_user_status ON sync_conflicts (user_id, status, created_at)",
+                """CREATE TABLE dead_letters (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    source text NOT NULL,
+                    user_id text,
+                    key text,
+                    payload jsonb NOT NULL,
+                    error text NOT NULL,
+                    created_at timestamptz NOT NULL
+                )""",
+                "CREATE INDEX dead_letters_source ON dead_letters (source, id)",
+            ),
+        ),
+    )
+)

@@ -1,0 +1,200 @@
+"""SQLite schema. Timestamps are INTEGER microseconds since the epoch (UTC), dates ISO text,
+JSON documents TEXT, booleans 0/1. STRICT tables refuse values of the wrong type."""
+
+from __future__ import annotations
+
+from . import Migration, check_sequence
+
+MIGRATIONS = check_sequence(
+    (
+        Migration(
+            1,
+            "initial schema",
+            (
+                """CREATE TABLE users (
+                    user_id TEXT PRIMARY KEY,
+                    allow_health_data_upload INTEGER NOT NULL DEFAULT 1,
+                    blocked_metrics TEXT NOT NULL DEFAULT '[]',
+                    timezone TEXT NOT NULL DEFAULT 'UTC',
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT""",
+                """CREATE TABLE health_samples (
+                    id INTEGER PRIMARY KEY,
+                    user_id TEXT NOT NULL,
+                    source_id TEXT NOT NULL,
+                    source_record_id TEXT NOT NULL,
+                    start_at INTEGER NOT NULL,
+                    end_at INTEGER NOT NULL,
+                    metric TEXT NOT NULL,
+                    value REAL NOT NULL,
+                    unit TEXT NOT NULL,
+                    metadata TEXT NOT NULL,
+                    revision INTEGER NOT NULL DEFAULT 1,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    deleted_at INTEGER
+                ) STRICT""",
+                "CREATE UNIQUE INDEX health_samples_natural_key"
+                " ON health_samples (user_id, source_id, source_record_id, start_at)",
+                "CREATE INDEX health_samples_user_metric_start ON health_samples (user_id, metric, start_at, id)",
+                "CREATE INDEX health_samples_user_start ON health_samples (user_id, start_at, id)",
+                "CREATE INDEX health_samples_deleted ON health_samples (deleted_at) WHERE deleted_at IS NOT NULL",
+                """CREATE TABLE ingest_requests (
+                    user_id TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    payload_hash TEXT NOT NULL,
+                    lane TEXT,
+                    status TEXT NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
+                    result TEXT,
+                    error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, request_id)
+                ) STRICT""",
+                "CREATE INDEX ingest_requests_processing ON ingest_requests (updated_at) WHERE status = 'processing'",
+                # AUTOINCREMENT: ids are shown to operators (replay), so never reuse one after a purge.
+                """CREATE TABLE outbox_events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    user_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    event_hash TEXT NOT NULL,
+                    dedupe_key TEXT UNIQUE,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'done', 'dead')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT""",
+                "CREATE INDEX outbox_events_pending ON outbox_events (next_attempt_at, id) WHERE status = 'pending'",
+                "CREATE INDEX outbox_events_processing ON outbox_events (lease_expires_at)"
+                " WHERE status = 'processing'",
+                "CREATE INDEX outbox_events_dead ON outbox_events (id) WHERE status = 'dead'",
+                "CREATE INDEX outbox_events_done ON outbox_events (updated_at) WHERE status = 'done'",
+                "CREATE INDEX outbox_events_hash ON outbox_events (event_hash)",
+                """CREATE TABLE projection_checkpoints (
+                    event_id INTEGER NOT NULL,
+                    handler TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (event_id, handler)
+                ) STRICT""",
+                """CREATE TABLE daily_rollups (
+                    user_id TEXT NOT NULL,
+                    metric TEXT NOT NULL,
+                    local_date TEXT NOT NULL,
+                    unit TEXT NOT NULL,
+                    sample_count INTEGER NOT NULL,
+                    value_sum REAL NOT NULL,
+                    value_min REAL NOT NULL,
+                    value_max REAL NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, metric, local_date)
+                ) STRICT""",
+                """CREATE TABLE sleep_nights (
+                    user_id TEXT NOT NULL,
+                    night_date TEXT NOT NULL,
+                    start_at INTEGER NOT NULL,
+                    end_at INTEGER NOT NULL,
+                    asleep_minutes REAL NOT NULL,
+                    awake_minutes REAL NOT NULL,
+                    stages TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, night_date)
+                ) STRICT""",
+                """CREATE TABLE user_watermarks (
+                    user_id TEXT PRIMARY KEY,
+                    watermark INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT""",
+                """CREATE TABLE projection_watermarks (
+                    user_id TEXT NOT NULL,
+                    handler TEXT NOT NULL,
+                    projected_watermark INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, handler)
+                ) STRICT""",
+                """CREATE TABLE sync_entities (
+                    user_id TEXT NOT NULL,
+                    entity_type TEXT NOT NULL,
+                    entity_id TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    data TEXT NOT NULL,
+                    deleted INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, entity_type, entity_id)
+                ) STRICT""",
+                """CREATE TABLE sync_operations (
+                    user_id TEXT NOT NULL,
+                    device_id TEXT NOT NULL,
+                    client_op_id TEXT NOT NULL,
+                    result TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, device_id, client_op_id)
+                ) STRICT""",
+                """CREATE TABLE sync_sequences (
+                    user_id TEXT PRIMARY KEY,
+                    last_seq INTEGER NOT NULL
+                ) STRICT""",
+                """CREATE TABLE sync_changes (
+                    user_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    entity_type TEXT NOT NULL,
+                    entity_id TEXT NOT NULL,
+                    op TEXT NOT NULL CHECK (op IN ('create', 'update', 'delete')),
+                    version INTEGER NOT NULL,
+                    data TEXT NOT NULL,
+                    deleted INTEGER NOT NULL,
+                    device_id TEXT,
+                    changed_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, seq)
+                ) STRICT""",
+                """CREATE TABLE sync_devices (
+                    user_id TEXT NOT NULL,
+                    device_id TEXT NOT NULL,
+                    acked_seq INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, device_id)
+                ) STRICT""",
+                """CREATE TABLE sync_conflicts (
+                    id TEXT PRIMARY KEY,
+                    user_id TEXT NOT NULL,
+                    device_id TEXT,
+                    entity_type TEXT NOT NULL,
+                    entity_id TEXT NOT NULL,
+                    server_version INTEGER NOT NULL,
+                    base_version INTEGER,
+                    server_data TEXT NOT NULL,
+                    client_data TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+                    resolution TEXT,
+                    resolved_data TEXT,
+                    created_at INTEGER NOT NULL,
+                    resolved_at INTEGER
+                ) STRICT""",
+                "CREATE INDEX sync_conflicts_user_status ON sync_conflicts (user_id, status, created_at)",
+                """CREATE TABLE dead_letters (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    source TEXT NOT NULL,
+                    user_id TEXT,
+                    key TEXT,
+                    payload TEXT NOT NULL,
+                    error TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                ) STRICT""",
+                "CREATE INDEX dead_letters_source ON dead_letters (source, id)",
+            ),
+        ),
+    )
+)

@@ -1,0 +1,341 @@
+"""Values that cross the storage boundary. Timestamps are timezone-aware (UTC on the way out)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from ._errors import InvalidData
+
+__all__ = [
+    "Change",
+    "ChangeIn",
+    "Checkpoint",
+    "CheckpointStatus",
+    "Conflict",
+    "DailyRollup",
+    "DeadLetter",
+    "DeletedSamples",
+    "DeviceState",
+    "Enqueued",
+    "HealthSample",
+    "IngestBegin",
+    "IngestRequest",
+    "IngestStatus",
+    "Json",
+    "OutboxEvent",
+    "OutboxStatus",
+    "Page",
+    "SampleCursor",
+    "SampleIn",
+    "SampleKey",
+    "SleepNight",
+    "SyncEntity",
+    "UpsertCounts",
+    "UserSettings",
+    "Watermarks",
+]
+
+T = TypeVar("T")
+
+# Any JSON-serializable value (dict, list, str, int, finite float, bool, None).
+Json = Any
+
+IngestStatus = Literal["processing", "completed", "failed"]
+OutboxStatus = Literal["pending", "processing", "done", "dead"]
+CheckpointStatus = Literal["pending", "processing", "completed", "failed"]
+ConflictStatus = Literal["open", "resolved"]
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserSettings:
+    """Privacy and locale settings; the defaults are those of a user who never saved any."""
+
+    allow_health_data_upload: bool = True
+    blocked_metrics: tuple[str, ...] = ()
+    timezone: str = "UTC"
+
+
+# --- health samples ----------------------------------------------------------------------
+
+
+class SampleIn(NamedTuple):
+    """One sample to upsert; identity is (user, source_id, source_record_id, start_at).
+
+    ``value`` in the metric's canonical ``unit`` (conversion happens before storage).
+    """
+
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_at: datetime
+    end_at: datetime
+    metadata: Mapping[str, Any] | None = None
+
+
+class SampleKey(NamedTuple):
+    """The natural key of a sample within one user (what a deletion names)."""
+
+    source_id: str
+    source_record_id: str
+    start_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSample:
+    id: int
+    user_id: str
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_at: datetime
+    end_at: datetime
+    metadata: dict[str, Any]
+    revision: int  # 1 on insert, +1 on every update or deletion
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedSamples:
+    """Samples newly marked deleted, with what projections need to know what to recompute."""
+
+    deleted: int
+    touched: tuple[tuple[str, datetime], ...] = ()  # (metric, start_at) of each deleted sample
+
+
+@dataclass(frozen=True, slots=True)
+class SampleCursor:
+    """Keyset position after a sample: (start_at, id). ``encode`` gives an opaque URL-safe token."""
+
+    start_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        from ._validate import to_micros
+
+        raw = f"{to_micros(self.start_at, 'cursor')}.{self.id}".encode("ascii")
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> SampleCursor:
+        """Parse a token from :meth:`encode`; anything else raises InvalidData."""
+        from ._validate import from_micros
+
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+            micros, ident = raw.split(".")
+            return cls(from_micros(int(micros)), int(ident))
+        except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
+            raise InvalidData("cursor", "not a valid cursor") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: SampleCursor | None
+
+
+# --- ingest requests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    user_id: str
+    request_id: str
+    payload_hash: str
+    lane: str | None
+    status: IngestStatus
+    result: Json | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBegin:
+    """Outcome of ``ingest.begin``: ``acquired`` means this caller must process the request.
+
+    Otherwise ``request`` is the existing row: the caller compares its hash and status
+    (completed → replay the stored result, processing → in progress, other hash → mismatch).
+    """
+
+    request: IngestRequest
+    acquired: bool
+
+
+# --- outbox and projections --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    user_id: str
+    type: str
+    payload: Json
+    event_hash: str
+    dedupe_key: str | None
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: int
+    created: bool  # False: an event with the same dedupe key already existed (``id`` is its id)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    event_id: int
+    handler: str
+    status: CheckpointStatus
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRollup:
+    user_id: str
+    metric: str
+    local_date: date  # in the user's timezone
+    unit: str
+    count: int
+    sum: float
+    min: float
+    max: float
+
+    @property
+    def avg(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+
+@dataclass(frozen=True, slots=True)
+class SleepNight:
+    user_id: str
+    night_date: date
+    start_at: datetime
+    end_at: datetime
+    asleep_minutes: float
+    awake_minutes: float
+    stages: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """``watermark`` counts committed sample changes; ``projected`` maps handler → caught-up mark."""
+
+    user_id: str
+    watermark: int
+    projected: Mapping[str, int]
+
+
+# --- sync --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEntity:
+    """A synced entity; ``updated_at`` is set by the store (ignored on input)."""
+
+    user_id: str
+    entity_type: str
+    entity_id: str
+    version: int
+    data: Json
+    deleted: bool = False
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeIn:
+    """One entry to append to a user's change log."""
+
+    entity_type: str
+    entity_id: str
+    op: Literal["create", "update", "delete"]
+    version: int
+    data: Json
+    deleted: bool = False
+    device_id: str | None = None  # the device whose push caused the change
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int  # strictly increasing per user, in commit order
+    user_id: str
+    entity_type: str
+    entity_id: str
+    op: str
+    version: int
+    data: Json
+    deleted: bool
+    device_id: str | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    user_id: str
+    device_id: str
+    acked_seq: int  # the highest change-log cursor this device acknowledged
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    id: str
+    user_id: str
+    device_id: str | None
+    entity_type: str
+    entity_id: str
+    server_version: int
+    base_version: int | None
+    server_data: Json
+    client_data: Json
+    status: ConflictStatus
+    resolution: str | None
+    resolved_data: Json | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    source: str
+    user_id: str | None
+    key: str | None
+    payload: Json
+    error: str
+    created_at: datetime

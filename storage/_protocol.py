@@ -1,0 +1,65 @@
+"""The store contract both backends implement (type against this, not a backend class)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, Protocol, TypeVar
+
+import trio
+
+from ._config import RetryPolicy, StoreConfig
+from ._repos import Transaction
+
+__all__ = ["Store"]
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """A durable store: SQLite (one process) or PostgreSQL (many processes).
+
+    Units of work::
+
+        async with store.transaction() as tx:          # commits on exit, rolls back on error
+            counts, wm = await tx.run(tx.samples.upsert_many(user, rows), tx.watermarks.bump(user))
+            await tx.commit(tx.outbox.enqueue(user, "health.samples.changed", {...}))
+
+        result = await store.transact(work)            # work(tx) rerun on transient errors
+    """
+
+    backend: Literal["sqlite", "postgresql"]
+    config: StoreConfig
+    applied_migrations: list[int]  # versions this open applied (empty when up to date)
+
+    def transaction(self, *, readonly: bool = False) -> Transaction:
+        """A new unit of work (an async context manager yielding itself)."""
+        ...
+
+    async def transact(
+        self,
+        work: Callable[[Transaction], Awaitable[T]],
+        *,
+        readonly: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> T:
+        """Run ``work(tx)`` and commit, retrying the whole unit on transient errors."""
+        ...
+
+    def device_lock(self, user_id: str, device_id: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive per (user, device) for the duration of the block, across processes."""
+        ...
+
+    def outbox_notifications(
+        self, *, buffer: int = 1024
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[int]]:
+        """Outbox event ids as they commit (a wake-up hint; poll as well)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers (health checks)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; idempotent."""
+        ...
