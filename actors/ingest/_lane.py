@@ -144,7 +144,10 @@ class IngestLane(Actor):
                              s.metadata) for s in accepted]
             keys = [SampleKey(d.sourceId, d.sourceRecordId, d.startAt) for d in p.msg.deletions]
             prepared.append((p, accepted, rejected, rows, keys))
-        async with self.store.transaction() as tx:
+        # One lock order for every writer (users sorted), so two lanes cannot deadlock on PostgreSQL.
+        prepared.sort(key=lambda item: item[0].msg.user_id)
+
+        async def work(tx: Any) -> list[dict[str, Any]]:
             ops: list[Any] = []
             for p, _, _, rows, keys in prepared:
                 ops.append(tx.samples.upsert_many(p.msg.user_id, rows))
@@ -178,6 +181,10 @@ class IngestLane(Actor):
                     finals.append(tx.watermarks.bump(p.msg.user_id, changes))
                 finals.append(tx.ingest.complete(p.msg.user_id, p.msg.request_id, result))
             await tx.commit(*finals)
+            return results
+
+        # transact() reruns the whole unit of work on a transient failure (deadlock, serialization).
+        results = await self.store.transact(work)
         g = self.gauge
         g.transactions += 1
         for (p, accepted, *_), result in zip(prepared, results, strict=True):
