@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,9 +27,12 @@ from hypercorn.config import Config as HypercornConfig
 
 from actors.supervisor import application
 from kernel import ActorSystem, Supervisor, SupervisorGaveUp
-from storage import open_store
+from storage import Store, StoreError, open_store
+from storage.coordination import Coordination, CoordinationConfig, open_coordination
 from transport import (
+    CheckResult,
     ConfigError,
+    HealthRegistry,
     Settings,
     begin_drain,
     configure_logging,
@@ -101,22 +104,49 @@ async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: tr
             force.cancel()
 
 
+def _store_check(store: Store) -> Callable[[], Awaitable[CheckResult]]:
+    async def check() -> CheckResult:
+        try:
+            await store.ping()
+        except StoreError as exc:
+            return CheckResult("down", str(exc))
+        return CheckResult("ok", store.backend)
+
+    return check
+
+
+def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[CheckResult]]:
+    async def check() -> CheckResult:
+        status = await coordination.health()
+        return CheckResult("ok" if status.ok else "down", f"{status.backend}: {status.detail}")
+
+    return check
+
+
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
     """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
     # Catch the signals before anything starts, so one that arrives during startup still drains.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
         async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+            health = HealthRegistry()
             if tree_factory is not None:
                 tree, resources, blueprints = tree_factory(settings), {}, []
             else:
                 # SQLite migrates itself on open; PostgreSQL needs `run.py migrate` first.
                 store = await stack.enter_async_context(open_store(settings.database_url))
+                # Redis is optional: without it, rate limits, leases and pub/sub stay in-process.
+                coordination = await stack.enter_async_context(
+                    open_coordination(settings.redis_url, config=CoordinationConfig()))
+                health.add_check("database", _store_check(store))
+                health.add_check("coordination", _coordination_check(coordination), critical=False)
                 app_parts = application(store)
-                tree, resources, blueprints = app_parts.tree, app_parts.resources, user_blueprints()
+                tree, blueprints = app_parts.tree, user_blueprints()
+                resources = {**app_parts.resources, "coordination": coordination}
             try:
                 async with ActorSystem.start(tree) as system:
-                    app = create_app(settings, system=system, blueprints=blueprints, resources=resources)
+                    app = create_app(settings, system=system, blueprints=blueprints, resources=resources,
+                                     health=health)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
