@@ -77,7 +77,11 @@ class Actor:
 
     def watch(self, ref: ActorRef) -> None:
         """Get a ``Terminated`` message when ``ref``'s actor stops for good (restarts don't count)."""
-        ref._cell.add_watcher(self._cell_or_raise())
+        from ._cell import watch
+
+        watch(self._cell_or_raise(), ref)
 
     def unwatch(self, ref: ActorRef) -> None:
-        ref._cell.remove_watcher(self._cell_or_raise())
+        cell = ref._watch_target()
+        if cell is not None:
+            cell.remove_watcher(self._cell_or_raise())

@@ -293,13 +293,8 @@ class Cell(Node):
         try:
             while True:
                 if sysq:
-                    control = sysq.popleft()
-                    if control is _STOP_NOW:
+                    if self._take_control():
                         return "normal", None
-                    if control is _STOP_DRAIN:
-                        self.draining = True
-                    elif control.error is not None:
-                        raise control.error
                     continue
                 if not q:
                     if self.draining:
@@ -344,13 +339,8 @@ class Cell(Node):
         try:
             while True:
                 if sysq:
-                    control = sysq.popleft()
-                    if control is _STOP_NOW:
+                    if self._take_control():
                         return "normal", None
-                    if control is _STOP_DRAIN:
-                        self.draining = True
-                    elif control.error is not None:
-                        raise control.error
                     continue
                 if not q:
                     if self.draining:
@@ -385,6 +375,17 @@ class Cell(Node):
                 if type(env) is _Ask:
                     env.settle(outcome.Error(ActorStopped(self.path, "it was cancelled while handling this ask")))
             raise
+
+    def _take_control(self) -> bool:
+        """Apply one system-lane message; True means "stop now" (after the current message)."""
+        control = self.sysq.popleft()
+        if control is _STOP_NOW:
+            return True
+        if control is _STOP_DRAIN:
+            self.draining = True
+        elif control.error is not None:
+            raise control.error  # an injected crash: handled like one from receive()
+        return False
 
     async def _park(self) -> bool:
         """Wait for a message or a control message; False means "give the task up" (entities)."""
@@ -500,6 +501,10 @@ class ActorRef:
         """
         return await ask_cell(self._cell, msg, timeout)
 
+    def _watch_target(self) -> Cell | None:
+        """The cell a watch attaches to (None: nothing live to watch)."""
+        return self._cell
+
     def key(self, key: Any) -> ActorRef:
         raise NoSuchActor(f"{self.path}[{key!r}]", f"{self.path!r} is not a keyed child (ChildSpec(keyed=True))")
 
@@ -530,3 +535,12 @@ async def ask_cell(cell: Cell, msg: Any, timeout: float) -> Any:
     if scope.cancelled_caught:
         raise AskTimeout(cell.path, timeout)
     raise AssertionError("unreachable: an ask either returns, raises or times out")
+
+
+def watch(watcher: Cell, target: ActorRef) -> None:
+    """Attach ``watcher`` to ``target``'s actor; if nothing is live there, tell it at once."""
+    cell = target._watch_target()
+    if cell is None:
+        watcher.deliver_notice(Terminated(path=target.path, reason="not running"))
+    else:
+        cell.add_watcher(watcher)

@@ -473,6 +473,10 @@ class EntityRef(ActorRef):
     def __hash__(self) -> int:
         return hash((id(self._node), self._key))
 
+    def _watch_target(self) -> Cell | None:
+        entity = self._node.entities.get(self._key)
+        return entity if entity is not None and entity.alive else None
+
     async def tell(self, msg: Any) -> None:
         node = self._node
         entity = node.entity(self._key)

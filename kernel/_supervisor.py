@@ -103,6 +103,8 @@ class SupervisorNode(Node):
         self.started_at = trio.current_time()
         self.stop_requested = False
         self.exits.clear()
+        # A new incarnation is a new supervisor (as in OTP): its failed predecessor's restarts don't count.
+        self.history = ()
         outcome: tuple[ExitReason, BaseException | None] = ("normal", None)
         try:
             async with trio.open_nursery() as nursery:

@@ -103,8 +103,13 @@ class ActorSystem:
                     await system.stop()
                 finally:
                     services.cancel()
-        except BaseExceptionGroup as group:
-            raise _sole_exception(group) from None
+        except BaseException as exc:
+            if system._failure is not None:
+                # The root gave up: that is the news, whatever the teardown made the block raise.
+                raise system._failure from exc
+            if isinstance(exc, BaseExceptionGroup):
+                raise _sole_exception(exc) from None
+            raise
         finally:
             system._nursery = None
             if system.root.alive:
@@ -137,9 +142,10 @@ class ActorSystem:
             self._failure = error if isinstance(error, SupervisorGaveUp) else SupervisorGaveUp(
                 root.path, 0, 0.0, error
             )
-        root.finalize("root supervisor gave up" if root.exit_reason == "crash" else "root exited")
+        # Cancel first, so the block sees Cancelled rather than the errors finalizing causes.
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+        root.finalize("root supervisor gave up" if root.exit_reason == "crash" else "root exited")
 
     # -- addressing ---------------------------------------------------------------------------------
     def _resolve(self, path: str) -> tuple[Node, Any]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-from ._cell import Cell, Terminated, _Ask
+from ._cell import Cell, Terminated, _Ask, watch
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem
 
@@ -78,7 +78,7 @@ class TestProbe:
 
     def watch(self, ref: Any) -> None:
         """Receive ``Terminated`` when ``ref``'s actor stops for good."""
-        ref._cell.add_watcher(self._cell)
+        watch(self._cell, ref)
 
     async def receive(self, *, timeout: float = 3.0) -> Any:
         """The next message (an ask's message; answer it with ``reply``)."""
