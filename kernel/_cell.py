@@ -142,13 +142,15 @@ class Cell(Node):
             self.waiter = None
             reschedule(task)
 
-    def _refuse(self) -> ActorStopped:
+    def _refuse(self, msg: Any) -> ActorStopped:
+        """A send to an actor stopped for good: the message is a dead letter, the sender is told."""
+        self.dead_letter(msg, "sent to a stopped actor")
         return ActorStopped(self.path, f"it has {self.state}")
 
     async def put(self, item: Any) -> None:
         """The slow path of ``tell``/``ask``: the mailbox is full, or senders are already waiting."""
         if not self.accepting:
-            raise self._refuse()
+            raise self._refuse(item)
         overflow = self.overflow
         if overflow == "block":
             self._overflowed()
@@ -194,12 +196,15 @@ class Cell(Node):
 
     def deliver_timer(self, msg: Any) -> None:
         # A timer cannot wait for room: a full mailbox turns the tick into a dead letter.
-        if self.accepting and not self.put_nowait(msg):
+        if not self.accepting:
+            self.dead_letter(msg, "timer message for a stopped actor")
+        elif not self.put_nowait(msg):
             self.dead_letter(msg, "timer message refused: mailbox full")
 
     def deliver_notice(self, msg: Any) -> None:
         """Kernel notices (``Terminated``) bypass the capacity: they are few and must not be lost."""
         if not self.accepting:
+            self.dead_letter(msg, "notice for a stopped actor")
             return
         self.q.append(msg)
         if self.waiter is not None:
@@ -214,8 +219,8 @@ class Cell(Node):
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self, *, drain: bool) -> None:
-        if self.state in ("restarting", "starting", "new") and self.scope is not None:
-            # Nothing is running yet: there is nothing to let finish.
+        if self.actor is None and self.scope is not None:
+            # Not built yet (waiting out a restart delay): there is nothing to let finish.
             self.scope.cancel()
             return
         self.sysq.append(_STOP_DRAIN if drain else _STOP_NOW)
@@ -489,7 +494,7 @@ class ActorRef:
         """Enqueue ``msg`` or raise ``MailboxFull`` (``drop_oldest`` drops instead)."""
         cell = self._cell
         if not cell.accepting:
-            raise cell._refuse()
+            raise cell._refuse(msg)
         if not cell.put_nowait(msg):
             raise MailboxFull(cell.path, cell.capacity)
 

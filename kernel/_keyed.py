@@ -20,7 +20,7 @@ from ._errors import ActorStopped, MailboxFull
 from ._node import Node
 from ._policy import ExitReason, backoff_delay, consecutive_restarts, should_restart
 from ._spec import ChildSpec
-from ._telemetry import Restarted
+from ._telemetry import Restarted, Started, Stopped
 
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
@@ -35,7 +35,7 @@ _LAUNCH: Any = object()
 class Entity(Cell):
     """One key's actor. Shares the cell's mailbox and loop; owns no task while idle."""
 
-    __slots__ = ("node", "last_used", "passivating")
+    __slots__ = ("node", "last_used", "_passivating")
 
     def __init__(self, node: KeyedNode, key: Any) -> None:
         # Deliberately not Cell.__init__: that allocates what an idle entity must not hold.
@@ -68,7 +68,18 @@ class Entity(Cell):
         self.watchers = None
         self.ref = EntityRef(node, key)
         self.last_used = 0.0
-        self.passivating = False
+        self._passivating = False
+
+    @property
+    def passivating(self) -> bool:
+        return self._passivating
+
+    @passivating.setter
+    def passivating(self, value: bool) -> None:
+        # The group counts entities on their way out, so eviction does not pick a second victim for them.
+        if value != self._passivating:
+            self._passivating = value
+            self.node.leaving += 1 if value else -1
 
     @property
     def running(self) -> bool:
@@ -176,6 +187,7 @@ class Entity(Cell):
             self.actor = None
             return self._crashed(_NOTHING, exc)
         self.state = "running"
+        self.system.publish(Started, self.path, attempt=self.restarts or None)
         return "normal", None
 
     async def _recover(self, error: BaseException | None) -> bool:
@@ -216,7 +228,7 @@ class KeyedNode(Node):
 
     __slots__ = (
         "spec", "overflow", "entities", "nursery", "ref", "stop_requested", "drain_on_stop", "dead_letters",
-        "processed_total", "passivated", "_reaper_wake", "_pending", "launching",
+        "processed_total", "passivated", "_reaper_wake", "_pending", "launching", "leaving",
     )
     kind = "keyed"
 
@@ -237,6 +249,8 @@ class KeyedNode(Node):
         self._pending: list[Entity] = []
         # Drive tasks started but not yet running: a burst of cold keys is throttled on this.
         self.launching = 0
+        # Entities being passivated: still in ``entities`` until stopping() returns.
+        self.leaving = 0
 
     @property
     def shutdown_timeout(self) -> float:
@@ -258,8 +272,8 @@ class KeyedNode(Node):
             entities[key] = entity
             if len(entities) == 1:
                 self._reaper_wake.set()
-            elif len(entities) > self.spec.max_live:
-                self._evict()
+            elif len(entities) - self.leaving > self.spec.max_live:
+                self._evict(keep=entity)
         else:
             entities.move_to_end(key)
         entity.last_used = trio.current_time()
@@ -286,11 +300,17 @@ class KeyedNode(Node):
     def settled(self, entity: Entity) -> None:
         if self.entities.get(entity.key) is entity:
             self.entities.move_to_end(entity.key)
+        if len(self.entities) - self.leaving > self.spec.max_live:
+            self._evict()  # the cap was overshot while every older actor was busy
 
     def retire(self, entity: Entity, detail: str) -> None:
         if self.entities.get(entity.key) is entity:
             del self.entities[entity.key]
+        entity.passivating = False
         self.passivated += 1
+        self.processed_total += entity.processed
+        entity.processed = 0
+        self.system.publish(Stopped, entity.path, detail=detail)
         entity.accepting = False
         entity.state = "stopped"
         if entity.watchers:
@@ -311,13 +331,17 @@ class KeyedNode(Node):
 
                 item.settle(outcome.Error(ActorStopped(entity.path, detail)))
 
-    def _evict(self) -> None:
-        """Passivate least recently used idle entities until at most ``max_live`` remain live."""
-        excess = len(self.entities) - self.spec.max_live
+    def _evict(self, keep: Entity | None = None) -> None:
+        """Passivate least recently used idle entities until at most ``max_live`` remain live.
+
+        Busy ones are skipped (the cap may be overshot until they settle), and so is ``keep``, the
+        entity a message is being routed to: evicting it would start a second actor for its key.
+        """
+        excess = len(self.entities) - self.leaving - self.spec.max_live
         for entity in list(self.entities.values()):
             if excess <= 0:
                 break
-            if entity.running or entity.passivating:
+            if entity is keep or entity.running or entity.passivating:
                 continue
             self._passivate(entity)
             excess -= 1
@@ -379,10 +403,14 @@ class KeyedNode(Node):
             for entity in list(self.entities.values()):
                 due = entity.last_used + idle_timeout
                 if due > now:
-                    next_due = due
+                    next_due = min(next_due, due)
                     break
                 if not entity.running and not entity.passivating:
                     self._passivate(entity)
+            if self.entities:
+                # Whatever is left (busy past its timeout, or a passivation a new message may yet
+                # interrupt) is looked at again within one idle period at the latest.
+                next_due = min(next_due, now + idle_timeout)
             self._reaper_wake = trio.Event()
             with trio.move_on_at(next_due):
                 await self._reaper_wake.wait()

@@ -93,6 +93,8 @@ class Supervisor:
         if self.restart not in RESTART_TYPES:
             raise ValueError(f"Supervisor {self.name!r}: restart must be one of {RESTART_TYPES}, got {self.restart!r}")
         _positive(f"Supervisor {self.name!r}: within", self.within, allow_inf=False)
+        if self.within == 0:
+            raise ValueError(f"Supervisor {self.name!r}: within must be > 0 (the restart window's length)")
         _positive(f"Supervisor {self.name!r}: base_delay", self.base_delay, allow_inf=False)
         _positive(f"Supervisor {self.name!r}: max_delay", self.max_delay)
         _positive(f"Supervisor {self.name!r}: reset_after", self.reset_after)

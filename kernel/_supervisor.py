@@ -159,7 +159,11 @@ class SupervisorNode(Node):
             live = [node for node in self.children if node.alive]
             group = set(restart_group(spec.strategy, [node.name for node in live], child.name))
             members = [node for node in live if node.name in group]
-        await self._stop_children([node for node in members if node is not child], drain=False, finalize=False)
+        # KERNEL.md: a group restart cancels the other members (no draining, no stopping()); their
+        # mailboxes survive, so what was queued goes to the next incarnation.
+        for node in reversed(members):
+            if node is not child:
+                await self._cancel_child(node)
         assert self.nursery is not None
         for node in members:
             if node is not child and restart_type_of(node) == "temporary":
@@ -196,6 +200,16 @@ class SupervisorNode(Node):
             await self._stop_child(node, drain=drain)
             if finalize and node.alive:
                 node.finalize("supervisor shut down")
+
+    async def _cancel_child(self, node: Node) -> None:
+        if node in self.exits:
+            self.exits.remove(node)
+        if node.done.is_set():
+            return
+        node.stop_by_parent = True
+        if node.scope is not None:
+            node.scope.cancel()
+        await node.done.wait()
 
     async def _stop_child(self, node: Node, *, drain: bool) -> None:
         if node in self.exits:
