@@ -41,19 +41,18 @@ class Account(Actor):
     def __init__(self, user_id: str, *, store: Store) -> None:
         self.user_id = user_id
         self.store = store
-        self.settings: UserSettings | None = None  # cached: every change goes through this actor
 
     async def receive(self, msg: Any) -> Any:
         match msg:
             case GetSettings():
-                if self.settings is None:
-                    async with self.store.transaction() as tx:
-                        (self.settings,) = await tx.commit(tx.users.get_settings(self.user_id))
-                return self.settings
+                # Read through, never cached: another instance (PostgreSQL, several processes) may
+                # have changed them, and the lanes enforce what the database says.
+                async with self.store.transaction() as tx:
+                    (settings,) = await tx.commit(tx.users.get_settings(self.user_id))
+                return settings
             case PutSettings(settings=settings):
                 async with self.store.transaction() as tx:
                     (stored,) = await tx.commit(tx.users.put_settings(self.user_id, settings))
-                self.settings = stored
                 return stored
             case QuerySamples():
                 return await self._query(msg)

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from kernel import Actor, Failed
-from storage import SampleIn, SampleKey, Store, StoreError
+from storage import InvalidData, SampleIn, SampleKey, Store, StoreError
 
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._rate import DrainRate
@@ -81,13 +81,17 @@ class IngestLane(Actor):
             if fresh:
                 try:
                     await self._write(fresh)
-                except StoreError:
+                except StoreError as exc:
                     if len(fresh) == 1:
                         await self._release(fresh, "the write failed")
-                        raise
-                    await self._release(fresh, "retrying alone")
-                    for one in fresh:
-                        await self._write_alone(one)
+                        if not isinstance(exc, InvalidData):
+                            raise
+                        # The client's data, not the lane's health: answer it (400), do not crash.
+                        fresh[0].outcome = Failed(exc)
+                    else:
+                        await self._release(fresh, "retrying alone")
+                        for one in fresh:
+                            await self._write_alone(one)
             self._settle_repeats(batches)
             elapsed = trio.current_time() - began
             g = self.gauge

@@ -1,0 +1,188 @@
+"""The pure parts of ingestion: the unit registry, per-sample judgement, local dates, the retry hint."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.ingest import (
+    REGISTRY,
+    DrainRate,
+    SampleInput,
+    affected_keys,
+    local_date,
+    normalize_samples,
+    retry_after_ms,
+    to_canonical,
+)
+from actors.ingest._units import OutOfRange, UnknownMetric, UnknownUnit
+
+T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def inp(record: str = "r1", *, metric: str = "heart_rate", value: float | None = 61.0, unit: str = "bpm",
+        start: datetime = T0, end: datetime | None = None, source: str = "w") -> SampleInput:
+    return SampleInput(sourceId=source, sourceRecordId=record, metric=metric, value=value, unit=unit,
+                       startAt=start, endAt=end or start)
+
+
+# -- the registry -------------------------------------------------------------------------------------
+def test_the_minimum_registry_of_api_md_with_canonical_units() -> None:
+    required = {"heart_rate": "bpm", "steps": "count", "active_energy": "kcal", "distance": "m",
+                "sleep_stage": "category", "hrv_sdnn": "ms", "spo2": "%", "weight": "kg"}
+    assert {m: REGISTRY[m].unit for m in required} == required
+
+
+# (metric, value, unit, expected canonical value, canonical unit): factors from their definitions
+CONVERSIONS = [
+    ("distance", 1.5, "km", 1500.0, "m"),
+    ("distance", 1.0, "mi", 1609.344, "m"),
+    ("active_energy", 4.184, "kJ", 1.0, "kcal"),
+    ("active_energy", 1000.0, "kJ", 239.0057361376673, "kcal"),
+    ("weight", 1.0, "lb", 0.45359237, "kg"),
+    ("weight", 150.0, "lb", 68.0388555, "kg"),
+    ("hrv_sdnn", 0.045, "s", 45.0, "ms"),
+    ("spo2", 0.97, "fraction", 97.0, "%"),
+    ("body_temperature", 98.6, "degF", 37.0, "degC"),
+    ("body_temperature", 32.0, "degF", 0.0, "degC"),
+    ("body_temperature", -40.0, "degF", -40.0, "degC"),
+    ("heart_rate", 72.0, "bpm", 72.0, "bpm"),
+    ("steps", 12.0, "count", 12.0, "count"),
+]
+
+
+@pytest.mark.parametrize("metric, value, unit, expected, canonical", CONVERSIONS)
+def test_known_units_convert_to_the_canonical_one(metric: str, value: float, unit: str, expected: float,
+                                                  canonical: str) -> None:
+    got, got_unit = to_canonical(metric, value, unit)
+    assert got_unit == canonical
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_conversions_are_the_defined_linear_maps(x: float) -> None:
+    assert to_canonical("distance", x, "km")[0] == pytest.approx(x * 1000)
+    assert to_canonical("active_energy", x, "kJ")[0] == pytest.approx(x / 4.184)
+    assert to_canonical("weight", x, "lb")[0] == pytest.approx(x * 0.45359237)
+    assert to_canonical("hrv_sdnn", x, "s")[0] == pytest.approx(x * 1000)
+    assert to_canonical("body_temperature", x, "degF")[0] == pytest.approx((x - 32) * 5 / 9, abs=1e-9)
+    assert to_canonical("distance", x, "m") == (x, "m")
+
+
+def test_unknown_metric_and_unit_are_told_apart() -> None:
+    with pytest.raises(UnknownMetric, match="mood"):
+        to_canonical("mood", 1.0, "points")
+    with pytest.raises(UnknownUnit, match="furlong"):
+        to_canonical("distance", 1.0, "furlong")
+    with pytest.raises(UnknownUnit):
+        to_canonical("heart_rate", 60.0, "km")  # a known unit, of another metric
+
+
+@pytest.mark.parametrize("metric, value, unit", [
+    ("spo2", 1.5, "fraction"), ("spo2", 101.0, "%"), ("steps", -1.0, "count"), ("heart_rate", 401.0, "bpm"),
+    ("sleep_stage", 2.5, "category"), ("sleep_stage", 6.0, "category"),
+])
+def test_out_of_range_values_are_refused(metric: str, value: float, unit: str) -> None:
+    with pytest.raises(OutOfRange):
+        to_canonical(metric, value, unit)
+
+
+# -- per-sample judgement --------------------------------------------------------------------------------
+def test_each_bad_sample_is_rejected_with_its_index_and_the_rest_go_on() -> None:
+    samples = [
+        inp("ok1"),
+        inp("u", metric="distance", value=1.0, unit="furlong"),
+        inp("m", metric="mood", unit="x"),
+        inp("nan", value=math.nan),
+        inp("inf", value=math.inf),
+        inp("none", value=None),
+        inp("time", start=T0, end=T0 - timedelta(seconds=1)),
+        inp("range", metric="spo2", value=120.0, unit="%"),
+        inp("ok2", metric="distance", value=2.0, unit="km"),
+    ]
+    accepted, rejected = normalize_samples(samples)
+    assert [(r.index, r.code) for r in rejected] == [
+        (1, "UNKNOWN_UNIT"), (2, "UNKNOWN_METRIC"), (3, "NON_FINITE_VALUE"), (4, "NON_FINITE_VALUE"),
+        (5, "NON_FINITE_VALUE"), (6, "INVALID_TIME_RANGE"), (7, "VALUE_OUT_OF_RANGE")]
+    assert all(r.message for r in rejected)
+    assert [(a.source_record_id, a.value, a.unit) for a in accepted] == [("ok1", 61.0, "bpm"), ("ok2", 2000.0, "m")]
+    assert rejected[0].to_dict() == {"index": 1, "code": "UNKNOWN_UNIT", "message": rejected[0].message}
+
+
+def test_blocked_metrics_are_rejected_before_anything_else() -> None:
+    samples = [inp("a", metric="steps", value=math.nan, unit="nope"), inp("b"), inp("c", metric="steps", value=1,
+                                                                                  unit="count")]
+    accepted, rejected = normalize_samples(samples, blocked_metrics=["steps"])
+    assert [(r.index, r.code) for r in rejected] == [(0, "METRIC_BLOCKED"), (2, "METRIC_BLOCKED")]
+    assert [a.source_record_id for a in accepted] == ["b"]
+
+
+def test_equal_start_and_end_is_a_valid_instant() -> None:
+    accepted, rejected = normalize_samples([inp(start=T0, end=T0)])
+    assert rejected == [] and len(accepted) == 1
+
+
+def test_a_repeated_identity_keeps_the_later_sample() -> None:
+    accepted, _ = normalize_samples([inp("r", value=60.0), inp("x"), inp("r", value=70.0),
+                                     inp("r", value=80.0, start=T0 + timedelta(seconds=1))])
+    assert [(a.source_record_id, a.value, a.start_at) for a in accepted] == [
+        ("x", 61.0, T0), ("r", 70.0, T0), ("r", 80.0, T0 + timedelta(seconds=1))]
+
+
+# -- local dates ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("moment, zone, expected", [
+    (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), "Europe/Berlin", date(2026, 11, 25)),   # CET +1
+    (datetime(2026, 11, 24, 22, 59, tzinfo=UTC), "Europe/Berlin", date(2026, 11, 24)),
+    (datetime(2026, 7, 1, 22, 0, tzinfo=UTC), "Europe/Berlin", date(2026, 7, 2)),         # CEST +2
+    (datetime(2026, 7, 1, 21, 59, tzinfo=UTC), "Europe/Berlin", date(2026, 7, 1)),
+    (datetime(2026, 11, 24, 5, 0, tzinfo=UTC), "America/Los_Angeles", date(2026, 11, 23)),
+    (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), "UTC", date(2026, 11, 24)),
+    (datetime(2026, 11, 24, 11, 0, tzinfo=UTC), "Pacific/Kiritimati", date(2026, 11, 25)),  # +14
+])
+def test_local_date_is_in_the_users_timezone(moment: datetime, zone: str, expected: date) -> None:
+    assert local_date(moment, zone) == expected
+
+
+def test_affected_keys_are_distinct_sorted_metric_local_date_pairs() -> None:
+    accepted, _ = normalize_samples([
+        inp("a", start=datetime(2026, 11, 24, 23, 30, tzinfo=UTC)),
+        inp("b", start=datetime(2026, 11, 24, 10, 0, tzinfo=UTC)),
+        inp("c", start=datetime(2026, 11, 25, 10, 0, tzinfo=UTC)),
+        inp("d", metric="steps", value=3, unit="count", start=datetime(2026, 11, 24, 1, 0, tzinfo=UTC)),
+    ])
+    assert affected_keys(accepted, "Europe/Berlin") == [
+        ("heart_rate", "2026-11-24"), ("heart_rate", "2026-11-25"), ("steps", "2026-11-24")]
+    assert affected_keys(accepted, "UTC") == [
+        ("heart_rate", "2026-11-24"), ("heart_rate", "2026-11-25"), ("steps", "2026-11-24")]
+    assert affected_keys(accepted, "America/New_York") == [
+        ("heart_rate", "2026-11-24"), ("heart_rate", "2026-11-25"), ("steps", "2026-11-23")]
+
+
+# -- the retry hint of a full lane ------------------------------------------------------------------------
+def test_retry_after_is_a_conservative_second_before_anything_drained() -> None:
+    assert retry_after_ms(64, DrainRate()) == 1000
+
+
+@pytest.mark.parametrize("queued, per_second, expected", [
+    (32, 10.0, 3200), (64, 1000.0, 64), (1, 1000.0, 50), (64, 0.5, 30_000)])
+def test_retry_after_is_the_drain_time_clamped(queued: int, per_second: float, expected: int) -> None:
+    assert retry_after_ms(queued, DrainRate(per_second=per_second)) == expected
+
+
+def test_drain_rate_is_an_ewma_of_observed_batches() -> None:
+    rate = DrainRate().observe(10, 1.0)
+    assert rate.per_second == 10.0  # the first observation is taken as is
+    rate = rate.observe(20, 1.0)
+    assert rate.per_second == pytest.approx(0.3 * 20 + 0.7 * 10)
+    assert rate.observe(0, 1.0) == rate and rate.observe(5, 0.0) == rate  # nothing learned
+
+
+@settings(max_examples=100, deadline=None)
+@given(queued=st.integers(0, 10_000), per_second=st.floats(min_value=1e-6, max_value=1e9))
+def test_retry_after_stays_within_its_bounds(queued: int, per_second: float) -> None:
+    assert 50 <= retry_after_ms(queued, DrainRate(per_second=per_second)) <= 30_000
