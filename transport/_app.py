@@ -111,6 +111,12 @@ async def _finish_request(response: Any) -> Any:
     rid = current_request_id()
     response.headers["X-Request-ID"] = rid
     services = get_services()
+    sent_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
+    if services.draining.is_set() or (sent_body and not g.get("body_read")):
+        # Answered before the body was read (401, 413, 415, ...), or shutting down: close the
+        # connection, so a keep-alive client neither sends its next request into an unread body
+        # nor holds the drain open.
+        response.headers["Connection"] = "close"
     seconds = trio.current_time() - g.get("started_at", trio.current_time())
     rule = request.url_rule
     route = rule.rule if rule is not None else UNMATCHED_ROUTE

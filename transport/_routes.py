@@ -121,6 +121,7 @@ async def read_json_body(model: type[BaseModel]) -> Any:
         raise UnsupportedMediaType(f"JSON must be UTF-8, got charset {charset}")
     # Raises RequestEntityTooLarge (→ 413) as soon as the streamed body passes MAX_CONTENT_LENGTH.
     raw = await request.get_data(cache=True, as_text=False)
+    g.body_read = True
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
