@@ -16,7 +16,12 @@ from storage import Store
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReapNow:
-    """Tick (and ask message): reap once; the reply is the number of requests freed."""
+    """Ask message: reap once now; the reply is the number of requests freed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Tick:
+    """The periodic reap; re-armed after each one, so a slow reap never lets ticks pile up."""
 
 
 class IngestReaper(Actor):
@@ -27,14 +32,23 @@ class IngestReaper(Actor):
         self.reaped = 0
 
     async def started(self) -> None:
-        self.every(self.interval, ReapNow())
+        self.send_after(self.interval, _Tick())
 
     async def receive(self, msg: Any) -> Any:
         match msg:
             case ReapNow():
-                async with self.store.transaction() as tx:
-                    (freed,) = await tx.commit(tx.ingest.reap_stale(self.stale_after))
-                self.reaped += freed
-                return freed
+                return await self._reap()
+            case _Tick():
+                try:
+                    await self._reap()
+                finally:
+                    self.send_after(self.interval, _Tick())
+                return None
             case _:
                 raise TypeError(f"ingest reaper: unexpected message {msg!r}")
+
+    async def _reap(self) -> int:
+        async with self.store.transaction() as tx:
+            (freed,) = await tx.commit(tx.ingest.reap_stale(self.stale_after))
+        self.reaped += freed
+        return int(freed)
