@@ -248,7 +248,7 @@ def free_port() -> int:
 
 def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env.update(VIGIL_JWT_SECRET=SECRET, VIGIL_OPS_TOKEN=OPS_TOKEN, VIGIL_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update(VIGIL_JWT_SECRET=SECRET, VIGIL_OPS_TOKEN=OPS_TOKEN, PYTHONUNBUFFERED="1")
     return env
 
 

@@ -7,14 +7,9 @@ Polling the subprocess is the only waiting here, always under a bounded deadline
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +20,21 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from kernel import Actor, ChildSpec, Supervisor
+from tests.ingest_helpers import (
+    EXIT_DEADLINE,
+    OPS_TOKEN,
+    REPO,
+    STARTUP_DEADLINE,
+    Server,
+    free_port,
+    running_server,
+)
+from tests.ingest_helpers import SECRET as JWT_SECRET
+from tests.ingest_helpers import server_env as _env
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-JWT_SECRET = "integration-jwt-secret-" + "0123456789abcdef" * 3
-OPS_TOKEN = "integration-ops-token-" + "0123456789abcdef" * 2
 OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
-STARTUP_DEADLINE = 30.0
-EXIT_DEADLINE = 20.0
 
 
 # -- a tree with known behaviour, for `serve --tree` ----------------------------------------------------
@@ -63,64 +64,6 @@ class Doomed(Actor):
 def doomed_tree(settings: Any) -> Supervisor:
     """A root that gives up on the first crash."""
     return Supervisor("root", max_restarts=0, within=60.0, children=[ChildSpec("doomed", Doomed)])
-
-
-# -- the server process ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Server:
-    port: int
-    process: trio.Process
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env.update(VIGIL_JWT_SECRET=JWT_SECRET, VIGIL_OPS_TOKEN=OPS_TOKEN, PYTHONUNBUFFERED="1")
-    return env
-
-
-@asynccontextmanager
-async def running_server(tmp_path: Path, *extra: str) -> AsyncIterator[Server]:
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    argv = [sys.executable, "run.py", "serve", "--port", str(port),
-            "--database", f"sqlite:///{tmp_path / 'vigil.db'}", *extra]
-    with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(argv, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    server = Server(port, process, log_path)
-    try:
-        await _wait_until_healthy(server)
-        yield server
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def _wait_until_healthy(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.base) as client:
-        with trio.move_on_after(STARTUP_DEADLINE):
-            while server.process.returncode is None:
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.05)
-    pytest.fail(f"server not healthy (exit code {server.process.returncode}); log:\n{server.log_text()}")
 
 
 async def _terminate(server: Server) -> int:
@@ -189,7 +132,7 @@ async def test_telemetry_websocket_streams_and_closes_on_shutdown(tmp_path: Path
 
 async def test_root_giving_up_exits_1(tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
-    argv = [sys.executable, "run.py", "serve", "--port", str(_free_port()),
+    argv = [sys.executable, "run.py", "serve", "--port", str(free_port()),
             "--tree", "tests.integration.test_http_server:doomed_tree"]
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(argv, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
