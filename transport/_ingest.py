@@ -6,7 +6,6 @@ request's shape happens here (pydantic); per-sample judgement happens in the lan
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +21,7 @@ from actors.ingest import (
     IngestUnavailable,
     LaneFull,
     SampleInput,
-    payload_hash,
+    payload_hash_raw,
 )
 from actors.ingest._account import GetSettings, PutSettings, QuerySamples
 from kernel import ActorSystem
@@ -190,9 +189,8 @@ async def batch_upsert(*, user_id: str, body: BatchUpsertBody) -> Any:
     if count > MAX_ITEMS:
         raise PayloadTooLarge(f"{count} samples + deletions; at most {MAX_ITEMS} per request",
                               details={"maxItems": MAX_ITEMS})
-    raw = json.loads(await request.get_data(cache=True))
     try:
-        expected = payload_hash(raw)
+        expected = payload_hash_raw(await request.get_data(cache=True))
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from None
     if expected != body.payload_hash:

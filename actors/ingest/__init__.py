@@ -2,7 +2,7 @@
 
 from ._lane import SAMPLES_CHANGED, IngestLane, LaneGauge
 from ._messages import LANES, IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
-from ._payload import payload_hash
+from ._payload import payload_hash, payload_hash_raw
 from ._rate import DrainRate, retry_after_ms
 from ._reaper import IngestReaper, ReapNow
 from ._samples import (
@@ -46,6 +46,7 @@ __all__ = [
     "local_date",
     "normalize_samples",
     "payload_hash",
+    "payload_hash_raw",
     "retry_after_ms",
     "to_canonical",
 ]

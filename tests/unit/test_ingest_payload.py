@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.ingest import payload_hash
+from actors.ingest import payload_hash, payload_hash_raw
 
 
 def sha(text: str) -> str:
@@ -119,3 +119,36 @@ def test_any_change_to_the_body_changes_the_hash(body: dict[str, Any], key: str,
     if changed == body:
         return  # not a change after all (Python equality also makes 1 == 1.0 and 0.0 == -0.0, as JSON does)
     assert payload_hash(changed) != payload_hash(body)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**60), 2**60)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(body=st.dictionaries(st.text(max_size=6), _JSON, max_size=5), ascii_only=st.booleans())
+def test_the_one_pass_hash_of_raw_bytes_equals_the_rfc8785_reference(body: dict[str, Any], ascii_only: bool) -> None:
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    assert _outcome(payload_hash_raw, raw) == _outcome(lambda r: payload_hash(json.loads(r)), raw)
+
+
+def _outcome(fn: Any, raw: bytes) -> str:
+    """The hash, or the refusal: both paths must refuse the same bodies (e.g. integers past 2**53)."""
+    try:
+        return str(fn(raw))
+    except ValueError:
+        return "refused"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"v": 1e-7, "w": 1e21, "y": NaN, "z": "\\ud83d\\ude00\\ue000"}',
+    b'{"x": 123456789012345678901}',
+    b'{"\\ue000": 1, "\\ud83d\\ude00": 2}',  # UTF-16 key order differs from code-point order here
+    b'{"a": -0.0, "b": 1.0, "c": 0.0001, "d": 4503599627370497.0}',
+])
+def test_the_one_pass_hash_takes_the_reference_path_where_encodings_differ(raw: bytes) -> None:
+    assert _outcome(payload_hash_raw, raw) == _outcome(lambda r: payload_hash(json.loads(r)), raw)
