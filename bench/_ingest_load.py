@@ -313,7 +313,7 @@ async def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # --- the bare reference server --------------------------------------------------------------------
 def run_bare(port: int, openapi_file: str | None) -> None:
-    """A QuartTrio app with one route returning the settings JSON (and, given the file, one returning
+    """A QuartTrio app with routes returning the JSON Vigil's ``/v1/users/me`` and settings return (and, given the file, one returning
     Vigil's OpenAPI document), on hypercorn with the exact config ``run.py serve`` builds
     (``run.hypercorn_config``)."""
     import hypercorn.trio
@@ -329,6 +329,12 @@ def run_bare(port: int, openapi_file: str | None) -> None:
     @app.get("/v1/users/me/settings")
     async def settings() -> Any:
         return app.response_class(body, status=200, content_type="application/json")
+
+    me = b'{"userId":"mw-user-0"}'  # what Vigil answers for the bench's token
+
+    @app.get("/v1/users/me")
+    async def whoami() -> Any:
+        return app.response_class(me, status=200, content_type="application/json")
 
     openapi = Path(openapi_file).read_bytes() if openapi_file else b"{}"
 

@@ -12,6 +12,7 @@ from quart import g, has_request_context, request
 from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
+from ._auth import TokenVerifier
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._metrics import HttpMetrics
@@ -64,7 +65,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppServices(
         settings=settings, system=system, health=health, metrics=HttpMetrics(system, ingest=(resources or {}).get("ingest")), draining=draining,
-        routes=routes, openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
+        routes=routes, tokens=TokenVerifier(settings.jwt_secret), openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
         resources=dict(resources or {}))
 
     app.before_request(_begin_request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import OrderedDict
 
 import jwt
 
@@ -54,6 +55,33 @@ def verify_user_token(secret: str, token: str | None) -> str:
     if not isinstance(sub, str) or not _valid_user_id(sub):
         raise Unauthenticated("the token is invalid")
     return sub
+
+
+class TokenVerifier:
+    """``verify_user_token`` with a bounded cache of tokens already verified.
+
+    Clients send the same token on every request; checking its HS256 signature and claims each time
+    is the largest cost of a cheap request. A cached token is still refused once its ``exp`` passes.
+    """
+
+    def __init__(self, secret: str, *, capacity: int = 10_000) -> None:
+        self._secret = secret
+        self._capacity = capacity
+        self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def user_id(self, token: str | None) -> str:
+        if token:
+            hit = self._verified.get(token)
+            if hit is not None and hit[1] > time.time():
+                self._verified.move_to_end(token)
+                return hit[0]
+        sub = verify_user_token(self._secret, token)
+        assert token is not None
+        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+        self._verified[token] = (sub, float(exp))
+        if len(self._verified) > self._capacity:
+            self._verified.popitem(last=False)
+        return sub
 
 
 def authenticate_user(secret: str, authorization: str | None, query_token: str | None = None) -> str:

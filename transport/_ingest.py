@@ -164,6 +164,15 @@ users = ApiBlueprint("users", url_prefix="/v1/users", tags=["settings"])
 health = ApiBlueprint("health", url_prefix="/v1/health", tags=["health"])
 
 
+class Me(ApiModel):
+    user_id: str
+
+
+@users.get("/me", response=Me, summary="Who the bearer token says you are")
+async def whoami(*, user_id: str) -> Me:
+    return Me(user_id=user_id)
+
+
 @users.get("/me/settings", response=SettingsBody, summary="The user's privacy and locale settings")
 async def get_settings(*, user_id: str) -> SettingsBody:
     return _settings_out(await _account(user_id).ask(GetSettings()))

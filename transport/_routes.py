@@ -37,7 +37,7 @@ from quart import Blueprint, Response, current_app, g, has_request_context, requ
 from quart import websocket as current_websocket
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ._auth import authenticate_ops, authenticate_user
+from ._auth import authenticate_ops, bearer_token
 from ._errors import Unauthenticated, UnsupportedMediaType, request_validation_error
 from ._services import get_services
 
@@ -226,12 +226,13 @@ class ApiBlueprint:
                 ("user_id", auth == "user"), ("query", query is not None), ("body", body is not None)) if used])
 
             async def view(**path_params: Any) -> Any:
-                settings = get_services().settings
+                services = get_services()
+                settings = services.settings
                 kwargs: dict[str, Any] = dict(path_params)
                 authorization = request.headers.get("Authorization")
                 # Auth first: an anonymous caller learns nothing about the body's validity.
                 if auth == "user":
-                    kwargs["user_id"] = g.user_id = authenticate_user(settings.jwt_secret, authorization)
+                    kwargs["user_id"] = g.user_id = services.tokens.user_id(bearer_token(authorization))
                 elif auth == "ops":
                     authenticate_ops(settings.ops_token, authorization)
                 if query is not None:
@@ -288,8 +289,8 @@ class ApiBlueprint:
                 try:
                     try:
                         if auth == "user":
-                            kwargs["user_id"] = g.user_id = authenticate_user(
-                                services.settings.jwt_secret, authorization, query_token)
+                            kwargs["user_id"] = g.user_id = services.tokens.user_id(
+                                bearer_token(authorization) or query_token)
                         elif auth == "ops":
                             authenticate_ops(services.settings.ops_token, authorization, query_token)
                     except Unauthenticated as exc:

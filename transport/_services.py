@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from quart import Quart, current_app
 
+from ._auth import TokenVerifier
 from ._health import HealthRegistry
 from ._metrics import HttpMetrics
 from ._settings import Settings
@@ -38,6 +39,7 @@ class AppServices:
     draining: trio.Event
     routes: tuple[RouteSpec, ...]
     openapi_json: bytes  # rendered once at app creation: the routes cannot change afterwards
+    tokens: TokenVerifier
     # Later dependencies (storage, redis, ...) by name, until they earn a typed field here.
     resources: Mapping[str, Any] = field(default_factory=dict)
 

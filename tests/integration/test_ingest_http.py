@@ -149,6 +149,11 @@ async def test_request_in_progress_is_409_retryable(h: Harness) -> None:
 
 
 # -- settings and privacy -----------------------------------------------------------------------------
+async def test_me_names_the_tokens_user(h: Harness) -> None:
+    assert await h.get("/v1/users/me") == (200, {"userId": "alice"})
+    assert await h.get("/v1/users/me", user="bob") == (200, {"userId": "bob"})
+
+
 async def test_settings_defaults_and_round_trip(h: Harness) -> None:
     assert await h.get(USER_SETTINGS) == (200, {"allowHealthDataUpload": True, "blockedMetrics": [],
                                                 "timezone": "UTC"})
