@@ -109,7 +109,7 @@ def current_request_id() -> str:
 
 
 # -- request parsing ------------------------------------------------------------------------------
-async def read_json_body(model: type[BaseModel]) -> Any:
+async def read_json_body(model: type[BaseModel], precheck: Callable[[bytes], None] | None = None) -> Any:
     """The body validated as ``model``: 415 unless JSON, 413 past the size limit, 400 when
     malformed or invalid."""
     mimetype = request.mimetype
@@ -122,6 +122,8 @@ async def read_json_body(model: type[BaseModel]) -> Any:
     # Raises RequestEntityTooLarge (→ 413) as soon as the streamed body passes MAX_CONTENT_LENGTH.
     raw = await request.get_data(cache=True, as_text=False)
     g.body_read = True
+    if precheck is not None:
+        precheck(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -207,7 +209,10 @@ class ApiBlueprint:
     def route(self, method: str, path: str, *, summary: str, auth: Auth = "user",
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, media_type: str = "application/json",
-              errors: Sequence[int] = (), tags: Sequence[str] = ()) -> Callable[[H], H]:
+              errors: Sequence[int] = (), tags: Sequence[str] = (),
+              precheck: Callable[[bytes], None] | None = None) -> Callable[[H], H]:
+        """``precheck`` sees the raw body after auth and before validation: a cheap refusal (e.g. a
+        full queue) then costs no parsing."""
         method = method.upper()
         if method not in _HTTP_METHODS:
             raise ValueError(f"unsupported method {method!r}; use one of {sorted(_HTTP_METHODS)}")
@@ -238,7 +243,7 @@ class ApiBlueprint:
                 if query is not None:
                     kwargs["query"] = parse_query(query)
                 if body is not None:
-                    kwargs["body"] = await read_json_body(body)
+                    kwargs["body"] = await read_json_body(body, precheck)
                 return _render(spec, adapter, await handler(**kwargs))
 
             view.__name__ = handler.__name__

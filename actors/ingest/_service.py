@@ -67,6 +67,16 @@ class IngestService:
     def lane_ref(self, system: ActorSystem, lane: Lane) -> ActorRef:
         return system.ref(f"{self.path}/{lane}")
 
+    def refuse_if_full(self, system: ActorSystem, lane: str) -> None:
+        """Raise ``LaneFull`` now if ``lane``'s mailbox is full: a request that would be refused
+        anyway should not first cost its parsing (under a flood that is most of the CPU)."""
+        gauge = self.gauges.get(lane)
+        if gauge is None:
+            return  # not a lane: validation will say so
+        node = system.node(f"{self.path}/{lane}")
+        if len(getattr(node, "q", ())) >= gauge.capacity:
+            raise LaneFull(lane, retry_after_ms(gauge.capacity, gauge.rate))
+
     async def submit(self, system: ActorSystem, batch: IngestBatch) -> IngestOutcome:
         ref = self.lane_ref(system, batch.lane)
         try:

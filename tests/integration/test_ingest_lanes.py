@@ -235,6 +235,10 @@ async def test_a_full_lane_refuses_at_once_without_waiting(tmp_path: Path, lane:
                 status, out, hdrs = await h.post(signed([sample("over")], lane=lane))
             err = error_of(status, out, "LANE_BACKPRESSURE", 429)
             assert err["details"] == {"lane": lane} and int(hdrs["Retry-After"]) >= 1
+            # Refused before parsing: even a body that would fail validation gets the 429.
+            unsigned = signed([sample("over-2")], lane=lane)
+            del unsigned["payloadHash"]
+            error_of(*(await h.post(unsigned))[:2], "LANE_BACKPRESSURE", 429)
             # the other lanes still take work
             other = "cold" if lane != "cold" else "hot"
             assert (await h.post(signed([sample("other")], lane=other)))[0] == 200
