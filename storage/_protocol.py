@@ -32,8 +32,9 @@ class Store(Protocol):
     config: StoreConfig
     applied_migrations: list[int]  # versions this open applied (empty when up to date)
 
-    def transaction(self, *, readonly: bool = False) -> Transaction:
-        """A new unit of work (an async context manager yielding itself)."""
+    def transaction(self, *, readonly: bool = False, urgent: bool = False) -> Transaction:
+        """A new unit of work (an async context manager yielding itself); ``urgent`` goes before
+        waiting non-urgent work on a single-writer backend."""
         ...
 
     async def transact(
@@ -42,6 +43,7 @@ class Store(Protocol):
         *,
         readonly: bool = False,
         retry: RetryPolicy | None = None,
+        urgent: bool = False,
     ) -> T:
         """Run ``work(tx)`` and commit, retrying the whole unit on transient errors."""
         ...

@@ -210,14 +210,49 @@ def _migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...], now: i
         raise
 
 
+class _Slot:
+    """One transaction at a time on a connection; FIFO, except that urgent waiters go first.
+
+    Not a Lock: a transaction may end in another task than the one that began it. Ownership is
+    handed straight to the woken waiter, so nobody can slip in between.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent = trio.lowlevel.ParkingLot()
+        self._normal = trio.lowlevel.ParkingLot()
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._held:
+            self._held = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        await (self._urgent if urgent else self._normal).park()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._urgent:
+            self._urgent.unpark()
+        elif self._normal:
+            self._normal.unpark()
+        else:
+            self._held = False
+
+
 class _Connection:
-    """A worker plus the semaphore that gives one transaction at a time the connection."""
+    """A worker plus the slot that gives one transaction at a time the connection."""
 
     def __init__(self, worker: _Worker, begin_sql: str, *, readonly: bool) -> None:
         self.worker = worker
         self.begin_sql = begin_sql
         self.readonly = readonly  # opened with query_only
-        self.slot = trio.Semaphore(1)  # FIFO-fair; not a Lock: a tx may end in another task
+        self.slot = _Slot()
 
 
 class SqliteTransaction(Transaction):
@@ -259,7 +294,7 @@ class SqliteTransaction(Transaction):
             return results
 
         if begin:
-            await connection.slot.acquire()
+            await connection.slot.acquire(urgent=self.urgent)
         try:
             results = await connection.worker.call(job)
         except BaseException:

@@ -308,15 +308,18 @@ class StoreBase(abc.ABC):
     @abc.abstractmethod
     def _new_transaction(self, *, readonly: bool, retry_first: bool) -> Transaction: ...
 
-    def transaction(self, *, readonly: bool = False) -> Transaction:
+    def transaction(self, *, readonly: bool = False, urgent: bool = False) -> Transaction:
         """A unit of work: ``async with store.transaction() as tx: ...``.
 
         A transient failure of its first crossing (nothing observed yet) is retried per
-        ``config.retry``; later ones raise, with everything rolled back.
+        ``config.retry``; later ones raise, with everything rolled back. ``urgent`` work goes
+        before waiting non-urgent work where the backend has a single writer (SQLite).
         """
         if self._closed:
             raise StoreError("the store is closed")
-        return self._new_transaction(readonly=readonly, retry_first=True)
+        tx = self._new_transaction(readonly=readonly, retry_first=True)
+        tx.urgent = urgent
+        return tx
 
     async def transact(
         self,
@@ -324,6 +327,7 @@ class StoreBase(abc.ABC):
         *,
         readonly: bool = False,
         retry: RetryPolicy | None = None,
+        urgent: bool = False,
     ) -> T:
         """Run ``await work(tx)`` in a transaction and commit; on a transient error (e.g.
         serialization failure, lost connection, busy database) roll back and run the whole
@@ -337,7 +341,9 @@ class StoreBase(abc.ABC):
             if self._closed:
                 raise StoreError("the store is closed")
             try:
-                async with self._new_transaction(readonly=readonly, retry_first=False) as tx:
+                tx = self._new_transaction(readonly=readonly, retry_first=False)
+                tx.urgent = urgent
+                async with tx:
                     return await work(tx)
             except StoreError as exc:
                 if not exc.retryable:

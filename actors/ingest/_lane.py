@@ -53,10 +53,12 @@ class _Pending:
 
 
 class IngestLane(Actor):
-    def __init__(self, *, store: Store, gauge: LaneGauge, max_batch: int = 32) -> None:
+    def __init__(self, *, store: Store, gauge: LaneGauge, max_batch: int = 32, urgent: bool = False) -> None:
         self.store = store
         self.gauge = gauge
         self.max_batch = max_batch
+        # The hot lane's transactions pass waiting cold ones on a single-writer store.
+        self.urgent = urgent
 
     async def receive(self, msg: Any) -> Any:
         match msg:
@@ -111,7 +113,7 @@ class IngestLane(Actor):
                 seen[key] = p
                 claimants.append(p)
         users = sorted({p.msg.user_id for p in claimants})
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(urgent=self.urgent) as tx:
             ops = [tx.users.get_settings(u) for u in users]
             ops += [tx.ingest.begin(p.msg.user_id, p.msg.request_id, p.msg.payload_hash, lane=p.msg.lane)
                     for p in claimants]
@@ -188,7 +190,7 @@ class IngestLane(Actor):
             return results
 
         # transact() reruns the whole unit of work on a transient failure (deadlock, serialization).
-        results = await self.store.transact(work)
+        results = await self.store.transact(work, urgent=self.urgent)
         g = self.gauge
         g.transactions += 1
         for (p, accepted, *_), result in zip(prepared, results, strict=True):
@@ -211,7 +213,7 @@ class IngestLane(Actor):
 
     async def _release(self, requests: Sequence[_Pending], why: str) -> None:
         """Mark claimed requests failed, so the client's retry (same hash) may claim them again."""
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(urgent=self.urgent) as tx:
             await tx.commit(*(tx.ingest.fail(p.msg.user_id, p.msg.request_id, why) for p in requests))
 
     @staticmethod

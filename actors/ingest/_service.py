@@ -25,7 +25,7 @@ class IngestConfig:
     # Requests (of up to 5,000 samples each) a lane holds before answering 429.
     capacity: dict[str, int] = field(default_factory=lambda: {"hot": 64, "cold": 32, "change": 64})
     # Requests committed together; cold stays small so one of its transactions is short.
-    max_batch: dict[str, int] = field(default_factory=lambda: {"hot": 32, "cold": 4, "change": 16})
+    max_batch: dict[str, int] = field(default_factory=lambda: {"hot": 32, "cold": 2, "change": 16})
     ask_timeout: float = 30.0
     reap_interval: float = 30.0
     stale_after: float = 120.0
@@ -54,7 +54,8 @@ class IngestService:
         cfg = self.config
         lanes = [
             ChildSpec(lane, IngestLane,
-                      kwargs={"store": store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane]},
+                      kwargs={"store": store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane],
+                              "urgent": lane == "hot"},
                       mailbox=cfg.capacity[lane], overflow="reject", shutdown_timeout=30.0)
             for lane in LANES
         ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from storage import SampleIn, Store, StoreConfig, StoreUnavailable, open_store
 from storage._sql import execute, fetchval
@@ -221,3 +222,30 @@ async def test_notifications_end_when_the_listening_connection_is_lost(
         await _terminate(postgres_dsn, pg_store.config.pg_application_name)
         with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
             await heard.receive()  # the consumer learns it must subscribe again
+
+
+async def test_urgent_units_of_work_pass_waiting_ones_on_the_single_sqlite_writer(tmp_path: Any) -> None:
+    async with open_store(f"sqlite:///{tmp_path / 'urgent.db'}") as store:
+        order: list[str] = []
+        holding = trio.Event()
+        release = trio.Event()
+
+        async def hold() -> None:
+            async with store.transaction() as tx:
+                await tx.run(tx.users.ensure("holder"))  # the first crossing takes the writer
+                holding.set()
+                await release.wait()
+
+        async def queued(name: str, urgent: bool) -> None:
+            async with store.transaction(urgent=urgent) as tx:
+                await tx.run(tx.users.ensure(name))
+                order.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold)
+            await holding.wait()
+            for name, urgent in (("normal-1", False), ("normal-2", False), ("urgent", True)):
+                nursery.start_soon(queued, name, urgent)
+                await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        assert order == ["urgent", "normal-1", "normal-2"]
