@@ -7,7 +7,6 @@ from ._rate import DrainRate, retry_after_ms
 from ._reaper import IngestReaper, ReapNow
 from ._samples import (
     DeletionInput,
-    NormalizedSample,
     Rejection,
     SampleInput,
     affected_keys,
@@ -37,7 +36,6 @@ __all__ = [
     "LaneReport",
     "LaneStatus",
     "Metric",
-    "NormalizedSample",
     "ReapNow",
     "Rejection",
     "SampleInput",

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from kernel import Actor, Failed
-from storage import InvalidData, SampleIn, SampleKey, Store, StoreError
+from storage import InvalidData, SampleKey, Store, StoreError
 
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._rate import DrainRate
@@ -145,23 +145,21 @@ class IngestLane(Actor):
         """Transaction 2: every fresh request's changes, events, watermarks and results together."""
         prepared = []
         for p in fresh:
-            accepted, rejected = normalize_samples(p.msg.samples, blocked_metrics=p.settings.blocked_metrics)
-            rows = [SampleIn(s.source_id, s.source_record_id, s.metric, s.value, s.unit, s.start_at, s.end_at,
-                             s.metadata) for s in accepted]
+            rows, rejected = normalize_samples(p.msg.samples, blocked_metrics=p.settings.blocked_metrics)
             keys = [SampleKey(d.sourceId, d.sourceRecordId, d.startAt) for d in p.msg.deletions]
-            prepared.append((p, accepted, rejected, rows, keys))
+            prepared.append((p, rows, rejected, keys))
         # One lock order for every writer (users sorted), so two lanes cannot deadlock on PostgreSQL.
         prepared.sort(key=lambda item: item[0].msg.user_id)
 
         async def work(tx: Any) -> list[dict[str, Any]]:
             ops: list[Any] = []
-            for p, _, _, rows, keys in prepared:
+            for p, rows, _, keys in prepared:
                 ops.append(tx.samples.upsert_many(p.msg.user_id, rows))
                 ops.append(tx.samples.soft_delete_many(p.msg.user_id, keys))
             counts = await tx.run(*ops)
             finals: list[Any] = []
             results: list[dict[str, Any]] = []
-            for i, (p, accepted, rejected, _rows, _keys) in enumerate(prepared):
+            for i, (p, accepted, rejected, _keys) in enumerate(prepared):
                 upserted, deleted = counts[2 * i], counts[2 * i + 1]
                 result = {
                     "requestId": p.msg.request_id,

@@ -14,6 +14,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from storage import SampleIn
+
 from ._units import OutOfRange, UnknownMetric, UnknownUnit, to_canonical
 
 
@@ -46,27 +48,12 @@ class Rejection:
         return {"index": self.index, "code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NormalizedSample:
-    source_id: str
-    source_record_id: str
-    metric: str
-    value: float
-    unit: str
-    start_at: datetime
-    end_at: datetime
-    metadata: dict[str, Any]
-
-    @property
-    def identity(self) -> tuple[str, str, datetime]:
-        return (self.source_id, self.source_record_id, self.start_at)
-
-
 def normalize_samples(
     samples: Sequence[SampleInput], *, blocked_metrics: Iterable[str] = ()
-) -> tuple[list[NormalizedSample], list[Rejection]]:
+) -> tuple[list[SampleIn], list[Rejection]]:
+    """The accepted samples as the store's rows (canonical unit), and the rejections."""
     blocked = frozenset(blocked_metrics)
-    accepted: dict[tuple[str, str, datetime], NormalizedSample] = {}
+    accepted: dict[tuple[str, str, datetime], SampleIn] = {}
     rejected: list[Rejection] = []
     for index, sample in enumerate(samples):
         if sample.metric in blocked:
@@ -90,18 +77,10 @@ def normalize_samples(
         except OutOfRange as exc:
             rejected.append(Rejection(index=index, code="VALUE_OUT_OF_RANGE", message=str(exc)))
             continue
-        normalized = NormalizedSample(
-            source_id=sample.sourceId,
-            source_record_id=sample.sourceRecordId,
-            metric=sample.metric,
-            value=value,
-            unit=unit,
-            start_at=sample.startAt,
-            end_at=sample.endAt,
-            metadata=sample.metadata,
-        )
-        accepted.pop(normalized.identity, None)  # re-insert so the later one keeps its order
-        accepted[normalized.identity] = normalized
+        identity = (sample.sourceId, sample.sourceRecordId, sample.startAt)
+        accepted.pop(identity, None)  # re-insert so the later one keeps its order
+        accepted[identity] = SampleIn(sample.sourceId, sample.sourceRecordId, sample.metric, value, unit,
+                                      sample.startAt, sample.endAt, sample.metadata)
     return list(accepted.values()), rejected
 
 
@@ -109,7 +88,16 @@ def local_date(moment: datetime, timezone: str) -> date:
     return moment.astimezone(ZoneInfo(timezone)).date()
 
 
-def affected_keys(samples: Iterable[NormalizedSample], timezone: str) -> list[tuple[str, str]]:
+def affected_keys(samples: Iterable[SampleIn], timezone: str) -> list[tuple[str, str]]:
     """The (metric, local date) pairs a change touches, for projections to recompute."""
-    keys = {(s.metric, local_date(s.start_at, timezone).isoformat()) for s in samples}
+    zone = ZoneInfo(timezone)
+    # UTC offsets are whole minutes, so samples in the same UTC minute share a local date.
+    dates: dict[datetime, str] = {}
+    keys: set[tuple[str, str]] = set()
+    for s in samples:
+        minute = s.start_at.replace(second=0, microsecond=0)
+        day = dates.get(minute)
+        if day is None:
+            day = dates[minute] = minute.astimezone(zone).date().isoformat()
+        keys.add((s.metric, day))
     return sorted(keys)
