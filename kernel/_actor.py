@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 class Actor:
-    """Subclass and define ``async def receive(self, msg)``; its return value answers an ask.
+    """Subclass and define ``async def receive(self, msg)``; its return value answers an ask
+    (``kernel.Failed(error)`` answers it with ``error`` raised in the asker instead).
 
     Messages are handled one at a time, in mailbox order. The kernel binds the running instance to
     its cell after ``__init__``: ``self.ref`` and friends are usable from ``started()`` on.

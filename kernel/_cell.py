@@ -220,9 +220,14 @@ class Cell(Node):
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self, *, drain: bool) -> None:
         if self.actor is None and self.scope is not None:
-            # Not built yet (waiting out a restart delay): there is nothing to let finish.
-            self.scope.cancel()
-            return
+            if not drain:
+                # Not built yet (waiting out a restart delay): there is nothing to let finish.
+                self.scope.cancel()
+                return
+            # A draining stop still owes the queued messages their turn: skip the rest of the
+            # delay and let the next incarnation drain them (it finds _STOP_DRAIN first).
+            if self.delay_scope is not None:
+                self.delay_scope.cancel()
         self.sysq.append(_STOP_DRAIN if drain else _STOP_NOW)
         if self.waiter is not None:
             self._wake()
@@ -287,6 +292,10 @@ class Cell(Node):
             return ("crash" if reason == "crash" else "normal"), error
         finally:
             self.actor = None
+            # Control messages were for this incarnation: a stop that arrived as it was cancelled
+            # must not end the next one the moment it starts.
+            self.sysq.clear()
+            self.draining = False
 
     async def _loop(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
         if actor.max_batch > 1:
@@ -314,7 +323,7 @@ class Cell(Node):
                         self._admit_blocked_sender()
                     if type(item) is _Ask:
                         result = await receive(item.msg)
-                        item.settle(outcome.Value(result))
+                        item.settle(outcome.Error(result.error) if type(result) is Failed else outcome.Value(result))
                     else:
                         await receive(item)
                     item = _NOTHING
@@ -429,6 +438,17 @@ class Cell(Node):
     def finalize(self, detail: str) -> None:
         """Stopped for good: refuse new sends; what is queued or waiting fails fast, nothing hangs."""
         super().finalize(detail)
+        self.fail_waiting(detail)
+        self.sysq.clear()
+        self.system.publish(Stopped, self.path, detail=detail)
+        if self.watchers:
+            notice = Terminated(path=self.path, reason=detail)
+            for watcher in self.watchers:
+                watcher.deliver_notice(notice)
+            self.watchers = None
+
+    def fail_waiting(self, detail: str) -> None:
+        """Refuse new sends; what is queued becomes dead letters and every waiter fails fast."""
         self.accepting = False
         error_detail = f"it stopped ({detail})"
         while self.q:
@@ -443,13 +463,6 @@ class Cell(Node):
                 if type(item) is _Ask:
                     item.result = _NOTHING
             self.senders.clear()
-        self.sysq.clear()
-        self.system.publish(Stopped, self.path, detail=detail)
-        if self.watchers:
-            notice = Terminated(path=self.path, reason=detail)
-            for watcher in self.watchers:
-                watcher.deliver_notice(notice)
-            self.watchers = None
 
     def tree(self) -> dict[str, Any]:
         node = super().tree()

@@ -18,7 +18,7 @@ from ._actor import Actor
 from ._cell import _NOTHING, _STOP_DRAIN, _STOP_NOW, ActorRef, Cell, _SystemMessage, ask_cell
 from ._errors import ActorStopped, MailboxFull
 from ._node import Node
-from ._policy import ExitReason, backoff_delay, consecutive_restarts, should_restart
+from ._policy import ExitReason, backoff_delay, consecutive_restarts, record_restart, should_restart
 from ._spec import ChildSpec
 from ._telemetry import Restarted, Started, Stopped
 
@@ -35,7 +35,7 @@ _LAUNCH: Any = object()
 class Entity(Cell):
     """One key's actor. Shares the cell's mailbox and loop; owns no task while idle."""
 
-    __slots__ = ("node", "last_used", "_passivating")
+    __slots__ = ("node", "last_used", "_passivating", "history")
 
     def __init__(self, node: KeyedNode, key: Any) -> None:
         # Deliberately not Cell.__init__: that allocates what an idle entity must not hold.
@@ -69,6 +69,8 @@ class Entity(Cell):
         self.ref = EntityRef(node, key)
         self.last_used = 0.0
         self._passivating = False
+        # This key's recent restarts: a key that crash-loops is retired, the group lives on.
+        self.history: tuple[float, ...] = ()
 
     @property
     def passivating(self) -> bool:
@@ -168,6 +170,7 @@ class Entity(Cell):
         finally:
             self.waiter = _LAUNCH
             self.draining = False
+            self.passivating = False  # also when cancelled mid-passivation
             if self.q is not None and not self.q and not self.senders:
                 self.q = None  # type: ignore[assignment]
             if self.sysq is not None and not self.sysq:
@@ -197,20 +200,25 @@ class Entity(Cell):
             node.retire(self, "crashed (temporary: not restarted)")
             return False
         sup = node.parent
+        assert sup is not None, "a keyed group always runs under a supervisor"
+        policy = sup.spec
         now = trio.current_time()
-        attempt = consecutive_restarts(self.consecutive, now - self.started_at,
-                                       sup.spec.reset_after if sup else 60.0)
-        delay = 0.0
-        if sup is not None:
-            delay = backoff_delay(attempt, base_delay=sup.spec.base_delay, max_delay=sup.spec.max_delay,
-                                  jitter=self.system.jitter())
+        # The supervisor's intensity, applied to this key alone: past it, the key is retired (its
+        # backlog dead-lettered, its asks failed) rather than taking the other keys down with it.
+        self.history, exceeded = record_restart(self.history, now, max_restarts=policy.max_restarts,
+                                                within=policy.within)
+        if exceeded:
+            node.retire(self, f"gave up: more than {policy.max_restarts} restarts within {policy.within:g} s")
+            return False
+        attempt = consecutive_restarts(self.consecutive, now - self.started_at, policy.reset_after)
+        delay = backoff_delay(attempt, base_delay=policy.base_delay, max_delay=policy.max_delay,
+                              jitter=self.system.jitter())
         self.consecutive = attempt + 1
         self.restarts += 1
         node.restarts += 1
         self.system.publish(Restarted, self.path, attempt=attempt + 1, delay=delay)
-        if delay > 0:
-            self.state = "restarting"
-            await trio.sleep(delay)
+        self.state = "restarting"
+        await trio.sleep(delay)  # a checkpoint even at zero delay: a crash loop must not starve the others
         return True
 
     def tree(self) -> dict[str, Any]:
@@ -320,16 +328,8 @@ class KeyedNode(Node):
             for watcher in entity.watchers:
                 watcher.deliver_notice(notice)
             entity.watchers = None
-        # Anything still queued (a temporary actor's backlog) will never be handled.
-        while entity.q:
-            item = entity.q.popleft()
-            entity.dead_letter(item, f"undelivered: keyed actor {detail}")
-            from ._cell import _Ask
-
-            if type(item) is _Ask:
-                import outcome
-
-                item.settle(outcome.Error(ActorStopped(entity.path, detail)))
+        # Anything still queued or waiting for room will never be handled: fail it now.
+        entity.fail_waiting(f"keyed actor {detail}")
 
     def _evict(self, keep: Entity | None = None) -> None:
         """Passivate least recently used idle entities until at most ``max_live`` remain live.
@@ -368,6 +368,10 @@ class KeyedNode(Node):
         self.started_at = trio.current_time()
         self.stop_requested = False
         try:
+            # A restarted group rebuilds its actors (their mailboxes survive): whatever an actor held
+            # when the group was cancelled belongs to the incarnation that ended.
+            for entity in list(self.entities.values()):
+                self._reset(entity)
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self.state = "running"
@@ -393,6 +397,17 @@ class KeyedNode(Node):
         finally:
             self.nursery = None
         return "normal", None
+
+    def _reset(self, entity: Entity) -> None:
+        if entity.actor is None and entity.incarnation == 0:
+            return  # never started: nothing of a previous incarnation to drop
+        entity.actor = None
+        entity.incarnation += 1  # its timers belonged to the old actor
+        entity.passivating = False
+        if entity.sysq:
+            entity.sysq.clear()
+        if not entity.q:
+            self.retire(entity, "restarted with its group")
 
     async def _reap(self) -> None:
         """Passivate entities idle for ``idle_timeout``, until asked to stop."""

@@ -27,7 +27,7 @@ NodeState = Literal[
 class Node(ABC):
     __slots__ = (
         "system", "parent", "name", "path", "state", "restarts", "crashes", "last_failure", "consecutive",
-        "started_at", "scope", "done", "stop_by_parent", "exit_reason", "exit_error", "retired",
+        "started_at", "scope", "done", "stop_by_parent", "exit_reason", "exit_error", "retired", "delay_scope",
     )
     kind: str = "node"
 
@@ -52,6 +52,8 @@ class Node(ABC):
         self.exit_reason: ExitReason = "normal"
         self.exit_error: BaseException | None = None
         self.retired = False
+        # The restart delay in progress, so a draining stop can cut it short.
+        self.delay_scope: trio.CancelScope | None = None
 
     # -- what the parent calls ------------------------------------------------------------------
     def start(self, nursery: trio.Nursery, delay: float) -> None:
@@ -90,7 +92,9 @@ class Node(ABC):
         try:
             with scope:
                 if delay > 0:
-                    await trio.sleep(delay)
+                    with trio.CancelScope() as self.delay_scope:
+                        await trio.sleep(delay)
+                    self.delay_scope = None
                 reason, error = await self._incarnation()
             if scope.cancelled_caught:
                 reason, error = "normal", None

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from kernel import Actor, Failed
-from storage import InvalidData, SampleKey, Store, StoreError
+from storage import InvalidData, SampleKey, Store, StoreError, StoreUnavailable
 
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._rate import DrainRate
@@ -79,27 +79,37 @@ class IngestLane(Actor):
             elif not isinstance(p.msg, IngestBatch):
                 p.outcome = Failed(TypeError(f"ingest lane: unexpected message {p.msg!r}"))
         if batches:
-            fresh = await self._claim(batches)
-            if fresh:
-                try:
-                    await self._write(fresh)
-                except StoreError as exc:
-                    if len(fresh) == 1:
-                        await self._release(fresh, "the write failed")
-                        if not isinstance(exc, InvalidData):
-                            raise
-                        # The client's data, not the lane's health: answer it (400), do not crash.
-                        fresh[0].outcome = Failed(exc)
-                    else:
-                        await self._release(fresh, "retrying alone")
-                        for one in fresh:
-                            await self._write_alone(one)
+            try:
+                await self._commit(batches)
+            except StoreUnavailable as exc:
+                # The database, not this lane, is sick: answer 503 (retryable) rather than crash-loop
+                # the lane up the tree. Claims that could not be released are freed by the reaper.
+                for p in batches:
+                    if p.outcome is None:
+                        p.outcome = Failed(exc)
             self._settle_repeats(batches)
             elapsed = trio.current_time() - began
             g = self.gauge
             g.rate = g.rate.observe(len(batches), elapsed)
             g.requests += len(batches)
         return [p.outcome for p in pending]
+
+    async def _commit(self, batches: list[_Pending]) -> None:
+        fresh = await self._claim(batches)
+        if not fresh:
+            return
+        try:
+            await self._write(fresh)
+        except StoreError as exc:
+            await self._release(fresh, "the write failed" if len(fresh) == 1 else "retrying alone")
+            if len(fresh) > 1:
+                for one in fresh:
+                    await self._write_alone(one)
+            elif isinstance(exc, InvalidData | StoreUnavailable):
+                # The client's data (400) or the database's health (503): answer it, do not crash.
+                fresh[0].outcome = Failed(exc)
+            else:
+                raise
 
     async def _claim(self, batches: list[_Pending]) -> list[_Pending]:
         """Transaction 1: settings and claims, one crossing. Returns the requests this lane won."""
@@ -196,9 +206,10 @@ class IngestLane(Actor):
             g.samples += len(accepted)
 
     async def _write_alone(self, p: _Pending) -> None:
-        claimed = await self._claim([_Pending(p.msg)])
+        probe = _Pending(p.msg)
+        claimed = await self._claim([probe])
         if not claimed:
-            p.outcome = IngestOutcome(kind="in_progress")
+            p.outcome = probe.outcome  # what the claim found: replay, mismatch, 409 or 403
             return
         claimed[0].outcome = None
         try:

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from actors.ingest import ReapNow
-from storage import Store, StoreConfig
+from storage import Store, StoreConfig, StoreUnavailable
 from storage.testing import ManualClock
 from tests.ingest_helpers import (
     FOREVER,
@@ -244,3 +244,31 @@ async def test_a_full_lane_refuses_at_once_without_waiting(tmp_path: Path, lane:
             assert (await h.post(signed([sample("other")], lane=other)))[0] == 200
             gates[lane].gate.set()
         assert done == [200, 200, 200]
+
+
+class _DownStore:
+    """A store whose database has gone away: every unit of work fails as unavailable."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def transaction(self, **kw: Any) -> Any:
+        raise StoreUnavailable("connection refused")
+
+    async def transact(self, work: Callable[[Any], Any], **kw: Any) -> Any:
+        raise StoreUnavailable("connection refused")
+
+
+async def test_a_database_outage_is_answered_503_without_crashing_the_lane(tmp_path: Path) -> None:
+    async with running_app(tmp_path, config=fast_tree_config(),
+                           lane_stores=lambda store: {"hot": _DownStore(store)}) as h:  # type: ignore[dict-item]
+        for i in range(30):  # more than any restart intensity in the tree
+            status, out, hdrs = await h.post(signed([sample(f"r{i}")]))
+            error_of(status, out, "STORE_UNAVAILABLE", 503)
+            assert int(hdrs["Retry-After"]) >= 1
+        hot = h.system.tree()["children"][1]["children"][0]
+        assert (hot["path"], hot["crashes"], hot["state"]) == ("root/ingest/hot", 0, "running")
+        assert h.system.tree()["state"] == "running"

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from kernel import ActorStopped, Supervisor
-from kernel.testing import open_test_system
+from kernel.testing import inject_crash, open_test_system
 
 from ._helpers import Log, settle, worker
 
@@ -171,3 +171,31 @@ async def test_the_shutdown_timeout_bounds_each_child_separately(autojump_clock:
     # b first (cancelled at 3), then a, whose 1 s starts only then (cancelled at 4).
     assert trio.current_time() == 4.0
     assert [(d.path, d.at) for d in system.dead_letters.recent] == [("root/b", 3.0), ("root/a", 4.0)]
+
+
+# -- regressions: found in review ---------------------------------------------------------------------
+async def test_a_draining_stop_during_a_restart_delay_still_drains_the_mailbox(autojump_clock: Any) -> None:
+    log = Log()
+    tree = Supervisor("root", base_delay=0.5, children=[worker("w", log, shutdown_timeout=5.0)])
+    async with open_test_system(tree) as system:
+        ref = system.ref("root/w")
+        await ref.tell(("crash", "x"))
+        await settle()  # crashed: now waiting out its 0.4-0.6 s restart delay
+        for m in ("m0", "m1", "m2"):
+            await ref.tell(m)
+    assert [m for m in log.received("root/w") if isinstance(m, str)] == ["m0", "m1", "m2"]
+
+
+async def test_a_stop_left_over_from_a_cancelled_incarnation_does_not_end_the_next(autojump_clock: Any) -> None:
+    log = Log()
+    sub = Supervisor("sub", max_restarts=0, children=[
+        worker("a", log, restart="transient", shutdown_timeout=1.0), worker("b", log),
+    ])
+    async with open_test_system(Supervisor("root", children=[sub])) as system:
+        a = system.ref("root/sub/a")
+        await a.tell(("sleep", 10))  # busy when its supervisor gives up: stopped, then cancelled
+        await settle()
+        inject_crash(system, "root/sub/b")  # sub gives up; root restarts it
+        await trio.sleep(5)
+        assert await a.ask("ping") == ("ok", "ping")  # the restarted `a` runs, it was not retired
+        assert log.count("root/sub/a", "started") == 2
