@@ -306,16 +306,9 @@ class Cell(Node):
         item: Any = _NOTHING
         try:
             while True:
-                if sysq:
-                    if self._take_control():
-                        return "normal", None
-                    continue
-                if not q:
-                    if self.draining:
-                        return "normal", None
-                    if not await self._park():
-                        return "idle", None
-                    continue
+                done = await self._next_work()
+                if done is not None:
+                    return done, None
                 budget = BATCH
                 while q:
                     item = q.popleft()
@@ -347,21 +340,13 @@ class Cell(Node):
     async def _loop_batched(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
         """The loop of an actor with ``receive_batch``: everything queued (up to ``max_batch``) at once."""
         q = self.q
-        sysq = self.sysq
         limit = actor.max_batch
         items: list[Any] = []
         try:
             while True:
-                if sysq:
-                    if self._take_control():
-                        return "normal", None
-                    continue
-                if not q:
-                    if self.draining:
-                        return "normal", None
-                    if not await self._park():
-                        return "idle", None
-                    continue
+                done = await self._next_work()
+                if done is not None:
+                    return done, None
                 items = [q.popleft() for _ in range(min(limit, len(q)))]
                 while self.senders and len(q) < self.capacity:
                     self._admit_blocked_sender()
@@ -389,6 +374,20 @@ class Cell(Node):
                 if type(env) is _Ask:
                     env.settle(outcome.Error(ActorStopped(self.path, "it was cancelled while handling this ask")))
             raise
+
+    async def _next_work(self) -> LoopExit | None:
+        """Wait until a message is queued (None), or say how the loop ends ("normal", "idle")."""
+        while True:
+            if self.sysq:
+                if self._take_control():
+                    return "normal"
+                continue
+            if self.q:
+                return None
+            if self.draining:
+                return "normal"
+            if not await self._park():
+                return "idle"
 
     def _take_control(self) -> bool:
         """Apply one system-lane message; True means "stop now" (after the current message)."""
