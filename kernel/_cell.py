@@ -438,7 +438,8 @@ class Cell(Node):
         """Stopped for good: refuse new sends; what is queued or waiting fails fast, nothing hangs."""
         super().finalize(detail)
         self.fail_waiting(detail)
-        self.sysq.clear()
+        if self.sysq:  # an idle keyed actor holds none
+            self.sysq.clear()
         self.system.publish(Stopped, self.path, detail=detail)
         if self.watchers:
             notice = Terminated(path=self.path, reason=detail)

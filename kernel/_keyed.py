@@ -20,7 +20,7 @@ from ._errors import ActorStopped, MailboxFull
 from ._node import Node
 from ._policy import ExitReason, backoff_delay, consecutive_restarts, record_restart, should_restart
 from ._spec import ChildSpec
-from ._telemetry import Restarted, Started, Stopped
+from ._telemetry import Restarted, Started
 
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
@@ -318,18 +318,8 @@ class KeyedNode(Node):
         self.passivated += 1
         self.processed_total += entity.processed
         entity.processed = 0
-        self.system.publish(Stopped, entity.path, detail=detail)
-        entity.accepting = False
-        entity.state = "stopped"
-        if entity.watchers:
-            from ._cell import Terminated
-
-            notice = Terminated(path=entity.path, reason=detail)
-            for watcher in entity.watchers:
-                watcher.deliver_notice(notice)
-            entity.watchers = None
-        # Anything still queued or waiting for room will never be handled: fail it now.
-        entity.fail_waiting(f"keyed actor {detail}")
+        # The same ending as any actor's: Stopped telemetry, watchers told, queued and waiting sends failed.
+        entity.finalize(detail)
 
     def _evict(self, keep: Entity | None = None) -> None:
         """Passivate least recently used idle entities until at most ``max_live`` remain live.
