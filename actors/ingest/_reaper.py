@@ -20,6 +20,14 @@ class ReapNow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReapedSoFar:
+    """Ask message: how many requests this incarnation has freed, ticks and ReapNow together.
+
+    Answered in mailbox order, so the reply also says that every reap queued before it has finished.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Tick:
     """The periodic reap; re-armed after each one, so a slow reap never lets ticks pile up."""
 
@@ -38,6 +46,8 @@ class IngestReaper(Actor):
         match msg:
             case ReapNow():
                 return await self._reap()
+            case ReapedSoFar():
+                return self.reaped
             case _Tick():
                 try:
                     await self._reap()

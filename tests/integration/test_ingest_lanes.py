@@ -15,11 +15,13 @@ import pytest
 import trio
 import trio.testing
 
-from actors.ingest import ReapNow
+from actors.ingest import PriorityConfig, ReapedSoFar, ReapNow
 from storage import Store, StoreConfig, StoreUnavailable
 from storage.testing import ManualClock
 from tests.ingest_helpers import (
+    FAR,
     FOREVER,
+    OPS_TOKEN,
     Harness,
     error_of,
     fast_tree_config,
@@ -198,10 +200,16 @@ async def test_reaper_ticks_on_its_own(tmp_path: Path, autojump_clock: trio.test
             await tx.commit(tx.ingest.begin("alice", body["requestId"], body["payloadHash"], lane="hot"))
         error_of(*(await h.post(body))[:2], "REQUEST_IN_PROGRESS", 409)
         wall.advance(121)
-        for _ in range(100):  # ticks every 30 virtual seconds; each tick's reap runs on the SQLite thread
-            await trio.sleep(5)
-            if h.db.request("alice", body["requestId"])["status"] == "failed":
+        reaper = h.system.ref("root/ingest/reaper")
+        # Virtual time says nothing about the SQLite thread (autojump moves the clock while it works),
+        # so wait on the reaper itself: ticks are re-armed 30 s after each reap ends, so after a 31 s
+        # sleep one has been queued, and the ask, answered in mailbox order, returns only once its reap
+        # is done. A reap in flight when the wall clock moved may miss the request; the next cannot.
+        for _ in range(3):
+            await trio.sleep(31)
+            if await reaper.ask(ReapedSoFar(), timeout=FOREVER) == 1:
                 break
+        assert await reaper.ask(ReapedSoFar(), timeout=FOREVER) == 1
         assert h.db.request("alice", body["requestId"])["status"] == "failed"
         status, out, _ = await h.post(body)
         assert (status, out["inserted"]) == (200, 1)
@@ -239,8 +247,9 @@ async def test_a_full_lane_refuses_at_once_without_waiting(tmp_path: Path, lane:
             unsigned = signed([sample("over-2")], lane=lane)
             del unsigned["payloadHash"]
             error_of(*(await h.post(unsigned))[:2], "LANE_BACKPRESSURE", 429)
-            # the other lanes still take work
-            other = "cold" if lane != "cold" else "hot"
+            # the other foreground lane still takes work at once (cold would wait for its turn: see
+            # test_a_steady_foreground_slows_cold_but_cannot_starve_it)
+            other = "change" if lane == "hot" else "hot"
             assert (await h.post(signed([sample("other")], lane=other)))[0] == 200
             gates[lane].gate.set()
         assert done == [200, 200, 200]
@@ -272,3 +281,71 @@ async def test_a_database_outage_is_answered_503_without_crashing_the_lane(tmp_p
         hot = h.system.tree()["children"][1]["children"][0]
         assert (hot["path"], hot["crashes"], hot["state"]) == ("root/ingest/hot", 0, "running")
         assert h.system.tree()["state"] == "running"
+
+
+@asynccontextmanager
+async def gated_hot(tmp_path: Path, **priority: Any) -> AsyncIterator[tuple[Harness, GatedStore, GatedStore]]:
+    """Hot's store waits on a gate (a hot request held in flight); cold's is open but counts arrivals."""
+    gates: dict[str, GatedStore] = {}
+
+    def lanes(store: Store) -> dict[str, Store]:
+        gates["hot"], gates["cold"] = GatedStore(store), GatedStore(store)
+        gates["cold"].gate.set()
+        return dict(gates)  # type: ignore[arg-type]
+
+    tree = mock_clock_tree_config(priority=PriorityConfig(**priority))
+    async with running_app(tmp_path, config=tree, lane_stores=lanes) as h:
+        h.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=None)
+        yield h, gates["hot"], gates["cold"]
+
+
+async def test_cold_waits_while_a_hot_request_is_in_flight(tmp_path: Path,
+                                                           autojump_clock: trio.testing.MockClock) -> None:
+    async with gated_hot(tmp_path, quiet=0.005, max_wait=FAR) as (h, hot, cold):
+        order: list[str] = []
+
+        async def post(name: str, lane: str) -> None:
+            status, _, _ = await h.post(signed([sample(name)], lane=lane))
+            order.append(f"{name}:{status}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post, "hot-1", "hot")
+            await until(lambda: hot.entered == 1, "the hot request is inside its lane")
+            nursery.start_soon(post, "cold-1", "cold")
+            await trio.sleep(3600)  # an hour of virtual time: the cold request has not begun
+            assert cold.entered == 0 and order == [] and depth(h, "cold") == 0  # not even queued: unparsed
+            hot.gate.set()
+        assert order == ["hot-1:200", "cold-1:200"]
+        assert cold.entered == 2  # its claim and its write, once hot was done
+        assert sorted(r["source_record_id"] for r in h.db.samples("alice")) == ["cold-1", "hot-1"]
+
+
+async def test_a_steady_foreground_slows_cold_but_cannot_starve_it(tmp_path: Path,
+                                                                   autojump_clock: trio.testing.MockClock) -> None:
+    async with gated_hot(tmp_path, quiet=0.005, max_wait=2.0) as (h, hot, cold):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.post, signed([sample("hot-1")], lane="hot"))
+            await until(lambda: hot.entered == 1, "the hot request is inside its lane")
+            began = trio.current_time()
+            status, out, _ = await finishes(lambda: h.post(signed([sample("cold-1")], lane="cold")),
+                                            "cold, while hot never finishes")
+            assert (status, out["inserted"]) == (200, 1)
+            # three units each waited out the bound: parsing, the claim, the write
+            assert trio.current_time() - began >= 3 * 2.0
+            assert h.resources["ingest"].priority.starved_turns == 3
+            metrics = await h.app.test_client().get("/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
+            text = await metrics.get_data(as_text=True)
+            assert "vigil_ingest_background_starved_turns_total 3.0" in text
+            assert "vigil_ingest_foreground_in_flight 1.0" in text  # the hot request, still held
+            hot.gate.set()
+
+
+async def test_without_foreground_traffic_cold_goes_at_once(tmp_path: Path,
+                                                            autojump_clock: trio.testing.MockClock) -> None:
+    async with gated_hot(tmp_path, quiet=0.005, max_wait=FAR) as (h, hot, cold):
+        hot.gate.set()
+        assert (await h.post(signed([sample("hot-1")], lane="hot")))[0] == 200
+        assert (await h.post(signed([sample("cold-1")], lane="cold")))[0] == 200
+        # max_wait is out of reach: only the quiet period after the hot request stood in its way
+        assert h.resources["ingest"].priority.starved_turns == 0
+        assert cold.entered == 2
