@@ -200,6 +200,7 @@ def summary(stats: Stats, elapsed: float) -> dict[str, Any]:
         "p90_ms": ms(percentile(lat, 90)),
         "p99_ms": ms(percentile(lat, 99)),
         "max_ms": ms(max(lat) if lat else None),
+        "slowest_ms": [ms(x) for x in sorted(lat)[-5:]],
         "mean_ms": ms(sum(lat) / len(lat) if lat else None),
         "errors": stats.errors[:5],
     }

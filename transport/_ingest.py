@@ -12,16 +12,13 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, Field, field_validator, model_validator
-from quart import request
 
 from actors.ingest import (
     REGISTRY,
-    DeletionInput,
     IngestBatch,
     IngestService,
     IngestUnavailable,
     LaneFull,
-    SampleInput,
     payload_hash_raw,
 )
 from actors.ingest._account import GetSettings, PutSettings, QuerySamples
@@ -37,7 +34,7 @@ from ._errors import (
     Unprocessable,
     ValidationFailed,
 )
-from ._routes import ApiBlueprint, ApiModel, Reply
+from ._routes import ApiBlueprint, ApiModel, Reply, validate_body
 from ._services import get_services
 
 MAX_ITEMS = 5_000
@@ -193,16 +190,11 @@ async def put_settings(*, user_id: str, body: SettingsBody) -> SettingsBody:
 _LANE_MEMBER = re.compile(rb'"lane"\s*:\s*"(hot|cold|change)"')
 
 
-def _refuse_full_lane(raw: bytes) -> None:
-    """Before parsing: a body naming exactly one lane whose queue is full gets its 429 for free."""
+def _named_lane(raw: bytes) -> str | None:
+    """The lane a raw body names, before parsing; None when absent or ambiguous (a "lane" key in
+    metadata too) — validation then decides, and the request is treated as background."""
     found = _LANE_MEMBER.findall(raw)
-    if len(found) != 1:
-        return  # absent, or ambiguous (a "lane" key in metadata too): let validation decide
-    service: IngestService = get_services().resource("ingest")
-    try:
-        service.refuse_if_full(_system(), found[0].decode())
-    except LaneFull as full:
-        raise _lane_full(full) from None
+    return found[0].decode() if len(found) == 1 else None
 
 
 def _lane_full(full: LaneFull) -> RateLimited:
@@ -210,34 +202,54 @@ def _lane_full(full: LaneFull) -> RateLimited:
                        retry_after_ms=full.retry_after_ms, details={"lane": full.lane})
 
 
-@health.post("/samples/batch-upsert", body=BatchUpsertBody, response=BatchUpsertResult,
+@health.post("/samples/batch-upsert", body=BatchUpsertBody, response=BatchUpsertResult, raw_body=True,
              summary="Upsert (and on the change lane, delete) a batch of health samples",
-             errors=[400, 403, 409, 413, 415, 422, 429, 503], precheck=_refuse_full_lane)
-async def batch_upsert(*, user_id: str, body: BatchUpsertBody) -> Any:
+             errors=[400, 403, 409, 413, 415, 422, 429, 503])
+async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
     _refuse_while_draining()
+    service: IngestService = get_services().resource("ingest")
+    lane = _named_lane(raw)
+    if lane is not None:
+        try:
+            # A request that would be refused anyway should not first cost its parsing.
+            service.refuse_if_full(_system(), lane)
+        except LaneFull as full:
+            raise _lane_full(full) from None
+    if lane is not None and not service.is_background(lane):
+        with service.priority.foreground():
+            return await _ingest(service, _decode(user_id, raw))
+    # Backfill parses one request at a time, and only when the foreground lanes are quiet.
+    async with service.priority.background_cpu():
+        batch = _decode(user_id, raw)
+    return await _ingest(service, batch)
+
+
+def _decode(user_id: str, raw: bytes) -> IngestBatch:
+    """Validate the body, check its payloadHash, and turn it into the lane's message."""
+    body: BatchUpsertBody = validate_body(BatchUpsertBody, raw)
     count = len(body.samples) + len(body.deletions)
     if count > MAX_ITEMS:
         raise PayloadTooLarge(f"{count} samples + deletions; at most {MAX_ITEMS} per request",
                               details={"maxItems": MAX_ITEMS})
     try:
-        expected = payload_hash_raw(await request.get_data(cache=True))
+        expected = payload_hash_raw(raw)
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from None
     if expected != body.payload_hash:
         raise Unprocessable("payloadHash does not match the body (SHA-256 of its RFC 8785 form without payloadHash)",
                             code="PAYLOAD_HASH_MISMATCH")
-    batch = IngestBatch(
+    return IngestBatch(
         user_id=user_id,
         request_id=body.request_id,
         payload_hash=body.payload_hash,
         lane=body.lane,
-        samples=tuple(SampleInput(sourceId=s.source_id, sourceRecordId=s.source_record_id, metric=s.metric,
-                                  value=s.value, unit=s.unit, startAt=s.start_at, endAt=s.end_at,
-                                  metadata=s.metadata) for s in body.samples),
-        deletions=tuple(DeletionInput(sourceId=d.source_id, sourceRecordId=d.source_record_id, startAt=d.start_at)
-                        for d in body.deletions),
+        # The validated models satisfy the lane's SampleLike/DeletionLike as they are: no copy per sample.
+        samples=tuple(body.samples),
+        deletions=tuple(body.deletions),
     )
-    service: IngestService = get_services().resource("ingest")
+
+
+async def _ingest(service: IngestService, batch: IngestBatch) -> Any:
     try:
         outcome = await service.submit(_system(), batch)
     except LaneFull as full:

@@ -79,7 +79,9 @@ class ActorTreeCollector(Collector):
 
 class LaneCollector(Collector):
     """Per ingestion lane: queue depth and capacity (from the lane actor), requests, samples and
-    transactions committed, and the drain rate behind 429 hints (from the lane's shared gauge)."""
+    transactions committed, and the drain rate behind 429 hints (from the lane's shared gauge); the
+    foreground requests in flight and the background units that went only because they had waited
+    ``max_wait`` (a steady foreground load starving backfill shows there)."""
 
     def __init__(self, system: Any, ingest: Any) -> None:
         self._system = system
@@ -115,6 +117,15 @@ class LaneCollector(Collector):
             fam["tx"].add_metric([lane], float(gauge.transactions))
             fam["rate"].add_metric([lane], gauge.rate.per_second)
         yield from fam.values()
+        priority = self._ingest.priority
+        active = GaugeMetricFamily("vigil_ingest_foreground_in_flight",
+                                   "Foreground (hot, change) upload requests in flight")
+        active.add_metric([], float(priority.foreground_active))
+        yield active
+        starved = CounterMetricFamily("vigil_ingest_background_starved_turns",
+                                      "Background (cold) units that waited max_wait for the foreground to go quiet")
+        starved.add_metric([], float(priority.starved_turns))
+        yield starved
 
 
 class HttpMetrics:

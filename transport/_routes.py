@@ -109,9 +109,8 @@ def current_request_id() -> str:
 
 
 # -- request parsing ------------------------------------------------------------------------------
-async def read_json_body(model: type[BaseModel], precheck: Callable[[bytes], None] | None = None) -> Any:
-    """The body validated as ``model``: 415 unless JSON, 413 past the size limit, 400 when
-    malformed or invalid."""
+async def read_json_bytes() -> bytes:
+    """The raw body of a JSON request: 415 unless JSON (UTF-8), 413 past the size limit."""
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"expected application/json, got {mimetype or 'no content type'}",
@@ -122,12 +121,21 @@ async def read_json_body(model: type[BaseModel], precheck: Callable[[bytes], Non
     # Raises RequestEntityTooLarge (→ 413) as soon as the streamed body passes MAX_CONTENT_LENGTH.
     raw = await request.get_data(cache=True, as_text=False)
     g.body_read = True
-    if precheck is not None:
-        precheck(raw)
+    return raw
+
+
+def validate_body(model: type[BaseModel], raw: bytes) -> Any:
+    """``raw`` validated as ``model``; 400 (with each field's problem) when malformed or invalid."""
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise request_validation_error(exc, location="body") from None
+
+
+async def read_json_body(model: type[BaseModel]) -> Any:
+    """The body validated as ``model``: 415 unless JSON, 413 past the size limit, 400 when
+    malformed or invalid."""
+    return validate_body(model, await read_json_bytes())
 
 
 def parse_query(model: type[BaseModel]) -> Any:
@@ -210,9 +218,11 @@ class ApiBlueprint:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, media_type: str = "application/json",
               errors: Sequence[int] = (), tags: Sequence[str] = (),
-              precheck: Callable[[bytes], None] | None = None) -> Callable[[H], H]:
-        """``precheck`` sees the raw body after auth and before validation: a cheap refusal (e.g. a
-        full queue) then costs no parsing."""
+              raw_body: bool = False) -> Callable[[H], H]:
+        """``raw_body``: the handler gets ``raw`` (the body's bytes, after the content-type and size
+        checks) instead of ``body``, and validates it with :func:`validate_body` when it chooses — to
+        refuse cheaply first (a full queue), or to wait for its turn before spending the CPU. ``body``
+        still documents the request in OpenAPI."""
         method = method.upper()
         if method not in _HTTP_METHODS:
             raise ValueError(f"unsupported method {method!r}; use one of {sorted(_HTTP_METHODS)}")
@@ -220,6 +230,8 @@ class ApiBlueprint:
             raise ValueError(f"auth is 'user', 'ops' or 'none', got {auth!r}")
         if body is not None and method == "GET":
             raise ValueError(f"GET {path} cannot take a body model")
+        if raw_body and body is None:
+            raise ValueError(f"{method} {path}: raw_body needs the body model it will be validated as")
 
         def decorator(handler: H) -> H:
             spec = RouteSpec(method=method, path=self.url_prefix + path, endpoint=f"{self.name}.{handler.__name__}",
@@ -228,7 +240,8 @@ class ApiBlueprint:
                              errors=tuple(errors))
             adapter = TypeAdapter(response) if response is not None else None
             _check_signature(handler, path, [name for name, used in (
-                ("user_id", auth == "user"), ("query", query is not None), ("body", body is not None)) if used])
+                ("user_id", auth == "user"), ("query", query is not None),
+                ("body", body is not None and not raw_body), ("raw", raw_body)) if used])
 
             async def view(**path_params: Any) -> Any:
                 services = get_services()
@@ -242,8 +255,10 @@ class ApiBlueprint:
                     authenticate_ops(settings.ops_token, authorization)
                 if query is not None:
                     kwargs["query"] = parse_query(query)
-                if body is not None:
-                    kwargs["body"] = await read_json_body(body, precheck)
+                if raw_body:
+                    kwargs["raw"] = await read_json_bytes()
+                elif body is not None:
+                    kwargs["body"] = await read_json_body(body)
                 return _render(spec, adapter, await handler(**kwargs))
 
             view.__name__ = handler.__name__
@@ -326,4 +341,4 @@ class ApiBlueprint:
 
 
 __all__ = ["ApiBlueprint", "ApiModel", "Auth", "Reply", "RouteSpec", "current_request_id",
-           "parse_query", "read_json_body"]
+           "parse_query", "read_json_body", "read_json_bytes", "validate_body"]

@@ -3,12 +3,15 @@
 from ._lane import SAMPLES_CHANGED, IngestLane, LaneGauge
 from ._messages import LANES, IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._payload import payload_hash, payload_hash_raw
+from ._priority import LanePriority, PriorityConfig, background_wait
 from ._rate import DrainRate, retry_after_ms
-from ._reaper import IngestReaper, ReapNow
+from ._reaper import IngestReaper, ReapedSoFar, ReapNow
 from ._samples import (
     DeletionInput,
+    DeletionLike,
     Rejection,
     SampleInput,
+    SampleLike,
     affected_keys,
     local_date,
     normalize_samples,
@@ -22,6 +25,7 @@ __all__ = [
     "SAMPLES_CHANGED",
     "SLEEP_STAGES",
     "DeletionInput",
+    "DeletionLike",
     "DrainRate",
     "IngestBatch",
     "IngestConfig",
@@ -33,13 +37,18 @@ __all__ = [
     "Lane",
     "LaneFull",
     "LaneGauge",
+    "LanePriority",
     "LaneReport",
     "LaneStatus",
     "Metric",
+    "PriorityConfig",
     "ReapNow",
+    "ReapedSoFar",
     "Rejection",
     "SampleInput",
+    "SampleLike",
     "affected_keys",
+    "background_wait",
     "ingest_service",
     "local_date",
     "normalize_samples",

@@ -9,6 +9,9 @@ them together, in two short transactions:
      the (metric, local date) keys it touched, the user's watermark bump, and the request's stored
      result, all in one unit of work: committed together or not at all.
 
+A background lane (cold) waits for its turn (see _priority) before each of the two transactions,
+so a foreground request never finds its transaction queued behind a backfill one that began after it.
+
 If the write fails, the claimed requests are marked failed (so a retry may take them over) and the
 batch is retried one request at a time, so one bad request cannot fail its neighbours. A process
 that dies between the two leaves "processing" rows behind: the reaper frees them.
@@ -26,6 +29,7 @@ from kernel import Actor, Failed
 from storage import InvalidData, SampleKey, Store, StoreError, StoreUnavailable
 
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
+from ._priority import LanePriority
 from ._rate import DrainRate
 from ._samples import affected_keys, local_date, normalize_samples
 
@@ -53,12 +57,19 @@ class _Pending:
 
 
 class IngestLane(Actor):
-    def __init__(self, *, store: Store, gauge: LaneGauge, max_batch: int = 32, urgent: bool = False) -> None:
+    def __init__(self, *, store: Store, gauge: LaneGauge, max_batch: int = 32, urgent: bool = False,
+                 priority: LanePriority | None = None) -> None:
         self.store = store
         self.gauge = gauge
         self.max_batch = max_batch
         # The hot lane's transactions pass waiting cold ones on a single-writer store.
         self.urgent = urgent
+        # Set on a background lane: its transactions wait for the foreground lanes' turn to end.
+        self.priority = priority
+
+    async def _turn(self) -> None:
+        if self.priority is not None:
+            await self.priority.background_turn()
 
     async def receive(self, msg: Any) -> Any:
         match msg:
@@ -95,9 +106,11 @@ class IngestLane(Actor):
         return [p.outcome for p in pending]
 
     async def _commit(self, batches: list[_Pending]) -> None:
+        await self._turn()
         fresh = await self._claim(batches)
         if not fresh:
             return
+        await self._turn()
         try:
             await self._write(fresh)
         except StoreError as exc:
@@ -156,7 +169,7 @@ class IngestLane(Actor):
         prepared = []
         for p in fresh:
             rows, rejected = normalize_samples(p.msg.samples, blocked_metrics=p.settings.blocked_metrics)
-            keys = [SampleKey(d.sourceId, d.sourceRecordId, d.startAt) for d in p.msg.deletions]
+            keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in p.msg.deletions]
             prepared.append((p, rows, rejected, keys))
         # One lock order for every writer (users sorted), so two lanes cannot deadlock on PostgreSQL.
         prepared.sort(key=lambda item: item[0].msg.user_id)

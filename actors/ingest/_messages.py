@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._samples import DeletionInput, SampleInput
+from ._samples import DeletionLike, SampleLike
 
 Lane = Literal["hot", "cold", "change"]
 LANES: tuple[Lane, ...] = ("hot", "cold", "change")
@@ -21,8 +22,8 @@ class IngestBatch:
     request_id: str
     payload_hash: str
     lane: Lane
-    samples: tuple[SampleInput, ...] = ()
-    deletions: tuple[DeletionInput, ...] = ()
+    samples: Sequence[SampleLike] = ()
+    deletions: Sequence[DeletionLike] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from storage import SampleIn
@@ -19,23 +19,54 @@ from storage import SampleIn
 from ._units import OutOfRange, UnknownMetric, UnknownUnit, to_canonical
 
 
+class SampleLike(Protocol):
+    """What the lane reads of an uploaded sample: the HTTP layer's validated model passes as it is
+    (no copy per sample); :class:`SampleInput` is the plain-data form."""
+
+    @property
+    def source_id(self) -> str: ...
+    @property
+    def source_record_id(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def start_at(self) -> datetime: ...
+    @property
+    def end_at(self) -> datetime: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+
+class DeletionLike(Protocol):
+    @property
+    def source_id(self) -> str: ...
+    @property
+    def source_record_id(self) -> str: ...
+    @property
+    def start_at(self) -> datetime: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SampleInput:
-    sourceId: str
-    sourceRecordId: str
+    source_id: str
+    source_record_id: str
     metric: str
     value: float | None
     unit: str
-    startAt: datetime
-    endAt: datetime
+    start_at: datetime
+    end_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeletionInput:
-    sourceId: str
-    sourceRecordId: str
-    startAt: datetime
+    source_id: str
+    source_record_id: str
+    start_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +80,7 @@ class Rejection:
 
 
 def normalize_samples(
-    samples: Sequence[SampleInput], *, blocked_metrics: Iterable[str] = ()
+    samples: Sequence[SampleLike], *, blocked_metrics: Iterable[str] = ()
 ) -> tuple[list[SampleIn], list[Rejection]]:
     """The accepted samples as the store's rows (canonical unit), and the rejections."""
     blocked = frozenset(blocked_metrics)
@@ -63,7 +94,7 @@ def normalize_samples(
         if sample.value is None or not math.isfinite(sample.value):
             rejected.append(Rejection(index=index, code="NON_FINITE_VALUE", message="value must be a finite number"))
             continue
-        if sample.endAt < sample.startAt:
+        if sample.end_at < sample.start_at:
             rejected.append(Rejection(index=index, code="INVALID_TIME_RANGE", message="endAt is before startAt"))
             continue
         try:
@@ -77,10 +108,10 @@ def normalize_samples(
         except OutOfRange as exc:
             rejected.append(Rejection(index=index, code="VALUE_OUT_OF_RANGE", message=str(exc)))
             continue
-        identity = (sample.sourceId, sample.sourceRecordId, sample.startAt)
+        identity = (sample.source_id, sample.source_record_id, sample.start_at)
         accepted.pop(identity, None)  # re-insert so the later one keeps its order
-        accepted[identity] = SampleIn(sample.sourceId, sample.sourceRecordId, sample.metric, value, unit,
-                                      sample.startAt, sample.endAt, sample.metadata)
+        accepted[identity] = SampleIn(sample.source_id, sample.source_record_id, sample.metric, value, unit,
+                                      sample.start_at, sample.end_at, sample.metadata)
     return list(accepted.values()), rejected
 
 

@@ -1,9 +1,9 @@
 """The ingest subtree and the facade the HTTP layer talks to.
 
     ingest (one_for_one)
-     ├── hot      IngestLane (bounded mailbox, reject when full)
-     ├── cold     IngestLane
-     ├── change   IngestLane
+     ├── hot      IngestLane (bounded mailbox, reject when full)   foreground
+     ├── cold     IngestLane                                         background (see _priority)
+     ├── change   IngestLane                                         foreground
      └── reaper   IngestReaper
 """
 
@@ -16,6 +16,7 @@ from storage import Store
 
 from ._lane import IngestLane, LaneGauge
 from ._messages import LANES, IngestBatch, IngestOutcome, Lane
+from ._priority import LanePriority, PriorityConfig
 from ._rate import retry_after_ms
 from ._reaper import IngestReaper
 
@@ -26,6 +27,9 @@ class IngestConfig:
     capacity: dict[str, int] = field(default_factory=lambda: {"hot": 64, "cold": 32, "change": 64})
     # Requests committed together; cold stays small so one of its transactions is short.
     max_batch: dict[str, int] = field(default_factory=lambda: {"hot": 32, "cold": 2, "change": 16})
+    # Lanes whose CPU and transactions wait for the foreground ones (see _priority).
+    background: frozenset[str] = frozenset({"cold"})
+    priority: PriorityConfig = field(default_factory=PriorityConfig)
     ask_timeout: float = 30.0
     reap_interval: float = 30.0
     stale_after: float = 120.0
@@ -48,6 +52,7 @@ class IngestService:
 
     gauges: dict[str, LaneGauge]
     config: IngestConfig
+    priority: LanePriority
     path: str = "root/ingest"
 
     def subtree(self, store: Store) -> Supervisor:
@@ -55,7 +60,8 @@ class IngestService:
         lanes = [
             ChildSpec(lane, IngestLane,
                       kwargs={"store": store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane],
-                              "urgent": lane == "hot"},
+                              "urgent": lane == "hot",
+                              "priority": self.priority if lane in cfg.background else None},
                       mailbox=cfg.capacity[lane], overflow="reject", shutdown_timeout=30.0)
             for lane in LANES
         ]
@@ -64,6 +70,9 @@ class IngestService:
                            mailbox=8, overflow="drop_oldest")
         return Supervisor(self.path.rsplit("/", 1)[-1], strategy="one_for_one", max_restarts=20, within=60.0,
                           base_delay=0.05, max_delay=2.0, children=[*lanes, reaper])
+
+    def is_background(self, lane: str) -> bool:
+        return lane in self.config.background
 
     def lane_ref(self, system: ActorSystem, lane: Lane) -> ActorRef:
         return system.ref(f"{self.path}/{lane}")
@@ -94,4 +103,4 @@ class IngestService:
 def ingest_service(config: IngestConfig | None = None) -> IngestService:
     config = config or IngestConfig()
     return IngestService(gauges={lane: LaneGauge(lane=lane, capacity=config.capacity[lane]) for lane in LANES},
-                         config=config)
+                         config=config, priority=LanePriority(config.priority))

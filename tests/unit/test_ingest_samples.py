@@ -26,8 +26,8 @@ T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 def inp(record: str = "r1", *, metric: str = "heart_rate", value: float | None = 61.0, unit: str = "bpm",
         start: datetime = T0, end: datetime | None = None, source: str = "w") -> SampleInput:
-    return SampleInput(sourceId=source, sourceRecordId=record, metric=metric, value=value, unit=unit,
-                       startAt=start, endAt=end or start)
+    return SampleInput(source_id=source, source_record_id=record, metric=metric, value=value, unit=unit,
+                       start_at=start, end_at=end or start)
 
 
 # -- the registry -------------------------------------------------------------------------------------
