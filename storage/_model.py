@@ -28,6 +28,7 @@ __all__ = [
     "IngestStatus",
     "Json",
     "OutboxEvent",
+    "PreparedSamples",
     "OutboxStatus",
     "Page",
     "SampleCursor",
@@ -80,6 +81,23 @@ class SampleIn(NamedTuple):
     start_at: datetime
     end_at: datetime
     metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedSamples:
+    """Samples already checked and converted for one store (``Store.prepare_samples``), so the
+    unit of work that writes them does no per-row work on its own critical path.
+
+    Made by the store and only to be given back to it: ``upsert_many`` refuses one made by a
+    store of another backend or with other limits.
+    """
+
+    rows: tuple[tuple[Any, ...], ...]
+    backend: str
+    limits: Any
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class SampleKey(NamedTuple):

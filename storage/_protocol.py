@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol, TypeVar
 
 import trio
 
 from ._config import RetryPolicy, StoreConfig
+from ._model import PreparedSamples, SampleIn
 from ._repos import Transaction
 
 __all__ = ["Store"]
@@ -46,6 +47,11 @@ class Store(Protocol):
         urgent: bool = False,
     ) -> T:
         """Run ``work(tx)`` and commit, retrying the whole unit on transient errors."""
+        ...
+
+    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
+        """``rows`` checked and converted now (no I/O) for a later ``tx.samples.upsert_many``;
+        raises InvalidData as that would."""
         ...
 
     def device_lock(self, user_id: str, device_id: str) -> AbstractAsyncContextManager[None]:

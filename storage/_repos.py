@@ -33,6 +33,7 @@ from ._model import (
     Json,
     OutboxEvent,
     Page,
+    PreparedSamples,
     SampleCursor,
     SampleIn,
     SampleKey,
@@ -246,18 +247,26 @@ class Samples(_Repo):
             None if deleted is None else ts(deleted),
         )
 
-    def upsert_many(self, user_id: str, rows: Sequence[SampleIn]) -> Op[UpsertCounts]:
+    def upsert_many(self, user_id: str, rows: Sequence[SampleIn] | PreparedSamples) -> Op[UpsertCounts]:
         """Insert or update samples in one statement per batch; a re-upserted deleted sample
-        is live again. Repeats of a natural key within ``rows`` count once (the last wins)."""
+        is live again. Repeats of a natural key within ``rows`` count once (the last wins).
+        ``rows`` may come from ``store.prepare_samples`` (checked already)."""
         user = self._id("user_id", user_id)
         d = self._d
-        norm = v.samples(rows, self._limits, micros=d.name == "sqlite")
+        norm: Sequence[tuple[Any, ...]]
+        if isinstance(rows, PreparedSamples):
+            if rows.backend != d.name or rows.limits != self._limits:
+                raise InvalidData("rows", f"prepared by a {rows.backend} store with other limits than this "
+                                  f"{d.name} one: prepare them with the store that writes them")
+            norm = rows.rows
+        else:
+            norm = v.samples(rows, self._limits, micros=d.name == "sqlite")
         if not norm:
             return self._op(Const(UpsertCounts(0, 0)))
         now = d.ts(self._now())
         if d.name == "postgresql":
             # One lock order for every writer, so overlapping batches cannot deadlock.
-            norm.sort(key=lambda r: (r[0], r[1], r[2]))
+            norm = sorted(norm, key=lambda r: (r[0], r[1], r[2]))
             cols = [list(c) for c in zip(*norm, strict=True)]
             return self._op(
                 fetchrow(_PG_SAMPLE_UPSERT, user, *cols, now),

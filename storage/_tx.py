@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import abc
 import random
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import trio
 
+from . import _validate as v
 from ._config import RetryPolicy, StoreConfig
 from ._errors import StoreError
+from ._model import PreparedSamples, SampleIn
 from ._sql import Cmd, StepsFn
 
 if TYPE_CHECKING:
@@ -307,6 +309,14 @@ class StoreBase(abc.ABC):
 
     @abc.abstractmethod
     def _new_transaction(self, *, readonly: bool, retry_first: bool) -> Transaction: ...
+
+    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
+        """Check and convert ``rows`` for ``tx.samples.upsert_many`` now, outside any unit of work
+        (no I/O): a writer that prepares before it queues keeps that work off the write path.
+        Raises InvalidData exactly as ``upsert_many`` would."""
+        limits = self.config.limits
+        norm = v.samples(rows, limits, micros=self.backend == "sqlite")
+        return PreparedSamples(tuple(norm), self.backend, limits)
 
     def transaction(self, *, readonly: bool = False, urgent: bool = False) -> Transaction:
         """A unit of work: ``async with store.transaction() as tx: ...``.

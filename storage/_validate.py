@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from ._config import Limits
 from ._errors import InvalidData
 from ._model import SampleIn, SampleKey
@@ -116,11 +118,27 @@ def positive_limit(field: str, value: object, maximum: int) -> int:
     return min(number, maximum)
 
 
+# orjson handles plain JSON values; datetimes, dataclasses and subclasses of the JSON types go to
+# ``default``, which sends them (like anything else orjson refuses) to the stdlib encoder.
+_ORJSON_PLAIN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _not_plain(value: object) -> Any:
+    raise TypeError
+
+
 def dump_json(field: str, value: object, limit: int) -> str:
+    """Compact JSON text of ``value``; NaN, Infinity and values JSON cannot hold are refused."""
     try:
-        encoded = _dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidData(field, f"not JSON-serializable: {exc}") from exc
+        encoded = orjson.dumps(value, default=_not_plain, option=_ORJSON_PLAIN).decode()
+    except TypeError:
+        encoded = "null"
+    if "null" in encoded:
+        # orjson writes NaN and Infinity as null: the stdlib encoder decides, and refuses them.
+        try:
+            encoded = _dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidData(field, f"not JSON-serializable: {exc}") from exc
     if len(encoded) > limit:
         raise InvalidData(field, f"JSON longer than {limit} characters")
     if "\\u0000" in encoded:

@@ -19,6 +19,8 @@ from actors.ingest import (
     IngestService,
     IngestUnavailable,
     LaneFull,
+    parse_body,
+    payload_hash_parsed,
     payload_hash_raw,
 )
 from actors.ingest._account import GetSettings, PutSettings, QuerySamples
@@ -34,7 +36,7 @@ from ._errors import (
     Unprocessable,
     ValidationFailed,
 )
-from ._routes import ApiBlueprint, ApiModel, Reply, validate_body
+from ._routes import ApiBlueprint, ApiModel, Reply, validate_body, validate_parsed
 from ._services import get_services
 
 MAX_ITEMS = 5_000
@@ -217,22 +219,26 @@ async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
             raise _lane_full(full) from None
     if lane is not None and not service.is_background(lane):
         with service.priority.foreground():
-            return await _ingest(service, _decode(user_id, raw))
+            return await _ingest(service, service.prepare(_decode(user_id, raw)))
     # Backfill parses one request at a time, and only when the foreground lanes are quiet.
     async with service.priority.background_cpu():
-        batch = _decode(user_id, raw)
+        batch = service.prepare(_decode(user_id, raw))
     return await _ingest(service, batch)
 
 
 def _decode(user_id: str, raw: bytes) -> IngestBatch:
     """Validate the body, check its payloadHash, and turn it into the lane's message."""
-    body: BatchUpsertBody = validate_body(BatchUpsertBody, raw)
+    # Parsed once for both validation and the hash; what orjson refuses (malformed JSON, NaN, ...)
+    # takes the stdlib path, which answers it as before.
+    document = parse_body(raw)
+    body: BatchUpsertBody = (validate_body(BatchUpsertBody, raw) if document is None
+                             else validate_parsed(BatchUpsertBody, document, raw))
     count = len(body.samples) + len(body.deletions)
     if count > MAX_ITEMS:
         raise PayloadTooLarge(f"{count} samples + deletions; at most {MAX_ITEMS} per request",
                               details={"maxItems": MAX_ITEMS})
     try:
-        expected = payload_hash_raw(raw)
+        expected = payload_hash_raw(raw) if document is None else payload_hash_parsed(document, raw)
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from None
     if expected != body.payload_hash:

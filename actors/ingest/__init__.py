@@ -2,19 +2,23 @@
 
 from ._lane import SAMPLES_CHANGED, IngestLane, LaneGauge
 from ._messages import LANES, IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
-from ._payload import payload_hash, payload_hash_raw
+from ._payload import parse_body, payload_hash, payload_hash_parsed, payload_hash_raw
 from ._priority import LanePriority, PriorityConfig, background_wait
 from ._rate import DrainRate, retry_after_ms
 from ._reaper import IngestReaper, ReapedSoFar, ReapNow
 from ._samples import (
     DeletionInput,
     DeletionLike,
+    PreparedUpload,
     Rejection,
     SampleInput,
     SampleLike,
     affected_keys,
     local_date,
+    local_keys,
     normalize_samples,
+    prepare_upload,
+    sample_minutes,
 )
 from ._service import IngestConfig, IngestService, IngestUnavailable, LaneFull, ingest_service
 from ._units import REGISTRY, SLEEP_STAGES, Metric, to_canonical
@@ -41,6 +45,7 @@ __all__ = [
     "LaneReport",
     "LaneStatus",
     "Metric",
+    "PreparedUpload",
     "PriorityConfig",
     "ReapNow",
     "ReapedSoFar",
@@ -51,9 +56,14 @@ __all__ = [
     "background_wait",
     "ingest_service",
     "local_date",
+    "local_keys",
     "normalize_samples",
+    "parse_body",
     "payload_hash",
+    "payload_hash_parsed",
     "payload_hash_raw",
+    "prepare_upload",
     "retry_after_ms",
+    "sample_minutes",
     "to_canonical",
 ]

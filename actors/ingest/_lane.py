@@ -31,7 +31,7 @@ from storage import InvalidData, SampleKey, Store, StoreError, StoreUnavailable
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._priority import LanePriority
 from ._rate import DrainRate
-from ._samples import affected_keys, local_date, normalize_samples
+from ._samples import local_date, local_keys, prepare_upload
 
 SAMPLES_CHANGED = "health.samples.changed"
 
@@ -168,21 +168,25 @@ class IngestLane(Actor):
         """Transaction 2: every fresh request's changes, events, watermarks and results together."""
         prepared = []
         for p in fresh:
-            rows, rejected = normalize_samples(p.msg.samples, blocked_metrics=p.settings.blocked_metrics)
+            blocked = p.settings.blocked_metrics
+            upload = p.msg.prepared
+            if upload is None or not upload.applies_to(blocked):
+                # Not prepared on the way in, or prepared without this user's blocked metrics.
+                upload = prepare_upload(p.msg.samples, self.store, blocked_metrics=blocked)
             keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in p.msg.deletions]
-            prepared.append((p, rows, rejected, keys))
+            prepared.append((p, upload, keys))
         # One lock order for every writer (users sorted), so two lanes cannot deadlock on PostgreSQL.
         prepared.sort(key=lambda item: item[0].msg.user_id)
 
         async def work(tx: Any) -> list[dict[str, Any]]:
             ops: list[Any] = []
-            for p, rows, _, keys in prepared:
-                ops.append(tx.samples.upsert_many(p.msg.user_id, rows))
+            for p, upload, keys in prepared:
+                ops.append(tx.samples.upsert_many(p.msg.user_id, upload.rows))
                 ops.append(tx.samples.soft_delete_many(p.msg.user_id, keys))
             counts = await tx.run(*ops)
             finals: list[Any] = []
             results: list[dict[str, Any]] = []
-            for i, (p, accepted, rejected, _keys) in enumerate(prepared):
+            for i, (p, upload, _keys) in enumerate(prepared):
                 upserted, deleted = counts[2 * i], counts[2 * i + 1]
                 result = {
                     "requestId": p.msg.request_id,
@@ -190,13 +194,13 @@ class IngestLane(Actor):
                     "inserted": upserted.inserted,
                     "updated": upserted.updated,
                     "deleted": deleted.deleted,
-                    "rejected": [r.to_dict() for r in rejected],
+                    "rejected": [r.to_dict() for r in upload.rejected],
                 }
                 results.append(result)
                 changes = upserted.inserted + upserted.updated + deleted.deleted
                 if changes:
                     timezone = p.settings.timezone
-                    keys = set(affected_keys(accepted, timezone))
+                    keys = set(local_keys(upload.minutes, timezone))
                     keys.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
                     finals.append(tx.outbox.enqueue(
                         p.msg.user_id,
@@ -214,9 +218,9 @@ class IngestLane(Actor):
         results = await self.store.transact(work, urgent=self.urgent)
         g = self.gauge
         g.transactions += 1
-        for (p, accepted, *_), result in zip(prepared, results, strict=True):
+        for (p, upload, _), result in zip(prepared, results, strict=True):
             p.outcome = IngestOutcome(kind="completed", result=result)
-            g.samples += len(accepted)
+            g.samples += len(upload.rows)
 
     async def _write_alone(self, p: _Pending) -> None:
         probe = _Pending(p.msg)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._samples import DeletionLike, SampleLike
+from ._samples import DeletionLike, PreparedUpload, SampleLike
 
 Lane = Literal["hot", "cold", "change"]
 LANES: tuple[Lane, ...] = ("hot", "cold", "change")
@@ -24,6 +24,9 @@ class IngestBatch:
     lane: Lane
     samples: Sequence[SampleLike] = ()
     deletions: Sequence[DeletionLike] = ()
+    # ``samples`` judged and store-checked on the way in (IngestService.prepare); the lane
+    # prepares them itself when this is None or was made without the user's blocked metrics.
+    prepared: PreparedUpload | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

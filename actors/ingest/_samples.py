@@ -8,13 +8,13 @@ exactly as if they had come in two requests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from storage import SampleIn
+from storage import PreparedSamples, SampleIn, Store
 
 from ._units import OutOfRange, UnknownMetric, UnknownUnit, to_canonical
 
@@ -119,16 +119,74 @@ def local_date(moment: datetime, timezone: str) -> date:
     return moment.astimezone(ZoneInfo(timezone)).date()
 
 
-def affected_keys(samples: Iterable[SampleIn], timezone: str) -> list[tuple[str, str]]:
-    """The (metric, local date) pairs a change touches, for projections to recompute."""
-    zone = ZoneInfo(timezone)
-    # UTC offsets are whole minutes, so samples in the same UTC minute share a local date.
-    dates: dict[datetime, str] = {}
-    keys: set[tuple[str, str]] = set()
+def sample_minutes(samples: Iterable[SampleIn]) -> dict[str, set[datetime]]:
+    """The UTC minutes each metric's samples start in: all that affected keys need, whatever the
+    user's time zone (since 1972 every UTC offset is whole minutes, so a minute lies within one
+    local date; see local_keys for the older ones)."""
+    minutes: dict[str, set[datetime]] = {}
     for s in samples:
         minute = s.start_at.replace(second=0, microsecond=0)
-        day = dates.get(minute)
-        if day is None:
-            day = dates[minute] = minute.astimezone(zone).date().isoformat()
-        keys.add((s.metric, day))
+        found = minutes.get(s.metric)
+        if found is None:
+            minutes[s.metric] = {minute}
+        else:
+            found.add(minute)
+    return minutes
+
+
+def local_keys(minutes: Mapping[str, Iterable[datetime]], timezone: str) -> list[tuple[str, str]]:
+    """The (metric, local date) pairs of ``sample_minutes`` in ``timezone``, sorted."""
+    zone = ZoneInfo(timezone)
+    dates: dict[datetime, tuple[str, ...]] = {}
+    keys: set[tuple[str, str]] = set()
+    for metric, moments in minutes.items():
+        for minute in moments:
+            days = dates.get(minute)
+            if days is None:
+                days = dates[minute] = _local_days(minute, zone)
+            for day in days:
+                keys.add((metric, day))
     return sorted(keys)
+
+
+_LAST_OF_MINUTE = timedelta(seconds=59, microseconds=999_999)
+
+
+def _local_days(minute: datetime, zone: ZoneInfo) -> tuple[str, ...]:
+    local = minute.astimezone(zone)
+    offset = local.utcoffset()
+    if offset is None or not offset.seconds % 60:
+        return (local.date().isoformat(),)
+    # A local mean time offset (before 1972) with seconds: local midnight may fall inside this
+    # minute, so name both days it touches (one extra recompute at worst).
+    last = (minute + _LAST_OF_MINUTE).astimezone(zone).date().isoformat()
+    return tuple(dict.fromkeys((local.date().isoformat(), last)))
+
+
+def affected_keys(samples: Iterable[SampleIn], timezone: str) -> list[tuple[str, str]]:
+    """The (metric, local date) pairs a change touches, for projections to recompute."""
+    return local_keys(sample_minutes(samples), timezone)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class PreparedUpload:
+    """An upload's samples judged, converted and checked by the store before they queue for their
+    lane (see :func:`prepare_upload`): the lane's own work per request is then small."""
+
+    rows: PreparedSamples
+    rejected: tuple[Rejection, ...]
+    metrics: frozenset[str]  # every metric the upload names, rejected samples' too
+    minutes: dict[str, set[datetime]]  # of the accepted samples: see sample_minutes
+
+    def applies_to(self, blocked_metrics: Iterable[str]) -> bool:
+        """Whether this preparation (made without settings) holds for a user blocking these."""
+        return self.metrics.isdisjoint(blocked_metrics)
+
+
+def prepare_upload(samples: Sequence[SampleLike], store: Store, *,
+                   blocked_metrics: Iterable[str] = ()) -> PreparedUpload:
+    """Everything per sample an upload needs before its transaction: pure but for the store's
+    checks (no I/O). Raises the store's InvalidData for data it would refuse."""
+    rows, rejected = normalize_samples(samples, blocked_metrics=blocked_metrics)
+    return PreparedUpload(rows=store.prepare_samples(rows), rejected=tuple(rejected),
+                          metrics=frozenset(s.metric for s in samples), minutes=sample_minutes(rows))

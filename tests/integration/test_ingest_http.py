@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import pytest
 import rfc8785
 import trio
 
-from actors.ingest import ReapNow, payload_hash
-from storage import StoreConfig
+from actors.ingest import IngestBatch, ReapNow, SampleInput, payload_hash
+from storage import InvalidData, StoreConfig
 from storage.testing import ManualClock
 from tests.ingest_helpers import (
     BATCH,
@@ -196,6 +197,21 @@ async def test_blocked_metric_rejects_those_samples_only(h: Harness) -> None:
     assert [(r["index"], r["code"]) for r in out["rejected"]] == [(0, "METRIC_BLOCKED"), (2, "METRIC_BLOCKED")]
     assert out["inserted"] == 1
     assert [r["metric"] for r in h.db.samples("alice")] == ["heart_rate"]
+
+
+async def test_blocking_is_judged_first_even_though_uploads_are_prepared_before_settings_are_read(
+        h: Harness) -> None:
+    """An upload is prepared before its lane reads the settings; one naming a blocked metric is
+    judged again in the lane, so blocking still comes before every other rejection, and a blocked
+    later repeat of a sample does not displace the earlier one."""
+    assert (await h.put_settings(blockedMetrics=["steps"]))[0] == 200
+    body = signed([sample("same", value=60), sample("s1", metric="steps", value=float("nan"), unit="count"),
+                   sample("same", metric="steps", value=5, unit="count")])
+    status, out, _ = await h.post(body)
+    assert status == 200 and out["inserted"] == 1
+    assert [(r["index"], r["code"]) for r in out["rejected"]] == [(1, "METRIC_BLOCKED"), (2, "METRIC_BLOCKED")]
+    assert [(r["source_record_id"], r["metric"], r["value"]) for r in h.db.samples("alice")] == [
+        ("same", "heart_rate", 60.0)]
 
 
 # -- request validation -------------------------------------------------------------------------------
@@ -470,7 +486,8 @@ async def test_data_the_store_refuses_is_answered_without_crashing_the_lane(h: H
     assert err["details"][0]["field"].startswith("samples[1]")
     assert _lane_crashes(h) == 0
     assert h.db.sample_count() == 0 and h.db.watermark("alice") == 0
-    assert h.db.request("alice", body["requestId"])["status"] == "failed"
+    # Checked while the request is prepared, before it is claimed: nothing of it is recorded.
+    assert h.db.request("alice", body["requestId"]) is None
     status, out, _ = await h.post(signed([sample("next")]))
     assert (status, out["inserted"]) == (200, 1)
 
@@ -491,6 +508,35 @@ async def test_a_refused_request_in_a_group_commit_does_not_sink_its_neighbours(
     assert _lane_crashes(h) == 0
     assert sorted(r["source_record_id"] for r in h.db.samples("alice")) == [f"g{i}" for i in range(6)]
     assert h.db.watermark("alice") == 6 and len(h.db.events("alice")) == 6
+
+
+
+async def test_an_unprepared_refused_request_in_a_group_commit_does_not_sink_its_neighbours(h: Harness) -> None:
+    """The lane prepares what arrives unprepared (kernel API callers): data the store refuses then
+    fails inside the group's write, which is retried one request at a time."""
+    service = h.resources["ingest"]
+
+    def batch(record: str, source_id: str = "watch") -> IngestBatch:
+        at = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+        return IngestBatch(user_id="alice", request_id=f"req-{record}", payload_hash="0" * 64, lane="cold",
+                           samples=(SampleInput(source_id=source_id, source_record_id=record, metric="steps",
+                                                value=12.0, unit="count", start_at=at, end_at=at),))
+
+    outcomes: dict[str, Any] = {}
+
+    async def one(b: IngestBatch) -> None:
+        try:
+            outcomes[b.request_id] = (await service.submit(h.system, b)).kind
+        except InvalidData as exc:
+            outcomes[b.request_id] = exc.field
+
+    async with trio.open_nursery() as nursery:
+        for b in [batch("g0"), batch("bad", source_id="nul\x00"), batch("g1")]:
+            nursery.start_soon(one, b)
+    assert outcomes == {"req-g0": "completed", "req-bad": "samples[0].source_id", "req-g1": "completed"}
+    assert _lane_crashes(h) == 0
+    assert sorted(r["source_record_id"] for r in h.db.samples("alice")) == ["g0", "g1"]
+    assert h.db.request("alice", "req-bad")["status"] == "failed"
 
 # -- reading samples ---------------------------------------------------------------------------------------
 async def test_cursor_paging_visits_every_sample_once_in_order(h: Harness) -> None:

@@ -123,6 +123,40 @@ async def test_identity_is_the_instant_not_the_offset(store: Store) -> None:
     assert stored is not None and stored.start_at == T0 and stored.start_at.utcoffset() == timedelta(0)
 
 
+async def test_prepared_samples_write_exactly_what_plain_rows_write(store: Store) -> None:
+    rows = [sample(0, metadata={"device": "Watch7,1"}), sample(1), sample(1, value=61.5), sample(2)]
+    prepared = store.prepare_samples(rows)
+    assert len(prepared) == 3  # the repeated key collapsed, as upsert_many does
+    async with store.transaction() as tx:
+        assert await tx.samples.upsert_many(USER, prepared) == UpsertCounts(3, 0)
+        # A rerun unit of work may hand the same prepared rows in again.
+        assert await tx.samples.upsert_many(USER, prepared) == UpsertCounts(0, 3)
+    stored = await all_samples(store)
+    async with store.transaction() as tx:
+        await tx.samples.upsert_many("user-2", rows)
+        plain = (await tx.samples.query("user-2", limit=100)).items
+    assert [(s.source_record_id, s.value, s.start_at, s.end_at, s.metadata) for s in stored] == [
+        (s.source_record_id, s.value, s.start_at, s.end_at, s.metadata) for s in plain]
+    assert stored[1].value == 61.5 and stored[0].metadata == {"device": "Watch7,1"}
+
+
+async def test_preparing_refuses_what_upsert_refuses_and_stores_nothing(store: Store) -> None:
+    with pytest.raises(InvalidData) as caught:
+        store.prepare_samples([sample(0), sample(1, value=float("nan"))])
+    assert caught.value.field == "samples[1].value"
+    assert await all_samples(store) == []
+
+
+async def test_samples_prepared_for_another_store_are_refused(store: Store) -> None:
+    other_limits = replace(store.config.limits, max_id_chars=17)
+    async with open_store("sqlite:///:memory:", config=StoreConfig(limits=other_limits)) as other:
+        foreign = other.prepare_samples([sample(0)])
+        with pytest.raises(InvalidData, match="prepare them with the store that writes them"):
+            async with store.transaction() as tx:
+                await tx.samples.upsert_many(USER, foreign)
+    assert await all_samples(store) == []
+
+
 async def test_users_do_not_see_each_other(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.samples.upsert_many("someone-else", [sample(0)])

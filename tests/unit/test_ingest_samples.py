@@ -15,11 +15,15 @@ from actors.ingest import (
     SampleInput,
     affected_keys,
     local_date,
+    local_keys,
     normalize_samples,
+    prepare_upload,
     retry_after_ms,
+    sample_minutes,
     to_canonical,
 )
 from actors.ingest._units import OutOfRange, UnknownMetric, UnknownUnit
+from storage import InvalidData, open_store
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -161,6 +165,59 @@ def test_affected_keys_are_distinct_sorted_metric_local_date_pairs() -> None:
         ("heart_rate", "2026-11-24"), ("heart_rate", "2026-11-25"), ("steps", "2026-11-24")]
     assert affected_keys(accepted, "America/New_York") == [
         ("heart_rate", "2026-11-24"), ("heart_rate", "2026-11-25"), ("steps", "2026-11-23")]
+
+
+_ZONES = ["UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "Australia/Lord_Howe",
+          "Pacific/Chatham", "Africa/Monrovia", "Europe/Amsterdam", "America/Los_Angeles", "Pacific/Kiritimati"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(starts=st.lists(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1),
+                                    timezones=st.just(UTC)), min_size=1, max_size=20),
+       metrics=st.lists(st.sampled_from(["heart_rate", "steps"]), min_size=20, max_size=20),
+       zone=st.sampled_from(_ZONES))
+def test_keys_from_utc_minutes_are_the_local_dates_of_the_samples(starts: list[datetime], metrics: list[str],
+                                                                 zone: str) -> None:
+    """Bucketing by UTC minute loses nothing: exactly each sample's local date, and where a pre-1972
+    offset with seconds puts midnight inside a minute, at most that minute's other day too."""
+    rows, _ = normalize_samples([inp(f"r{i}", metric=m, value=1.0, unit="bpm" if m == "heart_rate" else "count",
+                                     start=t) for i, (t, m) in enumerate(zip(starts, metrics, strict=False))])
+    exact = {(r.metric, local_date(r.start_at, zone).isoformat()) for r in rows}
+    keys = local_keys(sample_minutes(rows), zone)
+    assert keys == sorted(set(keys)) and exact <= set(keys)
+    if all(t.year >= 1973 for t in starts):
+        assert set(keys) == exact
+    for metric, day in set(keys) - exact:  # only ever a neighbour of a real one
+        assert any(m == metric and abs((date.fromisoformat(day) - date.fromisoformat(d)).days) == 1
+                   for m, d in exact)
+
+
+def test_a_minute_holding_an_old_local_midnight_names_both_days() -> None:
+    # Amsterdam kept +00:19:32 (winter) until 1937: local midnight fell at 23:40:28 UTC.
+    before = inp("a", start=datetime(1930, 1, 15, 23, 40, 10, tzinfo=UTC))
+    after = inp("b", start=datetime(1930, 1, 15, 23, 40, 50, tzinfo=UTC))
+    assert local_date(before.start_at, "Europe/Amsterdam") == date(1930, 1, 15)
+    assert local_date(after.start_at, "Europe/Amsterdam") == date(1930, 1, 16)
+    rows, _ = normalize_samples([before, after])
+    assert affected_keys(rows, "Europe/Amsterdam") == [("heart_rate", "1930-01-15"), ("heart_rate", "1930-01-16")]
+
+
+async def test_an_upload_is_prepared_without_settings_and_checked_by_the_store() -> None:
+    async with open_store("sqlite:///:memory:") as store:
+        upload = prepare_upload([inp("a"), inp("b", metric="steps", value=3, unit="count"),
+                                 inp("c", metric="spo2", value=math.nan, unit="%"), inp("a", value=70.0)], store)
+        assert len(upload.rows) == 2 and [(r.index, r.code) for r in upload.rejected] == [(2, "NON_FINITE_VALUE")]
+        assert upload.metrics == {"heart_rate", "steps", "spo2"}  # a rejected sample's metric too
+        assert upload.minutes == {"heart_rate": {T0}, "steps": {T0}}
+        # Made without settings: it holds for a user unless they block a metric it names.
+        assert upload.applies_to([]) and upload.applies_to(["distance"])
+        assert not upload.applies_to(["spo2"]) and not upload.applies_to(["steps"])
+        blocked = prepare_upload([inp("a"), inp("b", metric="steps", value=3, unit="count")], store,
+                                 blocked_metrics=["steps"])
+        assert len(blocked.rows) == 1 and [(r.index, r.code) for r in blocked.rejected] == [(1, "METRIC_BLOCKED")]
+        with pytest.raises(InvalidData) as caught:
+            prepare_upload([inp("ok"), inp("nul\x00")], store)
+        assert caught.value.field == "samples[1].source_record_id"
 
 
 # -- the retry hint of a full lane ------------------------------------------------------------------------
