@@ -8,7 +8,7 @@ exactly as if they had come in two requests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -183,10 +183,25 @@ class PreparedUpload:
         return self.metrics.isdisjoint(blocked_metrics)
 
 
+def preparing_upload(samples: Sequence[SampleLike], store: Store, *,
+                     blocked_metrics: Iterable[str] = ()) -> Generator[None, None, PreparedUpload]:
+    """:func:`prepare_upload` in steps: it yields between them (each well under a millisecond for
+    a 500-sample upload), so an async caller can let other tasks run in between."""
+    rows, rejected = normalize_samples(samples, blocked_metrics=blocked_metrics)
+    yield
+    checked = store.prepare_samples(rows)
+    yield
+    return PreparedUpload(rows=checked, rejected=tuple(rejected), metrics=frozenset(s.metric for s in samples),
+                          minutes=sample_minutes(rows))
+
+
 def prepare_upload(samples: Sequence[SampleLike], store: Store, *,
                    blocked_metrics: Iterable[str] = ()) -> PreparedUpload:
     """Everything per sample an upload needs before its transaction: pure but for the store's
     checks (no I/O). Raises the store's InvalidData for data it would refuse."""
-    rows, rejected = normalize_samples(samples, blocked_metrics=blocked_metrics)
-    return PreparedUpload(rows=store.prepare_samples(rows), rejected=tuple(rejected),
-                          metrics=frozenset(s.metric for s in samples), minutes=sample_minutes(rows))
+    steps = preparing_upload(samples, store, blocked_metrics=blocked_metrics)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]

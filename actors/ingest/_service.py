@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import trio
+
 from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, MailboxFull, Supervisor
 from storage import Store
 
@@ -19,7 +21,7 @@ from ._messages import LANES, IngestBatch, IngestOutcome, Lane
 from ._priority import LanePriority, PriorityConfig
 from ._rate import retry_after_ms
 from ._reaper import IngestReaper
-from ._samples import prepare_upload
+from ._samples import preparing_upload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,14 +91,23 @@ class IngestService:
         if len(getattr(node, "q", ())) >= gauge.capacity:
             raise LaneFull(lane, retry_after_ms(gauge.capacity, gauge.rate))
 
-    def prepare(self, batch: IngestBatch) -> IngestBatch:
+    async def prepare(self, batch: IngestBatch) -> IngestBatch:
         """``batch`` with its samples judged, converted and checked by the store now, in the
         caller's task: per-sample work runs beside other requests instead of inside the lane,
         where it would hold up the commits of every request behind it. Raises the store's
-        InvalidData for data it would refuse (before anything is claimed)."""
+        InvalidData for data it would refuse (before anything is claimed).
+
+        A checkpoint between its steps: the lanes' transactions resume on this thread too, and
+        each of their steps would otherwise wait for the whole preparation."""
         if self.store is None or batch.prepared is not None:
             return batch
-        return replace(batch, prepared=prepare_upload(batch.samples, self.store))
+        steps = preparing_upload(batch.samples, self.store)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return replace(batch, prepared=done.value)
+            await trio.lowlevel.checkpoint()
 
     async def submit(self, system: ActorSystem, batch: IngestBatch) -> IngestOutcome:
         ref = self.lane_ref(system, batch.lane)
