@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -119,31 +119,36 @@ def local_date(moment: datetime, timezone: str) -> date:
     return moment.astimezone(ZoneInfo(timezone)).date()
 
 
-def sample_minutes(samples: Iterable[SampleIn]) -> dict[str, set[datetime]]:
-    """The UTC minutes each metric's samples start in: all that affected keys need, whatever the
-    user's time zone (since 1972 every UTC offset is whole minutes, so a minute lies within one
-    local date; see local_keys for the older ones)."""
-    minutes: dict[str, set[datetime]] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
+
+
+def sample_minutes(samples: Iterable[SampleIn]) -> dict[str, set[int]]:
+    """The UTC minutes (since the epoch) each metric's samples start in: all that affected keys
+    need, whatever the user's time zone (since 1972 every UTC offset is whole minutes, so a minute
+    lies within one local date; see local_keys for the older ones)."""
+    minutes: dict[str, set[int]] = {}
+    epoch, minute = _EPOCH, _MINUTE
     for s in samples:
-        minute = s.start_at.replace(second=0, microsecond=0)
+        at = (s.start_at - epoch) // minute
         found = minutes.get(s.metric)
         if found is None:
-            minutes[s.metric] = {minute}
+            minutes[s.metric] = {at}
         else:
-            found.add(minute)
+            found.add(at)
     return minutes
 
 
-def local_keys(minutes: Mapping[str, Iterable[datetime]], timezone: str) -> list[tuple[str, str]]:
+def local_keys(minutes: Mapping[str, Iterable[int]], timezone: str) -> list[tuple[str, str]]:
     """The (metric, local date) pairs of ``sample_minutes`` in ``timezone``, sorted."""
     zone = ZoneInfo(timezone)
-    dates: dict[datetime, tuple[str, ...]] = {}
+    dates: dict[int, tuple[str, ...]] = {}
     keys: set[tuple[str, str]] = set()
     for metric, moments in minutes.items():
-        for minute in moments:
-            days = dates.get(minute)
+        for at in moments:
+            days = dates.get(at)
             if days is None:
-                days = dates[minute] = _local_days(minute, zone)
+                days = dates[at] = _local_days(_EPOCH + at * _MINUTE, zone)
             for day in days:
                 keys.add((metric, day))
     return sorted(keys)
@@ -176,7 +181,7 @@ class PreparedUpload:
     rows: PreparedSamples
     rejected: tuple[Rejection, ...]
     metrics: frozenset[str]  # every metric the upload names, rejected samples' too
-    minutes: dict[str, set[datetime]]  # of the accepted samples: see sample_minutes
+    minutes: dict[str, set[int]]  # of the accepted samples: see sample_minutes
 
     def applies_to(self, blocked_metrics: Iterable[str]) -> bool:
         """Whether this preparation (made without settings) holds for a user blocking these."""
