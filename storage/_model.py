@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+from ._config import Limits
 from ._errors import InvalidData
 
 __all__ = [
@@ -94,7 +95,7 @@ class PreparedSamples:
 
     rows: tuple[tuple[Any, ...], ...]
     backend: str
-    limits: Any
+    limits: Limits
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -7,7 +7,8 @@ them together, in two short transactions:
      on its own so that a concurrent repeat (another lane, another process) sees 409, not a race;
   2. write — samples, soft deletions, one ``health.samples.changed`` outbox event per request naming
      the (metric, local date) keys it touched, the user's watermark bump, and the request's stored
-     result, all in one unit of work: committed together or not at all.
+     result, all in one unit of work: committed together or not at all. The samples arrive judged
+     and store-checked (IngestService.prepare), so the lane's own work per request is small.
 
 A background lane (cold) waits for its turn (see _priority) before each of the two transactions,
 so a foreground request never finds its transaction queued behind a backfill one that began after it.
