@@ -129,12 +129,13 @@ def _not_plain(value: object) -> Any:
 
 def dump_json(field: str, value: object, limit: int) -> str:
     """Compact JSON text of ``value``; NaN, Infinity and values JSON cannot hold are refused."""
+    encoded: str | None
     try:
         encoded = orjson.dumps(value, default=_not_plain, option=_ORJSON_PLAIN).decode()
     except TypeError:
-        encoded = "null"
-    if "null" in encoded:
-        # orjson writes NaN and Infinity as null: the stdlib encoder decides, and refuses them.
+        encoded = None
+    if encoded is None or "null" in encoded:
+        # orjson refused it, or wrote a NaN or Infinity as null: the stdlib encoder decides.
         try:
             encoded = _dumps(value)
         except (TypeError, ValueError) as exc:

@@ -56,11 +56,12 @@ class IngestService:
     gauges: dict[str, LaneGauge]
     config: IngestConfig
     priority: LanePriority
+    store: Store  # the lanes' store; uploads are prepared for it before they queue
     path: str = "root/ingest"
-    store: Store | None = None  # the lanes' store, for preparing uploads before they queue
 
-    def subtree(self, store: Store) -> Supervisor:
+    def subtree(self) -> Supervisor:
         cfg = self.config
+        store = self.store
         lanes = [
             ChildSpec(lane, IngestLane,
                       kwargs={"store": store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane],
@@ -99,7 +100,7 @@ class IngestService:
 
         A checkpoint between its steps: the lanes' transactions resume on this thread too, and
         each of their steps would otherwise wait for the whole preparation."""
-        if self.store is None or batch.prepared is not None:
+        if batch.prepared is not None:
             return batch
         steps = preparing_upload(batch.samples, self.store)
         while True:
@@ -122,7 +123,7 @@ class IngestService:
         return outcome
 
 
-def ingest_service(config: IngestConfig | None = None, store: Store | None = None) -> IngestService:
+def ingest_service(store: Store, config: IngestConfig | None = None) -> IngestService:
     config = config or IngestConfig()
     return IngestService(gauges={lane: LaneGauge(lane=lane, capacity=config.capacity[lane]) for lane in LANES},
                          config=config, priority=LanePriority(config.priority), store=store)

@@ -63,8 +63,8 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 def application(store: Store, config: TreeConfig | None = None) -> Application:
     """The whole application over ``store``."""
     config = config or TreeConfig()
-    ingest: IngestService = ingest_service(config.ingest, store)
+    ingest: IngestService = ingest_service(store, config.ingest)
     accounts = ChildSpec("accounts", Account, kwargs={"store": store}, keyed=True,
                          idle_timeout=config.account_idle_timeout, max_live=config.max_live_accounts, mailbox=256)
-    tree = _root(config, [_telemetry(config), ingest.subtree(store), accounts])
+    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts])
     return Application(tree=tree, resources={"ingest": ingest, "store": store})
