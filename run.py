@@ -11,7 +11,6 @@ Exit codes: 0 success (including a signalled shutdown), 1 runtime failure, 2 con
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
 import os
@@ -38,7 +37,10 @@ from transport import (
     begin_drain,
     configure_logging,
     create_app,
+    default_processes,
     issue_token,
+    open_cpu_pool,
+    tune_gc,
     user_blueprints,
 )
 
@@ -144,10 +146,14 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 app_parts = application(store)
                 tree, blueprints = app_parts.tree, user_blueprints()
                 resources = {**app_parts.resources, "coordination": coordination}
+            # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
+            processes = settings.decode_processes
+            cpu_pool = await stack.enter_async_context(
+                open_cpu_pool(default_processes() if processes is None else processes))
             try:
                 async with ActorSystem.start(tree) as system:
                     app = create_app(settings, system=system, blueprints=blueprints, resources=resources,
-                                     health=health)
+                                     health=health, cpu_pool=cpu_pool)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
@@ -165,19 +171,6 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 return EXIT_FAILURE
     log.info("stopped")
     return EXIT_OK
-
-
-# The server allocates many short-lived objects per request (parsed bodies, pydantic models) over a
-# large, long-lived heap (actors, modules): with CPython's default thresholds the full collections
-# that walk that heap pause everything for tens of milliseconds, many times a second under load.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Collect young objects less often, and leave what start-up built out of every collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -230,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (VIGIL_REDIS_URL)")
     p.add_argument("--tree", help="root tree factory MODULE:FUNCTION (default actors.supervisor:root_tree)")
-    p.set_defaults(func=cmd_serve, overrides=("host", "port", "database_url", "redis_url"))
+    p.add_argument("--decode-processes", dest="decode_processes", type=int,
+                   help="worker processes decoding uploads, 0 for none (VIGIL_DECODE_PROCESSES, default one per "
+                        "core, at most 4)")
+    p.set_defaults(func=cmd_serve, overrides=("host", "port", "database_url", "redis_url", "decode_processes"))
 
     p = sub.add_parser("token", help="print a user JWT for local use, signed with the configured secret")
     p.add_argument("--user", required=True, help="the user id (the token's sub claim)")

@@ -81,7 +81,7 @@ from ._model import (
 from ._open import StoreOpener, migrate, open_store
 from ._protocol import Store
 from ._repos import Transaction
-from ._tx import Op
+from ._tx import Op, SamplePreparer
 
 __all__ = [
     "Change",
@@ -112,6 +112,7 @@ __all__ = [
     "SampleCursor",
     "SampleIn",
     "SampleKey",
+    "SamplePreparer",
     "SerializationFailure",
     "SleepNight",
     "Store",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from typing import Any
 
 __all__ = [
     "CommitUnknown",
@@ -42,6 +43,10 @@ class InvalidData(StoreError, ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its two fields (args holds only the message): crosses process boundaries.
+        return (type(self), (self.field, self.problem))
 
 
 class NotFound(StoreError, LookupError):

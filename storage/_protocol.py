@@ -11,6 +11,7 @@ import trio
 from ._config import RetryPolicy, StoreConfig
 from ._model import PreparedSamples, SampleIn
 from ._repos import Transaction
+from ._tx import SamplePreparer
 
 __all__ = ["Store"]
 
@@ -52,6 +53,11 @@ class Store(Protocol):
     def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
         """``rows`` checked and converted now (no I/O) for a later ``tx.samples.upsert_many``;
         raises InvalidData as that would."""
+        ...
+
+    @property
+    def preparer(self) -> SamplePreparer:
+        """``prepare_samples`` as plain, picklable data (backend and limits), for another process."""
         ...
 
     def device_lock(self, user_id: str, device_id: str) -> AbstractAsyncContextManager[None]:

@@ -8,6 +8,7 @@ decides how many ops share one crossing:
     a, b = await tx.run(op1, op2)  # run both: one crossing
     tx.defer(op3)                  # run with the next crossing (at the latest, with COMMIT)
     await tx.commit(op4)           # deferred ops + op4 + COMMIT: one crossing
+    await tx.commit(tx.script(fn)) # ops that depend on earlier results, decided in between: one crossing
 
 BEGIN rides on the first crossing and COMMIT on the last, so a unit of work whose results
 are only needed at the end costs a single crossing.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import trio
 
 from . import _validate as v
-from ._config import RetryPolicy, StoreConfig
+from ._config import Limits, RetryPolicy, StoreConfig
 from ._errors import StoreError
 from ._model import PreparedSamples, SampleIn
 from ._sql import Cmd, StepsFn
@@ -131,6 +132,49 @@ class TransactionBase(abc.ABC):
         self._check_usable()
         self._submit(ops)
         self._deferred.extend(ops)
+
+    def script(self, fn: Callable[[], Generator[Op[Any], Any, T]]) -> Op[T]:
+        """One op made of many: ``fn()`` is a generator that yields ops of this transaction and
+        receives each one's result, deciding between them what to do next; its return value is
+        the op's result. All of it runs in one crossing, on the database side (SQLite's thread,
+        PostgreSQL's asyncio loop): the code between the yields must be plain computation —
+        no trio, no I/O, no shared state — and may run again when the unit of work is retried.
+        The inner ops' commit hooks run on the trio side, after COMMIT, as usual."""
+        hooks: list[tuple[Callable[[Any], None], Any]] = []
+
+        def steps() -> Generator[Cmd, Any, T]:
+            script = fn()
+            unsubmitted = self._unsubmitted
+            try:
+                op = next(script)
+                while True:
+                    if not isinstance(op, Op):
+                        raise StoreError(f"a script yields ops of its transaction, not {op!r}")
+                    self._submit((op,))
+                    step = op.step
+                    if type(step) is Cmd:
+                        result = yield step
+                    elif type(step) is Const:
+                        result = step.value
+                    else:
+                        result = yield from step()  # type: ignore[operator]
+                    if op.post is not None:
+                        result = op.post(result)
+                    if op.on_commit is not None:
+                        hooks.append((op.on_commit, result))
+                    op = script.send(result)
+            except StopIteration as done:
+                if self._unsubmitted != unsubmitted:
+                    raise StoreError("a script made ops it never yielded") from None
+                return done.value  # type: ignore[no-any-return]
+            finally:
+                script.close()
+
+        def after_commit(_: Any) -> None:
+            for hook, value in hooks:
+                hook(value)
+
+        return Op(self, steps, on_commit=after_commit)
 
     @overload
     async def run(self, a: Op[A], /) -> tuple[A]: ...
@@ -297,6 +341,29 @@ class TransactionBase(abc.ABC):
         self._state = "done"
 
 
+class SamplePreparer:
+    """What ``prepare_samples`` needs of a store — its backend and limits — as plain, picklable data,
+    so another process (e.g. one that decodes uploads) can prepare rows that store will take."""
+
+    __slots__ = ("backend", "limits")
+
+    def __init__(self, backend: Literal["sqlite", "postgresql"], limits: Limits) -> None:
+        self.backend = backend
+        self.limits = limits
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SamplePreparer, (self.backend, self.limits))
+
+    def __repr__(self) -> str:
+        return f"SamplePreparer({self.backend!r}, {self.limits!r})"
+
+    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
+        """Check and convert ``rows`` for that store's ``tx.samples.upsert_many`` (no I/O).
+        Raises InvalidData exactly as ``upsert_many`` would."""
+        norm = v.samples(rows, self.limits, micros=self.backend == "sqlite")
+        return PreparedSamples(tuple(norm), self.backend, self.limits)
+
+
 class StoreBase(abc.ABC):
     """What both backends share: the transaction factory and the retrying unit of work."""
 
@@ -314,9 +381,12 @@ class StoreBase(abc.ABC):
         """Check and convert ``rows`` for ``tx.samples.upsert_many`` now, outside any unit of work
         (no I/O): a writer that prepares before it queues keeps that work off the write path.
         Raises InvalidData exactly as ``upsert_many`` would."""
-        limits = self.config.limits
-        norm = v.samples(rows, limits, micros=self.backend == "sqlite")
-        return PreparedSamples(tuple(norm), self.backend, limits)
+        return self.preparer.prepare_samples(rows)
+
+    @property
+    def preparer(self) -> SamplePreparer:
+        """``prepare_samples`` as plain data, for another process to run."""
+        return SamplePreparer(self.backend, self.config.limits)
 
     def transaction(self, *, readonly: bool = False, urgent: bool = False) -> Transaction:
         """A unit of work: ``async with store.transaction() as tx: ...``.

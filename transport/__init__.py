@@ -7,6 +7,7 @@ and ``storage``, never the reverse. Everything public is re-exported here; modul
 
 from ._app import VigilApp, create_app
 from ._auth import authenticate_ops, authenticate_user, bearer_token, issue_token, verify_user_token
+from ._cpu_pool import GC_THRESHOLDS, CpuPool, CpuPoolBroken, default_processes, open_cpu_pool, tune_gc
 from ._errors import (
     ApiError,
     Conflict,
@@ -53,11 +54,11 @@ def user_blueprints() -> list[ApiBlueprint]:
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",
     "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppServices",
-    "CheckResult", "ConfigError", "Conflict", "ErrorResponse", "Forbidden", "HealthRegistry", "HealthReport",
+    "GC_THRESHOLDS", "CheckResult", "ConfigError", "Conflict", "CpuPool", "CpuPoolBroken", "ErrorResponse", "Forbidden", "HealthRegistry", "HealthReport",
     "HealthResponse", "HttpMetrics", "InternalError", "JsonFormatter", "MethodNotAllowedError", "NotFound",
     "PayloadTooLarge", "RateLimited", "Reply", "RouteSpec", "Settings", "SupervisionNode", "Unauthenticated",
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "VigilApp",
     "authenticate_ops", "authenticate_user", "bearer_token", "begin_drain", "build_openapi",
-    "configure_logging", "create_app", "current_request_id", "event_to_dict", "get_services",
-    "issue_token", "to_api_error", "user_blueprints", "verify_user_token",
+    "configure_logging", "create_app", "current_request_id", "default_processes", "event_to_dict",
+    "get_services", "issue_token", "open_cpu_pool", "to_api_error", "tune_gc", "user_blueprints", "verify_user_token",
 ]

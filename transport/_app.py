@@ -13,6 +13,7 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from ._auth import TokenVerifier
+from ._cpu_pool import CpuPool
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._metrics import HttpMetrics
@@ -40,10 +41,12 @@ class VigilApp(QuartTrio):
 
 
 def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Sequence[ApiBlueprint] = (),
-               health: HealthRegistry | None = None, resources: Mapping[str, Any] | None = None) -> VigilApp:
+               health: HealthRegistry | None = None, resources: Mapping[str, Any] | None = None,
+               cpu_pool: CpuPool | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``blueprints`` add user routes; ``health`` may carry extra checks (the actor
-    system and draining checks are added here); ``resources`` holds later dependencies by name."""
+    system and draining checks are added here); ``resources`` holds later dependencies by name;
+    ``cpu_pool`` (see ``open_cpu_pool``) decodes uploads in worker processes, else this one does."""
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -66,7 +69,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
     app.extensions[EXTENSION_KEY] = AppServices(
         settings=settings, system=system, health=health, metrics=HttpMetrics(system, ingest=(resources or {}).get("ingest")), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret), openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
-        resources=dict(resources or {}))
+        resources=dict(resources or {}), cpu_pool=cpu_pool)
 
     app.before_request(_begin_request)
     app.after_request(_finish_request)

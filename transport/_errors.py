@@ -52,6 +52,17 @@ class ApiError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.code}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a worker process (upload decoding), answered here: rebuilt with every field.
+        return (_rebuild_api_error, (type(self), dict(self.__dict__)))
+
+
+def _rebuild_api_error(cls: type[ApiError], state: dict[str, Any]) -> ApiError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class ValidationFailed(ApiError):
     status = 400

@@ -7,8 +7,10 @@ request's shape happens here (pydantic); per-sample judgement happens in the lan
 from __future__ import annotations
 
 import re
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
@@ -25,9 +27,11 @@ from actors.ingest import (
     payload_hash_raw,
 )
 from actors.ingest._account import GetSettings, PutSettings, QuerySamples
+from actors.ingest._samples import DeletionInput, PreparesSamples, preparing_upload
 from kernel import ActorSystem
 from storage import HealthSample, InvalidData, SampleCursor, UserSettings
 
+from ._cpu_pool import CpuPool, CpuPoolBroken
 from ._errors import (
     Conflict,
     Forbidden,
@@ -210,7 +214,9 @@ def _lane_full(full: LaneFull) -> RateLimited:
              errors=[400, 403, 409, 413, 415, 422, 429, 503])
 async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
     _refuse_while_draining()
-    service: IngestService = get_services().resource("ingest")
+    services = get_services()
+    service: IngestService = services.resource("ingest")
+    pool = services.cpu_pool
     lane = _named_lane(raw)
     if lane is not None:
         try:
@@ -220,25 +226,31 @@ async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
             raise _lane_full(full) from None
     if lane is not None and not service.is_background(lane):
         with service.priority.foreground():
-            return await _ingest(service, await service.prepare(await _decode(user_id, raw)))
-    # Backfill parses one request at a time, and only when the foreground lanes are quiet.
-    async with service.priority.background_cpu():
-        batch = await service.prepare(await _decode(user_id, raw))
+            return await _ingest(service, await _decode(user_id, raw, service, pool))
+    if pool is None:
+        # Backfill parses one request at a time, and only when the foreground lanes are quiet:
+        # here, parsing holds the GIL that every lane's transaction needs too.
+        async with service.priority.background_cpu():
+            batch = await _decode(user_id, raw, service, None)
+    else:
+        # In worker processes backfill may parse in parallel, still only in its turn.
+        await service.priority.background_turn()
+        batch = await _decode(user_id, raw, service, pool, background=True)
     return await _ingest(service, batch)
 
 
-async def _decode(user_id: str, raw: bytes) -> IngestBatch:
-    """Validate the body, check its payloadHash, and turn it into the lane's message.
-
-    Checkpoints between the steps (each under a millisecond for 500 samples) let the lanes'
-    transactions, which resume on this thread, go on in between."""
+def decoding_upload(user_id: str, raw: bytes, preparer: PreparesSamples) -> Generator[None, None, IngestBatch]:
+    """Validate the body, check its payloadHash, judge and store-check its samples: the lane's
+    message, ready to commit. Yields between its steps (each under a millisecond for 500 samples),
+    so an async driver can let other tasks run in between; raises the ApiError (or the store's
+    InvalidData) the request is answered with."""
     # Parsed once for both validation and the hash; what orjson refuses (malformed JSON, NaN, ...)
     # takes the stdlib path, which answers it as before.
     document = parse_body(raw)
-    await trio.lowlevel.checkpoint()
+    yield
     body: BatchUpsertBody = (validate_body(BatchUpsertBody, raw) if document is None
                              else validate_parsed(BatchUpsertBody, document, raw))
-    await trio.lowlevel.checkpoint()
+    yield
     count = len(body.samples) + len(body.deletions)
     if count > MAX_ITEMS:
         raise PayloadTooLarge(f"{count} samples + deletions; at most {MAX_ITEMS} per request",
@@ -250,6 +262,8 @@ async def _decode(user_id: str, raw: bytes) -> IngestBatch:
     if expected != body.payload_hash:
         raise Unprocessable("payloadHash does not match the body (SHA-256 of its RFC 8785 form without payloadHash)",
                             code="PAYLOAD_HASH_MISMATCH")
+    yield
+    prepared = yield from preparing_upload(body.samples, preparer)
     return IngestBatch(
         user_id=user_id,
         request_id=body.request_id,
@@ -258,7 +272,73 @@ async def _decode(user_id: str, raw: bytes) -> IngestBatch:
         # The validated models satisfy the lane's SampleLike/DeletionLike as they are: no copy per sample.
         samples=tuple(body.samples),
         deletions=tuple(body.deletions),
+        prepared=prepared,
     )
+
+
+def decode_upload(user_id: str, raw: bytes, preparer: PreparesSamples) -> IngestBatch:
+    """:func:`decoding_upload` in one go, as a worker process runs it. What it returns crosses
+    back pickled, so it carries the prepared rows and plain deletions but not the sample models
+    (the caller attaches :class:`UploadSamples` instead)."""
+    steps = decoding_upload(user_id, raw, preparer)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            batch: IngestBatch = done.value
+            break
+    deletions = tuple(DeletionInput(source_id=d.source_id, source_record_id=d.source_record_id, start_at=d.start_at)
+                      for d in batch.deletions)
+    return replace(batch, samples=(), deletions=deletions)
+
+
+class UploadSamples(Sequence[SampleBody]):
+    """The samples of an upload already validated (in a worker), parsed again here only if asked
+    for: the lane needs them only to prepare an upload again for a user's blocked metrics."""
+
+    __slots__ = ("_raw", "_samples")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._samples: tuple[SampleBody, ...] | None = None
+
+    def _loaded(self) -> tuple[SampleBody, ...]:
+        if self._samples is None:
+            self._samples = tuple(validate_body(BatchUpsertBody, self._raw).samples)
+        return self._samples
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    @overload
+    def __getitem__(self, index: int) -> SampleBody: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SampleBody]: ...
+    def __getitem__(self, index: int | slice) -> SampleBody | Sequence[SampleBody]:
+        return self._loaded()[index]
+
+    def __iter__(self) -> Iterator[SampleBody]:
+        return iter(self._loaded())
+
+
+async def _decode(user_id: str, raw: bytes, service: IngestService, pool: CpuPool | None, *,
+                  background: bool = False) -> IngestBatch:
+    preparer = service.store.preparer
+    if pool is not None:
+        try:
+            batch = await pool.run(decode_upload, user_id, raw, preparer, background=background)
+        except CpuPoolBroken:
+            raise Unavailable("decoding this upload failed on the server's side; retry") from None
+        return replace(batch, samples=UploadSamples(raw))
+    # In this process: checkpoints between the steps let the lanes' transactions, which resume on
+    # this thread, go on in between.
+    steps = decoding_upload(user_id, raw, preparer)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await trio.lowlevel.checkpoint()
 
 
 async def _ingest(service: IngestService, batch: IngestBatch) -> Any:

@@ -10,6 +10,7 @@ import trio
 from quart import Quart, current_app
 
 from ._auth import TokenVerifier
+from ._cpu_pool import CpuPool
 from ._health import HealthRegistry
 from ._metrics import HttpMetrics
 from ._settings import Settings
@@ -40,6 +41,8 @@ class AppServices:
     routes: tuple[RouteSpec, ...]
     openapi_json: bytes  # rendered once at app creation: the routes cannot change afterwards
     tokens: TokenVerifier
+    # Worker processes for uploads' CPU-bound decoding; None: decode in this process.
+    cpu_pool: CpuPool | None = None
     # Later dependencies (storage, redis, ...) by name, until they earn a typed field here.
     resources: Mapping[str, Any] = field(default_factory=dict)
 

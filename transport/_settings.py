@@ -35,6 +35,8 @@ class Settings:
     ops_token: str = DEV_OPS_TOKEN
     production: bool = False
     max_body_bytes: int = 5 * 1024 * 1024
+    # Worker processes that decode uploads (0: in the server process); None: one per core, at most 4.
+    decode_processes: int | None = None
     log_level: str = "INFO"
     # How long in-flight HTTP requests and WebSockets get to finish after a shutdown signal.
     drain_timeout: float = 10.0
@@ -48,6 +50,8 @@ class Settings:
             raise ConfigError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+        if self.decode_processes is not None and not 0 <= self.decode_processes <= 64:
+            raise ConfigError(f"decode_processes must be 0..64, got {self.decode_processes}")
         if self.drain_timeout < 0 or self.health_check_timeout <= 0:
             raise ConfigError("drain_timeout must be >= 0 and health_check_timeout > 0")
         if self.production:
@@ -101,6 +105,7 @@ class Settings:
             ("jwt_secret", "VIGIL_JWT_SECRET", str),
             ("ops_token", "VIGIL_OPS_TOKEN", str),
             ("max_body_bytes", "VIGIL_MAX_BODY_BYTES", _int("VIGIL_MAX_BODY_BYTES")),
+            ("decode_processes", "VIGIL_DECODE_PROCESSES", _int("VIGIL_DECODE_PROCESSES")),
             ("log_level", "VIGIL_LOG_LEVEL", str),
         ):
             raw = environ.get(var)

@@ -1,26 +1,26 @@
 """An ingestion lane: one actor per lane (hot, cold, change), each with its own bounded mailbox.
 
 Group commit: the lane takes every request waiting in its mailbox (up to ``max_batch``) and commits
-them together, in two short transactions:
+them together in one transaction and one crossing into the store (``tx.script``): each user's
+settings, each (user, requestId) claimed — or found completed (replay), claimed with another
+payload (mismatch) or still processing elsewhere (409) — and, for the requests it won, samples,
+soft deletions, one ``health.samples.changed`` outbox event naming the (metric, local date) keys
+touched, the user's watermark bump and the request's stored result. Nothing of a request is ever
+visible half done: a concurrent repeat waits on the claim's row lock (PostgreSQL) or on the single
+writer (SQLite) and then finds the request completed. The samples arrive judged and store-checked
+(decoded and prepared before they queue), so the lane's own work per request is small.
 
-  1. claim — read each user's settings and claim each (user, requestId) as "processing", committed
-     on its own so that a concurrent repeat (another lane, another process) sees 409, not a race;
-  2. write — samples, soft deletions, one ``health.samples.changed`` outbox event per request naming
-     the (metric, local date) keys it touched, the user's watermark bump, and the request's stored
-     result, all in one unit of work: committed together or not at all. The samples arrive judged
-     and store-checked (IngestService.prepare), so the lane's own work per request is small.
+A background lane (cold) waits for its turn (see _priority) before its transaction, so a foreground
+request never finds its transaction queued behind a backfill one that began after it.
 
-A background lane (cold) waits for its turn (see _priority) before each of the two transactions,
-so a foreground request never finds its transaction queued behind a backfill one that began after it.
-
-If the write fails, the claimed requests are marked failed (so a retry may take them over) and the
-batch is retried one request at a time, so one bad request cannot fail its neighbours. A process
-that dies between the two leaves "processing" rows behind: the reaper frees them.
+If a group's transaction fails, nothing of it was written; the requests are retried one at a time,
+so one bad request cannot fail its neighbours. A request whose claim was left "processing" (by a
+process of an earlier version, or written by hand) answers 409 until the reaper frees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,6 @@ class LaneGauge:
 class _Pending:
     msg: IngestBatch
     outcome: Any = None  # IngestOutcome or Failed, once decided
-    settings: Any = None
     first: _Pending | None = None  # an earlier message of the same batch with the same request
 
 
@@ -107,141 +106,112 @@ class IngestLane(Actor):
         return [p.outcome for p in pending]
 
     async def _commit(self, batches: list[_Pending]) -> None:
-        await self._turn()
-        fresh = await self._claim(batches)
-        if not fresh:
-            return
+        claimants = self._claimants(batches)
         await self._turn()
         try:
-            await self._write(fresh)
+            await self._transact(claimants)
         except StoreError as exc:
-            await self._release(fresh, "the write failed" if len(fresh) == 1 else "retrying alone")
-            if len(fresh) > 1:
-                for one in fresh:
-                    await self._write_alone(one)
-            elif isinstance(exc, InvalidData | StoreUnavailable):
-                # The client's data (400) or the database's health (503): answer it, do not crash.
-                fresh[0].outcome = Failed(exc)
-            else:
-                raise
+            if len(claimants) == 1 and not isinstance(exc, InvalidData | StoreUnavailable):
+                raise  # not the client's data nor the database's health: let the supervisor see it
+            if len(claimants) == 1:
+                claimants[0].outcome = Failed(exc)  # 400 for the client's data, 503 for the database
+                return
+            for one in claimants:  # nothing of the group was written: each on its own
+                await self._turn()
+                try:
+                    await self._transact([one])
+                except StoreError as alone:
+                    one.outcome = Failed(alone)
 
-    async def _claim(self, batches: list[_Pending]) -> list[_Pending]:
-        """Transaction 1: settings and claims, one crossing. Returns the requests this lane won."""
+    @staticmethod
+    def _claimants(batches: list[_Pending]) -> list[_Pending]:
+        """The first message of each (user, requestId), in claim order: one lock order for every
+        writer (sorted), so two lanes cannot deadlock on PostgreSQL."""
         seen: dict[tuple[str, str], _Pending] = {}
-        claimants: list[_Pending] = []
         for p in batches:
             key = (p.msg.user_id, p.msg.request_id)
             if key in seen:
                 p.first = seen[key]
             else:
                 seen[key] = p
-                claimants.append(p)
-        users = sorted({p.msg.user_id for p in claimants})
-        async with self.store.transaction(urgent=self.urgent) as tx:
-            ops = [tx.users.get_settings(u) for u in users]
-            ops += [tx.ingest.begin(p.msg.user_id, p.msg.request_id, p.msg.payload_hash, lane=p.msg.lane)
-                    for p in claimants]
-            results = await tx.commit(*ops)
-        settings = dict(zip(users, results[: len(users)], strict=True))
-        fresh: list[_Pending] = []
-        disabled: list[_Pending] = []
-        for p, begin in zip(claimants, results[len(users):], strict=True):
-            p.settings = settings[p.msg.user_id]
-            existing = begin.request
-            if begin.acquired:
-                if p.settings.allow_health_data_upload:
-                    fresh.append(p)
-                else:
-                    p.outcome = IngestOutcome(kind="upload_disabled")
-                    disabled.append(p)
-            elif existing.payload_hash != p.msg.payload_hash:
-                p.outcome = IngestOutcome(kind="hash_mismatch",
-                                          detail="this requestId was used with a different payload")
-            elif existing.status == "completed":
-                p.outcome = IngestOutcome(kind="replay", result=existing.result)
-            else:
-                p.outcome = IngestOutcome(kind="in_progress")
-        if disabled:
-            await self._release(disabled, "health data upload is disabled")
-        return fresh
+        return [seen[key] for key in sorted(seen)]
 
-    async def _write(self, fresh: list[_Pending]) -> None:
-        """Transaction 2: every fresh request's changes, events, watermarks and results together."""
-        prepared = []
-        for p in fresh:
-            blocked = p.settings.blocked_metrics
-            upload = p.msg.prepared
-            if upload is None or not upload.applies_to(blocked):
-                # Not prepared on the way in, or prepared without this user's blocked metrics.
-                upload = prepare_upload(p.msg.samples, self.store, blocked_metrics=blocked)
-            keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in p.msg.deletions]
-            prepared.append((p, upload, keys))
-        # One lock order for every writer (users sorted), so two lanes cannot deadlock on PostgreSQL.
-        prepared.sort(key=lambda item: item[0].msg.user_id)
-
-        async def work(tx: Any) -> list[dict[str, Any]]:
-            ops: list[Any] = []
-            for p, upload, keys in prepared:
-                ops.append(tx.samples.upsert_many(p.msg.user_id, upload.rows))
-                ops.append(tx.samples.soft_delete_many(p.msg.user_id, keys))
-            counts = await tx.run(*ops)
-            finals: list[Any] = []
-            results: list[dict[str, Any]] = []
-            for i, (p, upload, _keys) in enumerate(prepared):
-                upserted, deleted = counts[2 * i], counts[2 * i + 1]
-                result = {
-                    "requestId": p.msg.request_id,
-                    "status": "completed",
-                    "inserted": upserted.inserted,
-                    "updated": upserted.updated,
-                    "deleted": deleted.deleted,
-                    "rejected": [r.to_dict() for r in upload.rejected],
-                }
-                results.append(result)
-                changes = upserted.inserted + upserted.updated + deleted.deleted
-                if changes:
-                    timezone = p.settings.timezone
-                    keys = set(local_keys(upload.minutes, timezone))
-                    keys.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
-                    finals.append(tx.outbox.enqueue(
-                        p.msg.user_id,
-                        SAMPLES_CHANGED,
-                        {"requestId": p.msg.request_id, "lane": p.msg.lane, "changes": changes,
-                         "keys": [{"metric": m, "date": d} for m, d in sorted(keys)]},
-                        dedupe_key=f"ingest:{p.msg.user_id}:{p.msg.request_id}",
-                    ))
-                    finals.append(tx.watermarks.bump(p.msg.user_id, changes))
-                finals.append(tx.ingest.complete(p.msg.user_id, p.msg.request_id, result))
-            await tx.commit(*finals)
-            return results
+    async def _transact(self, claimants: list[_Pending]) -> None:
+        async def work(tx: Any) -> list[tuple[IngestOutcome, int]]:
+            (decided,) = await tx.commit(tx.script(lambda: self._group(tx, claimants)))
+            return decided  # type: ignore[no-any-return]
 
         # transact() reruns the whole unit of work on a transient failure (deadlock, serialization).
-        results = await self.store.transact(work, urgent=self.urgent)
+        decided = await self.store.transact(work, urgent=self.urgent)
         g = self.gauge
         g.transactions += 1
-        for (p, upload, _), result in zip(prepared, results, strict=True):
-            p.outcome = IngestOutcome(kind="completed", result=result)
-            g.samples += len(upload.rows)
+        for p, (outcome, stored) in zip(claimants, decided, strict=True):
+            p.outcome = outcome
+            g.samples += stored
 
-    async def _write_alone(self, p: _Pending) -> None:
-        probe = _Pending(p.msg)
-        claimed = await self._claim([probe])
-        if not claimed:
-            p.outcome = probe.outcome  # what the claim found: replay, mismatch, 409 or 403
-            return
-        claimed[0].outcome = None
-        try:
-            await self._write(claimed)
-        except StoreError as exc:
-            await self._release(claimed, f"write failed: {exc}")
-            p.outcome = Failed(exc)
-            return
-        p.outcome = claimed[0].outcome
+    def _group(self, tx: Any, claimants: list[_Pending]) -> Generator[Any, Any, list[tuple[IngestOutcome, int]]]:
+        """The group's unit of work, run on the store's side of one crossing (see ``tx.script``):
+        plain computation between the ops. Returns each claimant's outcome and stored samples."""
+        settings: dict[str, Any] = {}
+        for user in sorted({p.msg.user_id for p in claimants}):
+            settings[user] = yield tx.users.get_settings(user)
+        decided: list[tuple[IngestOutcome, int]] = []
+        for p in claimants:
+            msg = p.msg
+            mine = settings[msg.user_id]
+            allowed = mine.allow_health_data_upload
+            if allowed:
+                begin = yield tx.ingest.begin(msg.user_id, msg.request_id, msg.payload_hash, lane=msg.lane)
+                existing, acquired = begin.request, begin.acquired
+            else:
+                # Nothing is claimed for a refused upload, but a repeat still answers as one.
+                existing, acquired = (yield tx.ingest.get(msg.user_id, msg.request_id)), False
+            if acquired:
+                decided.append((yield from self._write(tx, msg, mine)))
+            elif existing is None or (existing.status == "failed" and not allowed):
+                decided.append((IngestOutcome(kind="upload_disabled"), 0))
+            elif existing.payload_hash != msg.payload_hash:
+                decided.append((IngestOutcome(kind="hash_mismatch",
+                                              detail="this requestId was used with a different payload"), 0))
+            elif existing.status == "completed":
+                decided.append((IngestOutcome(kind="replay", result=existing.result), 0))
+            else:
+                decided.append((IngestOutcome(kind="in_progress"), 0))
+        return decided
 
-    async def _release(self, requests: Sequence[_Pending], why: str) -> None:
-        """Mark claimed requests failed, so the client's retry (same hash) may claim them again."""
-        async with self.store.transaction(urgent=self.urgent) as tx:
-            await tx.commit(*(tx.ingest.fail(p.msg.user_id, p.msg.request_id, why) for p in requests))
+    def _write(self, tx: Any, msg: IngestBatch, settings: Any) -> Generator[Any, Any, tuple[IngestOutcome, int]]:
+        """One claimed request's changes, event, watermark and stored result."""
+        blocked = settings.blocked_metrics
+        upload = msg.prepared
+        if upload is None or not upload.applies_to(blocked):
+            # Not prepared on the way in, or prepared without this user's blocked metrics.
+            upload = prepare_upload(msg.samples, self.store, blocked_metrics=blocked)
+        keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in msg.deletions]
+        upserted = yield tx.samples.upsert_many(msg.user_id, upload.rows)
+        deleted = yield tx.samples.soft_delete_many(msg.user_id, keys)
+        result = {
+            "requestId": msg.request_id,
+            "status": "completed",
+            "inserted": upserted.inserted,
+            "updated": upserted.updated,
+            "deleted": deleted.deleted,
+            "rejected": [r.to_dict() for r in upload.rejected],
+        }
+        changes = upserted.inserted + upserted.updated + deleted.deleted
+        if changes:
+            timezone = settings.timezone
+            touched = set(local_keys(upload.minutes, timezone))
+            touched.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
+            yield tx.outbox.enqueue(
+                msg.user_id,
+                SAMPLES_CHANGED,
+                {"requestId": msg.request_id, "lane": msg.lane, "changes": changes,
+                 "keys": [{"metric": m, "date": d} for m, d in sorted(touched)]},
+                dedupe_key=f"ingest:{msg.user_id}:{msg.request_id}",
+            )
+            yield tx.watermarks.bump(msg.user_id, changes)
+        yield tx.ingest.complete(msg.user_id, msg.request_id, result)
+        return IngestOutcome(kind="completed", result=result), len(upload.rows)
 
     @staticmethod
     def _settle_repeats(batches: list[_Pending]) -> None:

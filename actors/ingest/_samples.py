@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from storage import PreparedSamples, SampleIn, Store
+from storage import PreparedSamples, SampleIn
 
 from ._units import OutOfRange, UnknownMetric, UnknownUnit, to_canonical
 
@@ -48,6 +48,12 @@ class DeletionLike(Protocol):
     def source_record_id(self) -> str: ...
     @property
     def start_at(self) -> datetime: ...
+
+
+class PreparesSamples(Protocol):
+    """A store, or its ``preparer`` (the same check as plain data, for another process)."""
+
+    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +194,7 @@ class PreparedUpload:
         return self.metrics.isdisjoint(blocked_metrics)
 
 
-def preparing_upload(samples: Sequence[SampleLike], store: Store, *,
+def preparing_upload(samples: Sequence[SampleLike], store: PreparesSamples, *,
                      blocked_metrics: Iterable[str] = ()) -> Generator[None, None, PreparedUpload]:
     """:func:`prepare_upload` in steps: it yields between them (each well under a millisecond for
     a 500-sample upload), so an async caller can let other tasks run in between."""
@@ -200,7 +206,7 @@ def preparing_upload(samples: Sequence[SampleLike], store: Store, *,
                           minutes=sample_minutes(rows))
 
 
-def prepare_upload(samples: Sequence[SampleLike], store: Store, *,
+def prepare_upload(samples: Sequence[SampleLike], store: PreparesSamples, *,
                    blocked_metrics: Iterable[str] = ()) -> PreparedUpload:
     """Everything per sample an upload needs before its transaction: pure but for the store's
     checks (no I/O). Raises the store's InvalidData for data it would refuse."""

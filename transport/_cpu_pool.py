@@ -1,0 +1,109 @@
+"""Worker processes for the CPU-bound part of requests (decoding uploads).
+
+Parsing, validating, hashing and preparing a 500-sample upload is ~4 ms of pure Python that holds
+the GIL. In the server process it competes with everything else that needs the GIL — the SQLite
+writer thread between its statements, other requests, the lanes resuming — so the server stays on
+one core however many it has. A :class:`CpuPool` runs such jobs in worker processes
+(trio-parallel, spawned: no fork of a process with threads) and only their results — plain data,
+~50 KB pickled for 500 prepared samples — come back.
+
+Foreground jobs (people waiting on a screen) never queue behind background ones: each kind has its
+own limiter of ``processes`` concurrent jobs, so a foreground job finds a free worker (one more is
+started if all are busy with backfill) while backfill alone never uses more than ``processes``.
+
+Errors: a job's own exception is re-raised here (ours pickle: ApiError, InvalidData). A worker that
+dies mid-job (OOM killer, a segfault) raises :class:`CpuPoolBroken` — retryable: the next job gets
+a fresh worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+import trio_parallel
+
+T = TypeVar("T")
+
+# The server and its workers allocate many short-lived objects per request (parsed bodies,
+# pydantic models) over a large, long-lived heap (modules, actors): with CPython's default
+# thresholds, full collections walk that heap many times a second under load.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Collect young objects less often, and leave what start-up built out of every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def default_processes() -> int:
+    """One worker per core, at most four: beyond that the single database writer is the limit."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class CpuPoolBroken(Exception):
+    """A worker process died while running a job (the job may be retried)."""
+
+
+def _worker_init() -> None:
+    # Import what the jobs use before the first job, then freeze it out of the collector.
+    import transport._ingest  # noqa: F401  (the upload decoder's module and its models)
+
+    tune_gc()
+
+
+def _nothing(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)  # holds this worker busy, so the next warm-up job starts another
+
+
+class CpuPool:
+    """Run picklable functions in worker processes; see the module docstring."""
+
+    def __init__(self, context: trio_parallel.WorkerContext, processes: int) -> None:
+        self.processes = processes
+        self._context = context
+        self._foreground = trio.CapacityLimiter(processes)
+        self._background = trio.CapacityLimiter(processes)
+
+    async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
+        """``fn(*args)`` in a worker. Not cancellable once started (jobs are milliseconds)."""
+        limiter = self._background if background else self._foreground
+        try:
+            return await self._context.run_sync(fn, *args, limiter=limiter)
+        except trio_parallel.BrokenWorkerError as exc:
+            raise CpuPoolBroken(f"a decoding worker process died: {exc}") from exc
+
+    async def warm_up(self) -> None:
+        """Start every worker now (spawning and importing takes about a second each), so the first
+        requests after start-up do not pay for it."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.processes):
+                nursery.start_soon(self.run, _nothing, 0.05)
+
+
+@asynccontextmanager
+async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
+    """A pool of ``processes`` workers, warmed up, shut down on exit; ``None`` for 0 (run jobs in
+    the server process)."""
+    if processes < 0:
+        raise ValueError(f"processes must be >= 0, got {processes}")
+    if processes == 0:
+        yield None
+        return
+    async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
+                                                 grace_period=10.0) as context:
+        pool = CpuPool(context, processes)
+        await pool.warm_up()
+        yield pool
+
+
+__all__ = ["GC_THRESHOLDS", "CpuPool", "CpuPoolBroken", "default_processes", "open_cpu_pool", "tune_gc"]
