@@ -143,6 +143,7 @@ class TransactionBase(abc.ABC):
         hooks: list[tuple[Callable[[Any], None], Any]] = []
 
         def steps() -> Generator[Cmd, Any, T]:
+            hooks.clear()  # a rerun (retried first crossing) must not keep a rolled-back run's hooks
             script = fn()
             unsubmitted = self._unsubmitted
             try:
