@@ -7,7 +7,15 @@ and ``storage``, never the reverse. Everything public is re-exported here; modul
 
 from ._app import VigilApp, create_app
 from ._auth import authenticate_ops, authenticate_user, bearer_token, issue_token, verify_user_token
-from ._cpu_pool import GC_THRESHOLDS, CpuPool, CpuPoolBroken, default_processes, open_cpu_pool, tune_gc
+from ._cpu_pool import (
+    BACKGROUND_NICENESS,
+    GC_THRESHOLDS,
+    CpuPool,
+    CpuPoolBroken,
+    default_processes,
+    open_cpu_pool,
+    tune_gc,
+)
 from ._errors import (
     ApiError,
     Conflict,
@@ -54,7 +62,7 @@ def user_blueprints() -> list[ApiBlueprint]:
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",
     "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppServices",
-    "GC_THRESHOLDS", "CheckResult", "ConfigError", "Conflict", "CpuPool", "CpuPoolBroken", "ErrorResponse", "Forbidden", "HealthRegistry", "HealthReport",
+    "BACKGROUND_NICENESS", "GC_THRESHOLDS", "CheckResult", "ConfigError", "Conflict", "CpuPool", "CpuPoolBroken", "ErrorResponse", "Forbidden", "HealthRegistry", "HealthReport",
     "HealthResponse", "HttpMetrics", "InternalError", "JsonFormatter", "MethodNotAllowedError", "NotFound",
     "PayloadTooLarge", "RateLimited", "Reply", "RouteSpec", "Settings", "SupervisionNode", "Unauthenticated",
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "VigilApp",

@@ -1,15 +1,18 @@
-"""Worker processes for the CPU-bound part of requests (decoding uploads).
+"""Worker processes, at low CPU priority, for the CPU-bound part of backfill (decoding uploads).
 
 Parsing, validating, hashing and preparing a 500-sample upload is ~4 ms of pure Python that holds
 the GIL. In the server process it competes with everything else that needs the GIL — the SQLite
 writer thread between its statements, other requests, the lanes resuming — so the server stays on
 one core however many it has. A :class:`CpuPool` runs such jobs in worker processes
-(trio-parallel, spawned: no fork of a process with threads) and only their results — plain data,
+(trio-parallel, spawned: no fork of a process with threads); only their results — plain data,
 ~50 KB pickled for 500 prepared samples — come back.
 
-Foreground jobs (people waiting on a screen) never queue behind background ones: each kind has its
-own limiter of ``processes`` concurrent jobs, so a foreground job finds a free worker (one more is
-started if all are busy with backfill) while backfill alone never uses more than ``processes``.
+The workers run at a lower OS priority (``nice``): backfill uses the cores nobody else wants, and
+the moment the server's own threads (a foreground request, the database writer) need a core, the
+kernel's scheduler gives it to them. Foreground uploads are small and decoded in the server itself.
+At most ``processes`` jobs are admitted at once, and each waits for its turn (the caller's
+``wait_turn``) after admission and right before it starts, so a burst of backfill cannot queue
+dozens of jobs that all passed their turn before a foreground request arrived.
 
 Errors: a job's own exception is re-raised here (ours pickle: ApiError, InvalidData). A worker that
 dies mid-job (OOM killer, a segfault) raises :class:`CpuPoolBroken` — retryable: the next job gets
@@ -21,7 +24,7 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -52,7 +55,12 @@ class CpuPoolBroken(Exception):
     """A worker process died while running a job (the job may be retried)."""
 
 
+# Added to the workers' nice value: the server's threads win every contended core.
+BACKGROUND_NICENESS = 10
+
+
 def _worker_init() -> None:
+    os.nice(BACKGROUND_NICENESS)
     # Import what the jobs use before the first job, then freeze it out of the collector.
     import transport._ingest  # noqa: F401  (the upload decoder's module and its models)
 
@@ -66,21 +74,26 @@ def _nothing(seconds: float) -> None:
 
 
 class CpuPool:
-    """Run picklable functions in worker processes; see the module docstring."""
+    """Run picklable functions in low-priority worker processes; see the module docstring."""
 
     def __init__(self, context: trio_parallel.WorkerContext, processes: int) -> None:
         self.processes = processes
         self._context = context
-        self._foreground = trio.CapacityLimiter(processes)
-        self._background = trio.CapacityLimiter(processes)
+        self._admitted = trio.CapacityLimiter(processes)
+        # Admission above is the bound; trio-parallel's own default limiter is process-wide.
+        self._unbounded = trio.CapacityLimiter(math.inf)
 
-    async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
-        """``fn(*args)`` in a worker. Not cancellable once started (jobs are milliseconds)."""
-        limiter = self._background if background else self._foreground
-        try:
-            return await self._context.run_sync(fn, *args, limiter=limiter)
-        except trio_parallel.BrokenWorkerError as exc:
-            raise CpuPoolBroken(f"a decoding worker process died: {exc}") from exc
+    async def run(self, fn: Callable[..., T], *args: Any,
+                  wait_turn: Callable[[], Awaitable[None]] | None = None) -> T:
+        """``fn(*args)`` in a worker, once admitted and (if given) after ``await wait_turn()``.
+        Not cancellable once started (jobs are milliseconds)."""
+        async with self._admitted:
+            if wait_turn is not None:
+                await wait_turn()
+            try:
+                return await self._context.run_sync(fn, *args, limiter=self._unbounded)
+            except trio_parallel.BrokenWorkerError as exc:
+                raise CpuPoolBroken(f"a worker process died: {exc}") from exc
 
     async def warm_up(self) -> None:
         """Start every worker now (spawning and importing takes about a second each), so the first
@@ -106,4 +119,4 @@ async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
         yield pool
 
 
-__all__ = ["GC_THRESHOLDS", "CpuPool", "CpuPoolBroken", "default_processes", "open_cpu_pool", "tune_gc"]
+__all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "CpuPool", "CpuPoolBroken", "default_processes", "open_cpu_pool", "tune_gc"]

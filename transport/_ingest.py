@@ -31,7 +31,7 @@ from actors.ingest._samples import DeletionInput, PreparesSamples, preparing_upl
 from kernel import ActorSystem
 from storage import HealthSample, InvalidData, SampleCursor, UserSettings
 
-from ._cpu_pool import CpuPool, CpuPoolBroken
+from ._cpu_pool import CpuPoolBroken
 from ._errors import (
     Conflict,
     Forbidden,
@@ -225,17 +225,22 @@ async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
         except LaneFull as full:
             raise _lane_full(full) from None
     if lane is not None and not service.is_background(lane):
+        # Foreground uploads are small and people wait on them: decoded here, at once.
         with service.priority.foreground():
-            return await _ingest(service, await _decode(user_id, raw, service, pool))
+            return await _ingest(service, await _decode_here(user_id, raw, service))
     if pool is None:
         # Backfill parses one request at a time, and only when the foreground lanes are quiet:
         # here, parsing holds the GIL that every lane's transaction needs too.
         async with service.priority.background_cpu():
-            batch = await _decode(user_id, raw, service, None)
+            batch = await _decode_here(user_id, raw, service)
     else:
-        # In worker processes backfill may parse in parallel, still only in its turn.
-        await service.priority.background_turn()
-        batch = await _decode(user_id, raw, service, pool, background=True)
+        # In low-priority worker processes, several at once, each still in its turn.
+        try:
+            batch = await pool.run(decode_upload, user_id, raw, service.store.preparer,
+                                   wait_turn=service.priority.background_turn)
+        except CpuPoolBroken:
+            raise Unavailable("decoding this upload failed on the server's side; retry") from None
+        batch = replace(batch, samples=UploadSamples(raw))
     return await _ingest(service, batch)
 
 
@@ -321,18 +326,10 @@ class UploadSamples(Sequence[SampleBody]):
         return iter(self._loaded())
 
 
-async def _decode(user_id: str, raw: bytes, service: IngestService, pool: CpuPool | None, *,
-                  background: bool = False) -> IngestBatch:
-    preparer = service.store.preparer
-    if pool is not None:
-        try:
-            batch = await pool.run(decode_upload, user_id, raw, preparer, background=background)
-        except CpuPoolBroken:
-            raise Unavailable("decoding this upload failed on the server's side; retry") from None
-        return replace(batch, samples=UploadSamples(raw))
-    # In this process: checkpoints between the steps let the lanes' transactions, which resume on
-    # this thread, go on in between.
-    steps = decoding_upload(user_id, raw, preparer)
+async def _decode_here(user_id: str, raw: bytes, service: IngestService) -> IngestBatch:
+    """:func:`decoding_upload` in this process, with checkpoints between the steps: the lanes'
+    transactions, which resume on this thread, go on in between."""
+    steps = decoding_upload(user_id, raw, service.store.preparer)
     while True:
         try:
             next(steps)
