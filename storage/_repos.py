@@ -440,7 +440,8 @@ class Ingest(_Repo):
         """Atomically claim a request: insert it as 'processing', or take over a 'failed' one
         with the same hash; otherwise return the existing row with ``acquired=False``.
 
-        Commit this on its own, before the work, so concurrent repeats see 'processing'."""
+        In the unit of work that writes the request's changes, a concurrent repeat waits for it and
+        then finds it completed; committed on its own first, repeats would see 'processing'."""
         args = (
             self._id("user_id", user_id),
             self._id("request_id", request_id),

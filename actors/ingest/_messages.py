@@ -24,7 +24,7 @@ class IngestBatch:
     lane: Lane
     samples: Sequence[SampleLike] = ()
     deletions: Sequence[DeletionLike] = ()
-    # ``samples`` judged and store-checked on the way in (IngestService.prepare); the lane
+    # ``samples`` judged and store-checked on the way in (``preparing_upload``); the lane
     # prepares them itself when this is None or was made without the user's blocked metrics.
     prepared: PreparedUpload | None = None
 
