@@ -103,16 +103,32 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeo
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0  # gone meanwhile
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
 class CpuMeter:
-    """CPU seconds (user + system, all threads) a server process used; read from /proc."""
+    """CPU seconds (user + system, all threads) a server process and its living children (the decode
+    workers) used; read from /proc. Workers that exit during a measurement are not counted."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
     def seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        return _cpu_seconds(self.pid) + sum(_cpu_seconds(child) for child in _children(self.pid))
 
     def measure(self, fn: Any) -> tuple[dict[str, Any], float]:
         before = self.seconds()
@@ -255,7 +271,7 @@ def report_throughput(out: dict[str, Any], backend: str, tput: dict[str, Any], r
     print(f"{name:<9} end-to-end {tput['samples_per_s']:>10,.0f} samples/s   Store upsert_many {raw:>10,.0f} rows/s   "
           f"ratio {ratio:.2f}  [{verdict(ratio >= 0.5, '>= 0.50')}]  ({tput['inserted']:,} inserted by {conns} conns, "
           f"runs {tput['runs_samples_per_s']}, request p50 {tput['p50_ms']} ms p99 {tput['p99_ms']} ms, "
-          f"statuses {tput['statuses']}, server CPU {tput['server_cpu_us_per_sample']} us/sample)", flush=True)
+          f"statuses {tput['statuses']}, server CPU incl. decode workers {tput['server_cpu_us_per_sample']} us/sample)", flush=True)
 
 
 def hot_config(port: int, tag: str, requests: int, deadline: float) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Op(Generic[T]):
     ) -> None:
         self._tx = tx
         self.step = step
-        self.post = post  # runs on the trio side, after the crossing
+        self.post = post  # runs after the crossing on the trio side (inside a script: on the database side)
         self.on_commit = on_commit  # runs on the trio side, after a successful COMMIT
         self.submitted = False
         tx._unsubmitted += 1
@@ -166,8 +166,13 @@ class TransactionBase(abc.ABC):
                     op = script.send(result)
             except StopIteration as done:
                 if self._unsubmitted != unsubmitted:
+                    self._unsubmitted = unsubmitted
                     raise StoreError("a script made ops it never yielded") from None
                 return done.value  # type: ignore[no-any-return]
+            except BaseException:
+                # Ops it made and never ran do not outlive it (a retried crossing runs it afresh).
+                self._unsubmitted = unsubmitted
+                raise
             finally:
                 script.close()
 

@@ -22,8 +22,10 @@ a fresh worker.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ import trio
 import trio_parallel
 
 T = TypeVar("T")
+log = logging.getLogger("vigil.transport")
 
 # The server and its workers allocate many short-lived objects per request (parsed bodies,
 # pydantic models) over a large, long-lived heap (modules, actors): with CPython's default
@@ -47,8 +50,9 @@ def tune_gc() -> None:
 
 
 def default_processes() -> int:
-    """One worker per core, at most four: beyond that the single database writer is the limit."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """One worker per core this process may use, at most four: beyond that the single database
+    writer is the limit."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 class CpuPoolBroken(Exception):
@@ -60,6 +64,10 @@ BACKGROUND_NICENESS = 10
 
 
 def _worker_init() -> None:
+    # A SIGTERM to the whole process group (systemd's default, tini -g) is the server's to handle:
+    # it drains, then closes the pool, which ends the workers. Killed first, they would fail the
+    # drain's last backfill jobs and the pool's orderly close.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(BACKGROUND_NICENESS)
     # Import what the jobs use before the first job, then freeze it out of the collector.
     import transport._ingest  # noqa: F401  (the upload decoder's module and its models)
@@ -67,10 +75,10 @@ def _worker_init() -> None:
     tune_gc()
 
 
-def _nothing(seconds: float) -> None:
+def _hold_worker(seconds: float) -> None:
     import time
 
-    time.sleep(seconds)  # holds this worker busy, so the next warm-up job starts another
+    time.sleep(seconds)  # keeps this worker busy, so the next warm-up job starts another
 
 
 class CpuPool:
@@ -100,7 +108,7 @@ class CpuPool:
         requests after start-up do not pay for it."""
         async with trio.open_nursery() as nursery:
             for _ in range(self.processes):
-                nursery.start_soon(self.run, _nothing, 0.05)
+                nursery.start_soon(self.run, _hold_worker, 0.05)
 
 
 @asynccontextmanager
@@ -112,11 +120,23 @@ async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
     if processes == 0:
         yield None
         return
-    async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
-                                                 grace_period=10.0) as context:
-        pool = CpuPool(context, processes)
-        await pool.warm_up()
-        yield pool
+    body_failed = False
+    try:
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
+                                                     grace_period=10.0) as context:
+            pool = CpuPool(context, processes)
+            await pool.warm_up()
+            try:
+                yield pool
+            except BaseException:
+                body_failed = True
+                raise
+    except trio_parallel.BrokenWorkerError as exc:
+        if body_failed:
+            raise
+        # Workers killed from outside (OOM killer, kill -9) by the time the pool closes: they hold
+        # nothing of ours, so shutdown goes on.
+        log.warning("worker processes had died by the time the pool closed", exc_info=exc)
 
 
 __all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "CpuPool", "CpuPoolBroken", "default_processes", "open_cpu_pool", "tune_gc"]

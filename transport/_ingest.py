@@ -1,7 +1,9 @@
 """User settings and health-sample ingestion (API.md "User settings", "Health samples: ingestion").
 
-Handlers only translate: HTTP in, a message to an actor, the actor's answer out. Validation of the
-request's shape happens here (pydantic); per-sample judgement happens in the lane.
+Handlers only translate: HTTP in, a message to an actor, the actor's answer out. An upload is validated
+(pydantic), hash-checked and its samples judged and store-checked before it queues for its lane
+(``decoding_upload``): in this process for foreground lanes, in a low-priority worker process for
+backfill when the app has a CPU pool. The lane judges blocked metrics, which need the user's settings.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from datetime import datetime
 from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import trio
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from actors.ingest import (
@@ -27,7 +28,13 @@ from actors.ingest import (
     payload_hash_raw,
 )
 from actors.ingest._account import GetSettings, PutSettings, QuerySamples
-from actors.ingest._samples import DeletionInput, PreparesSamples, preparing_upload
+from actors.ingest._samples import (
+    DeletionInput,
+    PreparesSamples,
+    preparing_upload,
+    run_steps,
+    run_steps_async,
+)
 from kernel import ActorSystem
 from storage import HealthSample, InvalidData, SampleCursor, UserSettings
 
@@ -285,13 +292,7 @@ def decode_upload(user_id: str, raw: bytes, preparer: PreparesSamples) -> Ingest
     """:func:`decoding_upload` in one go, as a worker process runs it. What it returns crosses
     back pickled, so it carries the prepared rows and plain deletions but not the sample models
     (the caller attaches :class:`UploadSamples` instead)."""
-    steps = decoding_upload(user_id, raw, preparer)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            batch: IngestBatch = done.value
-            break
+    batch = run_steps(decoding_upload(user_id, raw, preparer))
     deletions = tuple(DeletionInput(source_id=d.source_id, source_record_id=d.source_record_id, start_at=d.start_at)
                       for d in batch.deletions)
     return replace(batch, samples=(), deletions=deletions)
@@ -329,13 +330,7 @@ class UploadSamples(Sequence[SampleBody]):
 async def _decode_here(user_id: str, raw: bytes, service: IngestService) -> IngestBatch:
     """:func:`decoding_upload` in this process, with checkpoints between the steps: the lanes'
     transactions, which resume on this thread, go on in between."""
-    steps = decoding_upload(user_id, raw, service.store.preparer)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        await trio.lowlevel.checkpoint()
+    return await run_steps_async(decoding_upload(user_id, raw, service.store.preparer))
 
 
 async def _ingest(service: IngestService, batch: IngestBatch) -> Any:

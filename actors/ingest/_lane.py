@@ -10,11 +10,21 @@ visible half done: a concurrent repeat waits on the claim's row lock (PostgreSQL
 writer (SQLite) and then finds the request completed. The samples arrive judged and store-checked
 (decoded and prepared before they queue), so the lane's own work per request is small.
 
+Locks are taken in phases, the same order in every group: settings, then every claim (sorted by user
+and requestId), then every request's samples (by user), then events, watermarks and results. A group
+never holds a user's watermark while it still waits for sample rows, so two lanes writing overlapping
+samples of one user queue behind each other instead of deadlocking on PostgreSQL.
+
+An upload naming a metric its user blocks must be judged again with that setting, which is only known
+inside the transaction: the group then stops after reading settings (nothing claimed), the lane prepares
+those uploads again here, between checkpoints, and runs the group anew.
+
 A background lane (cold) waits for its turn (see _priority) before its transaction, so a foreground
 request never finds its transaction queued behind a backfill one that began after it.
 
 If a group's transaction fails, nothing of it was written; the requests are retried one at a time,
-so one bad request cannot fail its neighbours. A request whose claim was left "processing" (by a
+so one bad request cannot fail its neighbours — unless the database itself is unavailable, when every
+request of the group is answered 503 at once. A request whose claim was left "processing" (by a
 process of an earlier version, or written by hand) answers 409 until the reaper frees it.
 """
 
@@ -32,7 +42,14 @@ from storage import InvalidData, SampleKey, Store, StoreError, StoreUnavailable
 from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
 from ._priority import LanePriority
 from ._rate import DrainRate
-from ._samples import local_date, local_keys, prepare_upload
+from ._samples import (
+    PreparedUpload,
+    local_date,
+    local_keys,
+    prepare_upload,
+    preparing_upload,
+    run_steps_async,
+)
 
 SAMPLES_CHANGED = "health.samples.changed"
 
@@ -54,6 +71,19 @@ class _Pending:
     msg: IngestBatch
     outcome: Any = None  # IngestOutcome or Failed, once decided
     first: _Pending | None = None  # an earlier message of the same batch with the same request
+    upload: PreparedUpload | None = None  # msg.prepared, or prepared again for the user's blocked metrics
+
+
+@dataclass(frozen=True, slots=True)
+class _Unprepared:
+    """A group's answer when some uploads must first be prepared for their users' blocked metrics."""
+
+    settings: dict[str, Any]
+
+
+# Rounds of "prepare again for the settings just read" before the group prepares inside its
+# transaction instead (settings that keep changing under it must not starve the request).
+_PREPARE_ROUNDS = 3
 
 
 class IngestLane(Actor):
@@ -94,7 +124,7 @@ class IngestLane(Actor):
                 await self._commit(batches)
             except StoreUnavailable as exc:
                 # The database, not this lane, is sick: answer 503 (retryable) rather than crash-loop
-                # the lane up the tree. Claims that could not be released are freed by the reaper.
+                # the lane up the tree. Nothing of the group was written.
                 for p in batches:
                     if p.outcome is None:
                         p.outcome = Failed(exc)
@@ -106,15 +136,19 @@ class IngestLane(Actor):
         return [p.outcome for p in pending]
 
     async def _commit(self, batches: list[_Pending]) -> None:
-        claimants = self._claimants(batches)
+        claimants = await self._prepared(self._claimants(batches))
+        if not claimants:
+            return
         await self._turn()
         try:
             await self._transact(claimants)
+        except StoreUnavailable:
+            raise  # every request of the group gets the same 503: no point trying them one by one
         except StoreError as exc:
-            if len(claimants) == 1 and not isinstance(exc, InvalidData | StoreUnavailable):
-                raise  # not the client's data nor the database's health: let the supervisor see it
             if len(claimants) == 1:
-                claimants[0].outcome = Failed(exc)  # 400 for the client's data, 503 for the database
+                if not isinstance(exc, InvalidData):
+                    raise  # not the client's data nor the database's health: let the supervisor see it
+                claimants[0].outcome = Failed(exc)
                 return
             for one in claimants:  # nothing of the group was written: each on its own
                 await self._turn()
@@ -122,6 +156,21 @@ class IngestLane(Actor):
                     await self._transact([one])
                 except StoreError as alone:
                     one.outcome = Failed(alone)
+
+    async def _prepared(self, claimants: list[_Pending]) -> list[_Pending]:
+        """Prepare (here, between checkpoints) what arrived unprepared — kernel API callers; uploads
+        over HTTP come prepared. One the store refuses is answered alone; the rest go on."""
+        ready = []
+        for p in claimants:
+            p.upload = p.msg.prepared
+            if p.upload is None:
+                try:
+                    p.upload = await run_steps_async(preparing_upload(p.msg.samples, self.store))
+                except InvalidData as exc:
+                    p.outcome = Failed(exc)
+                    continue
+            ready.append(p)
+        return ready
 
     @staticmethod
     def _claimants(batches: list[_Pending]) -> list[_Pending]:
@@ -137,29 +186,57 @@ class IngestLane(Actor):
         return [seen[key] for key in sorted(seen)]
 
     async def _transact(self, claimants: list[_Pending]) -> None:
-        async def work(tx: Any) -> list[tuple[IngestOutcome, int]]:
-            (decided,) = await tx.commit(tx.script(lambda: self._group(tx, claimants)))
-            return decided  # type: ignore[no-any-return]
+        for round_ in range(_PREPARE_ROUNDS + 1):
+            inline = round_ == _PREPARE_ROUNDS
 
-        # transact() reruns the whole unit of work on a transient failure (deadlock, serialization).
-        decided = await self.store.transact(work, urgent=self.urgent)
-        g = self.gauge
-        g.transactions += 1
-        for p, (outcome, stored) in zip(claimants, decided, strict=True):
-            p.outcome = outcome
-            g.samples += stored
+            async def work(tx: Any, inline: bool = inline) -> Any:
+                (decided,) = await tx.commit(tx.script(lambda: self._group(tx, claimants, inline=inline)))
+                return decided
 
-    def _group(self, tx: Any, claimants: list[_Pending]) -> Generator[Any, Any, list[tuple[IngestOutcome, int]]]:
+            # transact() reruns the whole unit of work on a transient failure (deadlock, serialization).
+            decided = await self.store.transact(work, urgent=self.urgent)
+            if isinstance(decided, _Unprepared):
+                await self._prepare_for(claimants, decided.settings)
+                continue
+            g = self.gauge
+            g.transactions += 1
+            for p, (outcome, stored) in zip(claimants, decided, strict=True):
+                p.outcome = outcome
+                g.samples += stored
+            return
+
+    async def _prepare_for(self, claimants: list[_Pending], settings: dict[str, Any]) -> None:
+        """Prepare again, for their users' blocked metrics as just read, the uploads that need it."""
+        for p in claimants:
+            blocked = settings[p.msg.user_id].blocked_metrics
+            if p.upload is None or not p.upload.applies_to(blocked):
+                p.upload = await run_steps_async(preparing_upload(p.msg.samples, self.store, blocked_metrics=blocked))
+
+    def _group(self, tx: Any, claimants: list[_Pending], *,
+               inline: bool) -> Generator[Any, Any, list[tuple[IngestOutcome, int]] | _Unprepared]:
         """The group's unit of work, run on the store's side of one crossing (see ``tx.script``):
-        plain computation between the ops. Returns each claimant's outcome and stored samples."""
+        plain computation between the ops, locks in the phases the module docstring gives. Returns
+        each claimant's outcome and stored samples, or _Unprepared (nothing claimed) when uploads must
+        be prepared again for their users' blocked metrics — unless ``inline``: then it does so here."""
         settings: dict[str, Any] = {}
         for user in sorted({p.msg.user_id for p in claimants}):
             settings[user] = yield tx.users.get_settings(user)
-        decided: list[tuple[IngestOutcome, int]] = []
+        uploads: list[PreparedUpload] = []
         for p in claimants:
+            blocked = settings[p.msg.user_id].blocked_metrics
+            upload = p.upload
+            assert upload is not None, "claimants are prepared before their transaction"
+            if not upload.applies_to(blocked):
+                if not inline:
+                    return _Unprepared(settings)
+                upload = prepare_upload(p.msg.samples, self.store, blocked_metrics=blocked)
+            uploads.append(upload)
+
+        decided: list[tuple[IngestOutcome, int]] = [(IngestOutcome(kind="in_progress"), 0)] * len(claimants)
+        won: list[int] = []
+        for i, p in enumerate(claimants):  # phase: claims
             msg = p.msg
-            mine = settings[msg.user_id]
-            allowed = mine.allow_health_data_upload
+            allowed = settings[msg.user_id].allow_health_data_upload
             if allowed:
                 begin = yield tx.ingest.begin(msg.user_id, msg.request_id, msg.payload_hash, lane=msg.lane)
                 existing, acquired = begin.request, begin.acquired
@@ -167,51 +244,49 @@ class IngestLane(Actor):
                 # Nothing is claimed for a refused upload, but a repeat still answers as one.
                 existing, acquired = (yield tx.ingest.get(msg.user_id, msg.request_id)), False
             if acquired:
-                decided.append((yield from self._write(tx, msg, mine)))
+                won.append(i)
             elif existing is None or (existing.status == "failed" and not allowed):
-                decided.append((IngestOutcome(kind="upload_disabled"), 0))
+                decided[i] = (IngestOutcome(kind="upload_disabled"), 0)
             elif existing.payload_hash != msg.payload_hash:
-                decided.append((IngestOutcome(kind="hash_mismatch",
-                                              detail="this requestId was used with a different payload"), 0))
+                decided[i] = (IngestOutcome(kind="hash_mismatch",
+                                            detail="this requestId was used with a different payload"), 0)
             elif existing.status == "completed":
-                decided.append((IngestOutcome(kind="replay", result=existing.result), 0))
-            else:
-                decided.append((IngestOutcome(kind="in_progress"), 0))
-        return decided
+                decided[i] = (IngestOutcome(kind="replay", result=existing.result), 0)
 
-    def _write(self, tx: Any, msg: IngestBatch, settings: Any) -> Generator[Any, Any, tuple[IngestOutcome, int]]:
-        """One claimed request's changes, event, watermark and stored result."""
-        blocked = settings.blocked_metrics
-        upload = msg.prepared
-        if upload is None or not upload.applies_to(blocked):
-            # Not prepared on the way in, or prepared without this user's blocked metrics.
-            upload = prepare_upload(msg.samples, self.store, blocked_metrics=blocked)
-        keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in msg.deletions]
-        upserted = yield tx.samples.upsert_many(msg.user_id, upload.rows)
-        deleted = yield tx.samples.soft_delete_many(msg.user_id, keys)
-        result = {
-            "requestId": msg.request_id,
-            "status": "completed",
-            "inserted": upserted.inserted,
-            "updated": upserted.updated,
-            "deleted": deleted.deleted,
-            "rejected": [r.to_dict() for r in upload.rejected],
-        }
-        changes = upserted.inserted + upserted.updated + deleted.deleted
-        if changes:
-            timezone = settings.timezone
-            touched = set(local_keys(upload.minutes, timezone))
-            touched.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
-            yield tx.outbox.enqueue(
-                msg.user_id,
-                SAMPLES_CHANGED,
-                {"requestId": msg.request_id, "lane": msg.lane, "changes": changes,
-                 "keys": [{"metric": m, "date": d} for m, d in sorted(touched)]},
-                dedupe_key=f"ingest:{msg.user_id}:{msg.request_id}",
-            )
-            yield tx.watermarks.bump(msg.user_id, changes)
-        yield tx.ingest.complete(msg.user_id, msg.request_id, result)
-        return IngestOutcome(kind="completed", result=result), len(upload.rows)
+        written = []
+        for i in won:  # phase: samples (claimants are sorted by user)
+            msg = claimants[i].msg
+            keys = [SampleKey(d.source_id, d.source_record_id, d.start_at) for d in msg.deletions]
+            upserted = yield tx.samples.upsert_many(msg.user_id, uploads[i].rows)
+            deleted = yield tx.samples.soft_delete_many(msg.user_id, keys)
+            written.append((i, upserted, deleted))
+
+        for i, upserted, deleted in written:  # phase: events, watermarks, results
+            msg, upload = claimants[i].msg, uploads[i]
+            result = {
+                "requestId": msg.request_id,
+                "status": "completed",
+                "inserted": upserted.inserted,
+                "updated": upserted.updated,
+                "deleted": deleted.deleted,
+                "rejected": [r.to_dict() for r in upload.rejected],
+            }
+            changes = upserted.inserted + upserted.updated + deleted.deleted
+            if changes:
+                timezone = settings[msg.user_id].timezone
+                touched = set(local_keys(upload.minutes, timezone))
+                touched.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
+                yield tx.outbox.enqueue(
+                    msg.user_id,
+                    SAMPLES_CHANGED,
+                    {"requestId": msg.request_id, "lane": msg.lane, "changes": changes,
+                     "keys": [{"metric": m, "date": d} for m, d in sorted(touched)]},
+                    dedupe_key=f"ingest:{msg.user_id}:{msg.request_id}",
+                )
+                yield tx.watermarks.bump(msg.user_id, changes)
+            yield tx.ingest.complete(msg.user_id, msg.request_id, result)
+            decided[i] = (IngestOutcome(kind="completed", result=result), len(upload.rows))
+        return decided
 
     @staticmethod
     def _settle_repeats(batches: list[_Pending]) -> None:

@@ -1,11 +1,12 @@
 """Foreground lanes before background ones.
 
-Separate bounded queues keep one lane's flood out of another lane's *queue*, but every request's
-parsing and hashing runs on the one trio thread, and on SQLite every lane's transaction goes through
-the one writer (whose thread also needs the GIL that busy parsing holds). So "a flood in one lane must
-not slow the others" needs an order as well: the hot and change lanes (people looking at a screen)
-are foreground; the cold lane (backfill) is background and takes a turn — to parse a request, or to
-start a transaction — only when no foreground request has been in flight for ``quiet`` seconds.
+Separate bounded queues keep one lane's flood out of another lane's *queue*, but requests share the
+cores (parsing and hashing on the one trio thread, or in worker processes), and on SQLite every lane's
+transaction goes through the one writer (whose thread also needs the GIL that busy parsing holds). So
+"a flood in one lane must not slow the others" needs an order as well: the hot and change lanes
+(people looking at a screen) are foreground; the cold lane (backfill) is background and takes a turn
+— to parse a request, or to start a transaction — only when no foreground request has been in flight
+for ``quiet`` seconds.
 
 ``quiet`` bridges the gap between one foreground request and the client's next, so a busy screen is
 not interleaved with backfill at every gap. ``max_wait`` bounds starvation: a background unit that

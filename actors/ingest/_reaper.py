@@ -1,8 +1,10 @@
-"""The ingest reaper: frees requests left "processing" by a process that died mid-way.
+"""The ingest reaper: frees requests left "processing".
 
-A claim and its write normally complete within one lane batch (milliseconds). A claim older than
-``stale_after`` means its process is gone; marking it failed lets the client's retry (same
-requestId, same hash) claim it again instead of getting 409 forever.
+A lane claims and completes a request in one transaction, so it never leaves a claim behind; the
+reaper is the safety net for claims committed on their own by anything else (a process of an
+earlier version that died mid-way, a claim written by hand or by a tool). A claim older than
+``stale_after`` is marked failed, so the client's retry (same requestId, same hash) claims it again
+instead of getting 409 forever.
 """
 
 from __future__ import annotations

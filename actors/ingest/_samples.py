@@ -11,8 +11,10 @@ import math
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
+
+import trio
 
 from storage import PreparedSamples, SampleIn
 
@@ -188,31 +190,53 @@ class PreparedUpload:
     rejected: tuple[Rejection, ...]
     metrics: frozenset[str]  # every metric the upload names, rejected samples' too
     minutes: dict[str, set[int]]  # of the accepted samples: see sample_minutes
+    blocked: frozenset[str] = frozenset()  # of ``metrics``, those judged blocked
 
     def applies_to(self, blocked_metrics: Iterable[str]) -> bool:
-        """Whether this preparation (made without settings) holds for a user blocking these."""
-        return self.metrics.isdisjoint(blocked_metrics)
+        """Whether this preparation holds for a user blocking these metrics: it judged exactly the
+        ones of them this upload names (usually none: uploads are prepared before settings are read)."""
+        return self.metrics.intersection(blocked_metrics) == self.blocked
 
 
 def preparing_upload(samples: Sequence[SampleLike], store: PreparesSamples, *,
                      blocked_metrics: Iterable[str] = ()) -> Generator[None, None, PreparedUpload]:
     """:func:`prepare_upload` in steps: it yields between them (each well under a millisecond for
     a 500-sample upload), so an async caller can let other tasks run in between."""
-    rows, rejected = normalize_samples(samples, blocked_metrics=blocked_metrics)
+    blocked = frozenset(blocked_metrics)
+    rows, rejected = normalize_samples(samples, blocked_metrics=blocked)
     yield
     checked = store.prepare_samples(rows)
     yield
-    return PreparedUpload(rows=checked, rejected=tuple(rejected), metrics=frozenset(s.metric for s in samples),
-                          minutes=sample_minutes(rows))
+    metrics = frozenset(s.metric for s in samples)
+    return PreparedUpload(rows=checked, rejected=tuple(rejected), metrics=metrics, minutes=sample_minutes(rows),
+                          blocked=metrics & blocked)
+
+
+T = TypeVar("T")
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Drive a stepwise computation (``preparing_upload``, ...) to its end in one go."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def run_steps_async(steps: Generator[None, None, T]) -> T:
+    """Drive a stepwise computation with a trio checkpoint between its steps, so other tasks on
+    this thread (the lanes' transactions resuming) go on in between."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await trio.lowlevel.checkpoint()
 
 
 def prepare_upload(samples: Sequence[SampleLike], store: PreparesSamples, *,
                    blocked_metrics: Iterable[str] = ()) -> PreparedUpload:
     """Everything per sample an upload needs before its transaction: pure but for the store's
     checks (no I/O). Raises the store's InvalidData for data it would refuse."""
-    steps = preparing_upload(samples, store, blocked_metrics=blocked_metrics)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    return run_steps(preparing_upload(samples, store, blocked_metrics=blocked_metrics))

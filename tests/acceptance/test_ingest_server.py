@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sqlite3
 import uuid
@@ -290,6 +291,23 @@ async def test_sigterm_under_load_loses_nothing_acknowledged(tmp_path: Path) -> 
         done = sum(1 for r in completed if r["user_id"] == user)
         assert db.watermark(user) == per_request * done
         assert len(db.events(user)) == done
+
+
+async def test_sigterm_to_the_process_group_drains_with_decode_workers(tmp_path: Path) -> None:
+    """systemd (KillMode=control-group) and tini -g signal every process of the service: the decode
+    workers leave SIGTERM to the server, which drains, closes the pool and exits 0."""
+    async with running_server(tmp_path, "--decode-processes", "1", own_group=True) as server:
+        async with client_for(server) as c:
+            body = signed([sample("g1")], lane="cold", request_id="group-1")
+            r = await post(c, body)
+            assert r.status_code == 200 and r.json()["inserted"] == 1
+        os.killpg(server.process.pid, signal.SIGTERM)
+        with trio.fail_after(30):
+            code = await server.process.wait()
+    assert code == 0, server.log_text()[-4000:]
+    assert '"msg":"stopped"' in server.log_text()
+    assert "had died" not in server.log_text()  # the workers outlived the signal; the pool ended them
+    assert server.db.request("alice", "group-1")["status"] == "completed"
 
 
 async def test_a_connection_stays_usable_after_an_answer_given_before_the_body_was_read(tmp_path: Path) -> None:
