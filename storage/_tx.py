@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import random
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
@@ -347,21 +348,13 @@ class TransactionBase(abc.ABC):
         self._state = "done"
 
 
+@dataclass(frozen=True, slots=True)
 class SamplePreparer:
     """What ``prepare_samples`` needs of a store — its backend and limits — as plain, picklable data,
     so another process (e.g. one that decodes uploads) can prepare rows that store will take."""
 
-    __slots__ = ("backend", "limits")
-
-    def __init__(self, backend: Literal["sqlite", "postgresql"], limits: Limits) -> None:
-        self.backend = backend
-        self.limits = limits
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (SamplePreparer, (self.backend, self.limits))
-
-    def __repr__(self) -> str:
-        return f"SamplePreparer({self.backend!r}, {self.limits!r})"
+    backend: Literal["sqlite", "postgresql"]
+    limits: Limits
 
     def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
         """Check and convert ``rows`` for that store's ``tx.samples.upsert_many`` (no I/O).

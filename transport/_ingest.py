@@ -19,22 +19,20 @@ from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from actors.ingest import (
     REGISTRY,
+    DeletionInput,
     IngestBatch,
     IngestService,
     IngestUnavailable,
     LaneFull,
+    PreparesSamples,
     parse_body,
     payload_hash_parsed,
     payload_hash_raw,
-)
-from actors.ingest._account import GetSettings, PutSettings, QuerySamples
-from actors.ingest._samples import (
-    DeletionInput,
-    PreparesSamples,
     preparing_upload,
     run_steps,
     run_steps_async,
 )
+from actors.ingest._account import GetSettings, PutSettings, QuerySamples
 from kernel import ActorSystem
 from storage import HealthSample, InvalidData, SampleCursor, UserSettings
 

@@ -10,6 +10,7 @@ from ._samples import (
     DeletionInput,
     DeletionLike,
     PreparedUpload,
+    PreparesSamples,
     Rejection,
     SampleInput,
     SampleLike,
@@ -18,6 +19,9 @@ from ._samples import (
     local_keys,
     normalize_samples,
     prepare_upload,
+    preparing_upload,
+    run_steps,
+    run_steps_async,
     sample_minutes,
 )
 from ._service import IngestConfig, IngestService, IngestUnavailable, LaneFull, ingest_service
@@ -46,6 +50,7 @@ __all__ = [
     "LaneStatus",
     "Metric",
     "PreparedUpload",
+    "PreparesSamples",
     "PriorityConfig",
     "ReapNow",
     "ReapedSoFar",
@@ -63,7 +68,10 @@ __all__ = [
     "payload_hash_parsed",
     "payload_hash_raw",
     "prepare_upload",
+    "preparing_upload",
     "retry_after_ms",
+    "run_steps",
+    "run_steps_async",
     "sample_minutes",
     "to_canonical",
 ]
