@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -16,10 +16,11 @@ from ._auth import TokenVerifier
 from ._cpu_pool import CpuPool
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
+from ._logging import AccessLog
 from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
-from ._routes import ApiBlueprint, RouteSpec, access_log, current_request_id
+from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._services import EXTENSION_KEY, ActorSystemLike, AppServices, get_services
 from ._settings import Settings, warn_about_dev_defaults
 
@@ -69,7 +70,21 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
     app.extensions[EXTENSION_KEY] = AppServices(
         settings=settings, system=system, health=health, metrics=HttpMetrics(system, ingest=(resources or {}).get("ingest")), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret), openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
-        resources=dict(resources or {}), cpu_pool=cpu_pool)
+        resources=dict(resources or {}), cpu_pool=cpu_pool, access=AccessLog(access_log),
+        request_ids=RequestIds())
+
+    @app.while_serving
+    async def _write_access_log() -> AsyncGenerator[None, None]:
+        # The app's lifespan owns the writer: lines are batched only while it serves.
+        writer = trio.CancelScope()
+
+        async def write() -> None:
+            with writer:
+                await get_services(app).access.run()
+
+        app.nursery.start_soon(write)
+        yield
+        writer.cancel()  # its last batch is written as it stops, before the lifespan ends
 
     app.before_request(_begin_request)
     app.after_request(_finish_request)
@@ -77,7 +92,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
     # One handler for everything: ApiError, werkzeug's routing/limit errors and bugs alike.
     app.register_error_handler(Exception, _handle_error)
     for bp in all_blueprints:
-        app.register_blueprint(bp.blueprint)
+        bp.register(app)
     return app
 
 
@@ -111,23 +126,34 @@ async def _begin_websocket() -> None:
     current_request_id()
 
 
+# Methods outside this set share one metrics label, so made-up methods cannot add series.
+_METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 async def _finish_request(response: Any) -> Any:
+    # Runs on every response: the request and g are looked up once, not through their proxies
+    # at each use.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    state = g._get_current_object()
     rid = current_request_id()
     response.headers["X-Request-ID"] = rid
     services = get_services()
-    sent_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
-    if services.draining.is_set() or (sent_body and not g.get("body_read")):
+    now = trio.current_time()
+    if services.draining.is_set() or not getattr(state, "body_read", False) and (
+            req.content_length or "chunked" in req.headers.get("Transfer-Encoding", "")):
         # Answered before the body was read (401, 413, 415, ...), or shutting down: close the
         # connection, so a keep-alive client neither sends its next request into an unread body
         # nor holds the drain open.
         response.headers["Connection"] = "close"
-    seconds = trio.current_time() - g.get("started_at", trio.current_time())
-    rule = request.url_rule
+    seconds = now - getattr(state, "started_at", now)
+    rule = req.url_rule
     route = rule.rule if rule is not None else UNMATCHED_ROUTE
-    services.metrics.observe(request.method, route, response.status_code, seconds)
-    access_log.info("request", extra={"fields": {
-        "method": request.method, "path": request.path, "route": route, "status": response.status_code,
-        "durationMs": round(seconds * 1000, 3), "requestId": rid, "userId": g.get("user_id")}})
+    method = req.method
+    status = response.status_code
+    services.metrics.observe(method if method in _METRIC_METHODS else "OTHER", route, status, seconds)
+    services.access.add("request", {
+        "method": method, "path": req.path, "route": route, "status": status,
+        "durationMs": round(seconds * 1000, 3), "requestId": rid, "userId": getattr(state, "user_id", None)})
     return response
 
 

@@ -6,12 +6,14 @@ counters are the only bookkeeping; HTTP latency is the one thing transport measu
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -128,20 +130,59 @@ class LaneCollector(Collector):
         yield starved
 
 
+class RequestLatency(Collector):
+    """``vigil_http_request_duration_seconds``: a histogram by (method, route template, status).
+
+    Every response observes it, so it is kept as plain counts (one list per series, a bisect per
+    observation, no locks: only the trio thread touches it) and turned into the histogram family
+    at scrape time; prometheus_client's ``Histogram`` takes a lock per sum and bucket update.
+    """
+
+    NAME = "vigil_http_request_duration_seconds"
+    DOC = "HTTP request latency by route template and status"
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self._bounds = tuple(sorted(buckets))
+        # Per series: a count per bucket (the last one past every bound) and the sum of seconds.
+        self._series: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        seconds = max(0.0, seconds)
+        series[0][bisect_left(self._bounds, seconds)] += 1  # le is inclusive: bisect_left
+        series[1][0] += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])
+        for (method, route, status), (counts, total) in sorted(self._series.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(self._bounds, counts, strict=False):
+                cumulative += count
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            buckets.append(("+Inf", float(cumulative + counts[-1])))
+            family.add_metric([method, route, str(status)], buckets, total[0])
+        yield family
+
+
 class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
     def __init__(self, system: _TreeSource, *, ingest: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.request_duration = Histogram(
-            "vigil_http_request_duration_seconds", "HTTP request latency by route template and status",
-            labelnames=("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.request_duration = RequestLatency()
+        self.registry.register(self.request_duration)
         self.registry.register(ActorTreeCollector(system))
         if ingest is not None:
             self.registry.register(LaneCollector(system, ingest))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.request_duration.labels(method, route, str(status)).observe(max(0.0, seconds))
+        self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector"]
+__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector", "RequestLatency"]

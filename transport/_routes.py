@@ -21,6 +21,7 @@ extra headers, or a Quart ``Response`` as an escape hatch.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import logging
 import re
@@ -33,7 +34,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
-from quart import Blueprint, Response, current_app, g, has_request_context, request
+from quart import Quart, Response, current_app, g, has_request_context, request
 from quart import websocket as current_websocket
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -103,9 +104,22 @@ def current_request_id() -> str:
     if rid is None:
         conn = request if has_request_context() else current_websocket
         given = (conn.headers.get("X-Request-ID") or "").strip()
-        rid = given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+        rid = given if _REQUEST_ID.fullmatch(given) else get_services().request_ids.new()
         g.request_id = rid
     return rid
+
+
+class RequestIds:
+    """Ids for requests that bring none: UUID-shaped, a random 80-bit prefix per app and a 48-bit
+    counter, so they are unique without a random draw (a syscall) per request."""
+
+    def __init__(self) -> None:
+        head = uuid.uuid4().hex
+        self._prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{head[16:20]}-"
+        self._counter = itertools.count(int(head[20:], 16))
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -216,8 +230,9 @@ class ApiBlueprint:
         self.name = name
         self.url_prefix = url_prefix
         self.tags = tuple(tags)
-        self.blueprint = Blueprint(name, name, url_prefix=url_prefix or None)
         self._routes: list[RouteSpec] = []
+        # (full path, view, methods; None for a WebSocket), added to the app by register().
+        self._views: list[tuple[str, Callable[..., Awaitable[Any]], list[str] | None]] = []
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:
@@ -272,11 +287,22 @@ class ApiBlueprint:
 
             view.__name__ = handler.__name__
             view.__doc__ = handler.__doc__
-            self.blueprint.add_url_rule(path, handler.__name__, view, methods=[method])
+            self._views.append((spec.path, view, [method]))
             self._routes.append(spec)
             return handler
 
         return decorator
+
+    def register(self, app: Quart) -> None:
+        """Add this blueprint's routes to ``app`` as the app's own rules, not as a Quart blueprint:
+        Quart walks the blueprint chain for hooks and handlers several times per request, and
+        ours have none (the app's hooks do auth, ids, metrics and logs for every route alike)."""
+        for path, view, methods in self._views:
+            endpoint = f"{self.name}:{view.__name__}"  # no '.', which Quart reads as a blueprint
+            if methods is None:
+                app.add_websocket(path, endpoint, view)
+            else:
+                app.add_url_rule(path, endpoint, view, methods=methods)
 
     def get(self, path: str, **kw: Any) -> Callable[[H], H]:
         return self.route("GET", path, **kw)
@@ -336,18 +362,18 @@ class ApiBlueprint:
                                       extra={"fields": {"path": current_websocket.path, "requestId": rid}})
                         await current_websocket.close(WS_INTERNAL_ERROR, "internal error")
                 finally:
-                    access_log.info("websocket", extra={"fields": {
+                    services.access.add("websocket", {
                         "method": "WEBSOCKET", "path": current_websocket.path, "route": spec.path, "outcome": outcome,
                         "durationMs": round((trio.current_time() - started) * 1000, 3),
-                        "requestId": rid, "userId": g.get("user_id")}})
+                        "requestId": rid, "userId": g.get("user_id")})
 
             view.__name__ = handler.__name__
-            self.blueprint.add_websocket(path, handler.__name__, view)
+            self._views.append((spec.path, view, None))
             self._routes.append(spec)
             return handler
 
         return decorator
 
 
-__all__ = ["ApiBlueprint", "ApiModel", "Auth", "Reply", "RouteSpec", "current_request_id",
+__all__ = ["ApiBlueprint", "ApiModel", "Auth", "Reply", "RequestIds", "RouteSpec", "current_request_id",
            "parse_query", "read_json_body", "read_json_bytes", "validate_body"]

@@ -12,11 +12,12 @@ from quart import Quart, current_app
 from ._auth import TokenVerifier
 from ._cpu_pool import CpuPool
 from ._health import HealthRegistry
+from ._logging import AccessLog
 from ._metrics import HttpMetrics
 from ._settings import Settings
 
 if TYPE_CHECKING:
-    from ._routes import RouteSpec
+    from ._routes import RequestIds, RouteSpec
 
 EXTENSION_KEY = "vigil"
 
@@ -41,6 +42,9 @@ class AppServices:
     routes: tuple[RouteSpec, ...]
     openapi_json: bytes  # rendered once at app creation: the routes cannot change afterwards
     tokens: TokenVerifier
+    # The one-line-per-request log, batched while the app serves.
+    access: AccessLog
+    request_ids: RequestIds
     # Worker processes for uploads' CPU-bound decoding; None: decode in this process.
     cpu_pool: CpuPool | None = None
     # Later dependencies (storage, redis, ...) by name, until they earn a typed field here.

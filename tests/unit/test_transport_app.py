@@ -386,7 +386,7 @@ async def test_apps_do_not_share_state(app: QuartTrio) -> None:
     assert get_services(other).metrics.registry is not get_services(app).metrics.registry
     await app.test_client().get("/health")
     await trio.lowlevel.checkpoint()
-    assert get_services(other).metrics.request_duration.collect()[0].samples == []
+    assert list(get_services(other).metrics.request_duration.collect())[0].samples == []
 
 
 def test_handler_signatures_are_checked_at_registration() -> None:
