@@ -113,11 +113,20 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (a child is listed under the thread that started
+    it: the decode workers are started from a worker thread, not the main one)."""
+    children: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return children
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return children
 
 
 class CpuMeter:
