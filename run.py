@@ -22,10 +22,11 @@ from typing import Any
 
 import hypercorn.trio
 import trio
-import trio_asyncio  # type: ignore[import-untyped]
+import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
-from actors.supervisor import application
+from actors.ingest import default_processes, open_decode_pool, tune_gc
+from actors.supervisor import Services, application
 from kernel import ActorSystem, Supervisor, SupervisorGaveUp
 from storage import Store, StoreError, open_store
 from storage.coordination import Coordination, CoordinationConfig, open_coordination
@@ -37,11 +38,7 @@ from transport import (
     begin_drain,
     configure_logging,
     create_app,
-    default_processes,
     issue_token,
-    open_cpu_pool,
-    tune_gc,
-    user_blueprints,
 )
 
 log = logging.getLogger("vigil.run")
@@ -133,8 +130,12 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
         async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
             health = HealthRegistry()
+            # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
+            processes = settings.decode_processes
+            decode_pool = await stack.enter_async_context(
+                open_decode_pool(default_processes() if processes is None else processes))
             if tree_factory is not None:
-                tree, resources, blueprints = tree_factory(settings), {}, []
+                tree, application_parts = tree_factory(settings), None
             else:
                 # SQLite migrates itself on open; PostgreSQL needs `run.py migrate` first.
                 store = await stack.enter_async_context(open_store(settings.database_url))
@@ -143,17 +144,14 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     open_coordination(settings.redis_url, config=CoordinationConfig()))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
-                app_parts = application(store)
-                tree, blueprints = app_parts.tree, user_blueprints()
-                resources = {**app_parts.resources, "coordination": coordination}
-            # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
-            processes = settings.decode_processes
-            cpu_pool = await stack.enter_async_context(
-                open_cpu_pool(default_processes() if processes is None else processes))
+                application_parts = application(store)
+                tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:
-                    app = create_app(settings, system=system, blueprints=blueprints, resources=resources,
-                                     health=health, cpu_pool=cpu_pool)
+                    services: Services | None = None
+                    if application_parts is not None:
+                        services = application_parts.services(system, decode_pool=decode_pool)
+                    app = create_app(settings, system=system, services=services, health=health)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:

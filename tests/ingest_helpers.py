@@ -30,12 +30,12 @@ import pytest
 import trio
 import trio_asyncio
 
+from actors.accounts import Account, AccountsConfig
 from actors.ingest import IngestConfig, payload_hash
-from actors.ingest._account import Account
-from actors.supervisor import Application, TreeConfig, application
+from actors.supervisor import Application, Services, TreeConfig, application
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store, StoreConfig, open_store
-from transport import Settings, VigilApp, create_app, issue_token, user_blueprints
+from transport import Settings, VigilApp, create_app, issue_token
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "ingest-test-jwt-secret-" + "0123456789abcdef" * 3
@@ -140,7 +140,9 @@ FAR = 1e12
 
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:
     ingest = {"ask_timeout": FOREVER, "reap_interval": FAR, **ingest}
-    return fast_tree_config(tree={"telemetry_interval": FAR, "account_idle_timeout": FAR}, **ingest)
+    return fast_tree_config(tree={"telemetry_interval": FAR, "accounts": AccountsConfig(idle_timeout=FAR,
+                                                                                         ask_timeout=FOREVER)},
+                            **ingest)
 
 
 def build_application(store: Store, config: TreeConfig,
@@ -159,7 +161,7 @@ def build_application(store: Store, config: TreeConfig,
             child = replace(child, children=lanes)
         children.append(child)
     assert any(isinstance(c, ChildSpec) and c.factory is Account for c in children)
-    return Application(tree=replace(root, children=children), resources=app.resources)
+    return replace(app, tree=replace(root, children=children))
 
 
 @dataclass
@@ -168,7 +170,7 @@ class Harness:
     system: ActorSystem
     store: Store
     db: Db
-    resources: dict[str, Any]
+    services: Services
 
     @property
     def client(self) -> Any:
@@ -201,8 +203,9 @@ async def running_app(tmp_path: Path, *, config: TreeConfig | None = None,
         parts = build_application(store, config or fast_tree_config(),
                                   lane_stores(store) if lane_stores else None)
         async with ActorSystem.start(parts.tree, seed=1) as system:
-            app = create_app(settings, system=system, blueprints=user_blueprints(), resources=parts.resources)
-            yield Harness(app=app, system=system, store=store, db=Db(db_path), resources=dict(parts.resources))
+            services = parts.services(system)
+            app = create_app(settings, system=system, services=services)
+            yield Harness(app=app, system=system, store=store, db=Db(db_path), services=services)
 
 
 @asynccontextmanager

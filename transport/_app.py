@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import trio
@@ -12,8 +12,9 @@ from quart import g, has_request_context, request
 from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
+from actors.supervisor import Services
+
 from ._auth import TokenVerifier
-from ._cpu_pool import CpuPool
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._logging import AccessLog
@@ -21,8 +22,10 @@ from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
+from ._samples import health as health_api
 from ._services import EXTENSION_KEY, ActorSystemLike, AppServices, get_services
 from ._settings import Settings, warn_about_dev_defaults
+from ._users import users as users_api
 
 log = logging.getLogger("vigil.transport")
 
@@ -41,13 +44,12 @@ class VigilApp(QuartTrio):
         return await self.finalize_request(response, from_error_handler=True)
 
 
-def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Sequence[ApiBlueprint] = (),
-               health: HealthRegistry | None = None, resources: Mapping[str, Any] | None = None,
-               cpu_pool: CpuPool | None = None) -> VigilApp:
+def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
+               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
-    ``telemetry``); ``blueprints`` add user routes; ``health`` may carry extra checks (the actor
-    system and draining checks are added here); ``resources`` holds later dependencies by name;
-    ``cpu_pool`` (see ``open_cpu_pool``) decodes uploads in worker processes, else this one does."""
+    ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
+    them the user API is served, without them only the operators' endpoints; ``blueprints`` add
+    routes; ``health`` may carry extra checks (the actor system and draining checks are added here)."""
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -57,7 +59,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
     )
     warn_about_dev_defaults(settings, log)
 
-    all_blueprints = [ops_blueprint(), *blueprints]
+    user_api = [users_api, health_api] if services is not None else []
+    all_blueprints = [ops_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
     draining = trio.Event()
@@ -68,10 +71,11 @@ def create_app(settings: Settings, *, system: ActorSystemLike, blueprints: Seque
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppServices(
-        settings=settings, system=system, health=health, metrics=HttpMetrics(system, ingest=(resources or {}).get("ingest")), draining=draining,
-        routes=routes, tokens=TokenVerifier(settings.jwt_secret), openapi_json=json.dumps(openapi, separators=(",", ":")).encode(),
-        resources=dict(resources or {}), cpu_pool=cpu_pool, access=AccessLog(access_log),
-        request_ids=RequestIds())
+        settings=settings, system=system, health=health,
+        metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None), draining=draining,
+        routes=routes, tokens=TokenVerifier(settings.jwt_secret),
+        openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
+        request_ids=RequestIds(), domains=services)
 
     @app.while_serving
     async def _write_access_log() -> AsyncGenerator[None, None]:

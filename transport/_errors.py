@@ -19,6 +19,17 @@ from quart import Response, current_app
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
+from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
+from actors.ingest import (
+    IngestError,
+    IngestUnavailable,
+    InvalidUpload,
+    LaneFull,
+    PayloadHashMismatch,
+    RequestInProgress,
+    TooManyItems,
+    UploadDisabled,
+)
 from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
 from storage import InvalidData, StoreError, StoreUnavailable
 
@@ -51,17 +62,6 @@ class ApiError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.code}, {self.message!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Raised in a worker process (upload decoding), answered here: rebuilt with every field.
-        return (_rebuild_api_error, (type(self), dict(self.__dict__)))
-
-
-def _rebuild_api_error(cls: type[ApiError], state: dict[str, Any]) -> ApiError:
-    error = cls.__new__(cls)
-    Exception.__init__(error, state["message"])
-    error.__dict__.update(state)
-    return error
 
 
 class ValidationFailed(ApiError):
@@ -210,12 +210,42 @@ def to_api_error(exc: BaseException) -> ApiError:
         err = ApiError(exc.description or exc.name or "error", code=_http_exception_code(exc))
         err.status = status
         return err
+    if isinstance(exc, IngestError | AccountsError):
+        return _domain_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
     stored = _storage_error(exc)
     if stored is not None:
         return stored
+    return InternalError("internal error")
+
+
+def _domain_error(exc: IngestError | AccountsError) -> ApiError:
+    """The domains' errors, each with its place in API.md."""
+    match exc:
+        case InvalidUpload():
+            return ValidationFailed(exc.message, details=[
+                {"in": "body", "path": p.path, "problem": p.problem, "type": p.kind} for p in exc.problems])
+        case TooManyItems():
+            return PayloadTooLarge(exc.message, details={"maxItems": exc.limit})
+        case PayloadHashMismatch():
+            return Unprocessable(exc.message, code="PAYLOAD_HASH_MISMATCH")
+        case UploadDisabled():
+            return Forbidden(exc.message, code="HEALTH_UPLOAD_DISABLED")
+        case RequestInProgress():
+            return Conflict(exc.message, code="REQUEST_IN_PROGRESS", retryable=True, retry_after_ms=1000)
+        case LaneFull():
+            return RateLimited(exc.message, code="LANE_BACKPRESSURE", retry_after_ms=exc.retry_after_ms,
+                               details={"lane": exc.lane})
+        case IngestUnavailable():
+            return Unavailable(exc.message)
+        case InvalidCursor():
+            return ValidationFailed(str(exc), code="INVALID_CURSOR",
+                                    details=[{"field": "cursor", "problem": "malformed"}])
+        case InvalidSettings():
+            return ValidationFailed("the request body is invalid", details=[
+                {"in": "body", "path": field, "problem": problem} for field, problem in exc.problems.items()])
     return InternalError("internal error")
 
 

@@ -15,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from actors.ingest import IngestService
+
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -80,17 +82,16 @@ class ActorTreeCollector(Collector):
 
 
 class LaneCollector(Collector):
-    """Per ingestion lane: queue depth and capacity (from the lane actor), requests, samples and
-    transactions committed, and the drain rate behind 429 hints (from the lane's shared gauge); the
-    foreground requests in flight and the background units that went only because they had waited
-    ``max_wait`` (a steady foreground load starving backfill shows there)."""
+    """Per ingestion lane: queue depth and capacity, requests, samples and transactions committed,
+    and the drain rate behind 429 hints; the foreground requests in flight and the background units
+    that went only because they had waited ``max_wait`` (a steady foreground load starving backfill
+    shows there). All of it from ``IngestService``'s figures."""
 
-    def __init__(self, system: Any, ingest: Any) -> None:
-        self._system = system
+    def __init__(self, ingest: IngestService) -> None:
         self._ingest = ingest
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families().values())
+        return [*self._families().values(), *self._priority_families()]
 
     @staticmethod
     def _families() -> dict[str, Any]:
@@ -104,29 +105,28 @@ class LaneCollector(Collector):
                                       labels=["lane"]),
         }
 
+    @staticmethod
+    def _priority_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (GaugeMetricFamily("vigil_ingest_foreground_in_flight",
+                                  "Foreground (hot, change) upload requests in flight"),
+                CounterMetricFamily("vigil_ingest_background_starved_turns",
+                                    "Background (cold) units that waited max_wait for the foreground to go quiet"))
+
     def collect(self) -> Iterator[Metric]:
         fam = self._families()
-        for lane, gauge in self._ingest.gauges.items():
-            try:
-                node = self._system.node(f"{self._ingest.path}/{lane}")
-                depth = len(node.q)
-            except LookupError:
-                depth = 0
-            fam["depth"].add_metric([lane], float(depth))
-            fam["capacity"].add_metric([lane], float(gauge.capacity))
-            fam["requests"].add_metric([lane], float(gauge.requests))
-            fam["samples"].add_metric([lane], float(gauge.samples))
-            fam["tx"].add_metric([lane], float(gauge.transactions))
-            fam["rate"].add_metric([lane], gauge.rate.per_second)
+        for lane in self._ingest.lane_stats():
+            fam["depth"].add_metric([lane.lane], float(lane.depth))
+            fam["capacity"].add_metric([lane.lane], float(lane.capacity))
+            fam["requests"].add_metric([lane.lane], float(lane.requests))
+            fam["samples"].add_metric([lane.lane], float(lane.samples))
+            fam["tx"].add_metric([lane.lane], float(lane.transactions))
+            fam["rate"].add_metric([lane.lane], lane.drain_per_second)
         yield from fam.values()
-        priority = self._ingest.priority
-        active = GaugeMetricFamily("vigil_ingest_foreground_in_flight",
-                                   "Foreground (hot, change) upload requests in flight")
-        active.add_metric([], float(priority.foreground_active))
-        yield active
-        starved = CounterMetricFamily("vigil_ingest_background_starved_turns",
-                                      "Background (cold) units that waited max_wait for the foreground to go quiet")
+        priority = self._ingest.priority_stats()
+        active, starved = self._priority_families()
+        active.add_metric([], float(priority.foreground_in_flight))
         starved.add_metric([], float(priority.starved_turns))
+        yield active
         yield starved
 
 
@@ -173,13 +173,13 @@ class RequestLatency(Collector):
 class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
-    def __init__(self, system: _TreeSource, *, ingest: Any = None) -> None:
+    def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
         self.registry.register(ActorTreeCollector(system))
         if ingest is not None:
-            self.registry.register(LaneCollector(system, ingest))
+            self.registry.register(LaneCollector(ingest))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)

@@ -135,6 +135,7 @@ async def read_json_bytes() -> bytes:
     # Raises RequestEntityTooLarge (→ 413) as soon as the streamed body passes MAX_CONTENT_LENGTH.
     raw = await request.get_data(cache=True, as_text=False)
     g.body_read = True
+    assert isinstance(raw, bytes), "get_data(as_text=False) gives bytes"
     return raw
 
 
@@ -144,15 +145,6 @@ def validate_body(model: type[BaseModel], raw: bytes) -> Any:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise request_validation_error(exc, location="body") from None
-
-
-def validate_parsed(model: type[BaseModel], document: dict[str, Any], raw: bytes) -> Any:
-    """``validate_body`` for a body already parsed from ``raw`` (no second parse). A refusal is
-    reported from ``raw``, so its messages are the JSON-mode ones ``validate_body`` gives."""
-    try:
-        return model.model_validate(document)
-    except ValidationError:
-        return validate_body(model, raw)
 
 
 async def read_json_body(model: type[BaseModel]) -> Any:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from quart import Quart, current_app
 
+from actors.supervisor import Services
+
 from ._auth import TokenVerifier
-from ._cpu_pool import CpuPool
+from ._errors import Unavailable
 from ._health import HealthRegistry
 from ._logging import AccessLog
 from ._metrics import HttpMetrics
@@ -45,17 +46,8 @@ class AppServices:
     # The one-line-per-request log, batched while the app serves.
     access: AccessLog
     request_ids: RequestIds
-    # Worker processes for uploads' CPU-bound decoding; None: decode in this process.
-    cpu_pool: CpuPool | None = None
-    # Later dependencies (storage, redis, ...) by name, until they earn a typed field here.
-    resources: Mapping[str, Any] = field(default_factory=dict)
-
-    def resource(self, name: str) -> Any:
-        try:
-            return self.resources[name]
-        except KeyError:
-            raise LookupError(f"no resource {name!r} was passed to create_app "
-                              f"(have: {', '.join(sorted(self.resources)) or 'none'})") from None
+    # The domains' facades; None for an app over a bare actor tree (operators' endpoints only).
+    domains: Services | None = None
 
 
 def get_services(app: Quart | None = None) -> AppServices:
@@ -67,9 +59,24 @@ def get_services(app: Quart | None = None) -> AppServices:
     return services
 
 
+def domains() -> Services:
+    """The domain facades of the app handling the current request."""
+    found = get_services().domains
+    if found is None:
+        raise RuntimeError("this app was created without domain services (create_app(..., services=...)); "
+                           "its user routes cannot run")
+    return found
+
+
+def refuse_while_draining() -> None:
+    """503 SHUTTING_DOWN for new work once shutdown has begun."""
+    if get_services().draining.is_set():
+        raise Unavailable("the server is shutting down; retry on another instance", code="SHUTTING_DOWN")
+
+
 def begin_drain(app: Quart) -> None:
     """Mark the app as shutting down (called by the server's shutdown trigger)."""
     get_services(app).draining.set()
 
 
-__all__ = ["ActorSystemLike", "AppServices", "begin_drain", "get_services"]
+__all__ = ["ActorSystemLike", "AppServices", "begin_drain", "domains", "get_services", "refuse_while_draining"]

@@ -1,7 +1,31 @@
-"""Health-sample ingestion: three lane actors (hot, cold, change) with group commit, and a reaper."""
+"""Health-sample ingestion: three lane actors (hot, cold, change) with group commit, a reaper, and
+``IngestService.accept_upload`` — an upload from its raw bytes to a committed batch.
 
+Its errors (``IngestError`` and below) are drawn in ``_errors``; storage's own pass through.
+"""
+
+from ._decode_pool import (
+    BACKGROUND_NICENESS,
+    GC_THRESHOLDS,
+    DecodePool,
+    DecodePoolBroken,
+    default_processes,
+    open_decode_pool,
+    tune_gc,
+)
+from ._errors import (
+    IngestError,
+    IngestUnavailable,
+    InvalidUpload,
+    LaneFull,
+    PayloadHashMismatch,
+    Problem,
+    RequestInProgress,
+    TooManyItems,
+    UploadDisabled,
+)
 from ._lane import SAMPLES_CHANGED, IngestLane, LaneGauge
-from ._messages import LANES, IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
+from ._messages import LANES, IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus, UploadResult
 from ._payload import parse_body, payload_hash, payload_hash_parsed, payload_hash_raw
 from ._priority import LanePriority, PriorityConfig, background_wait
 from ._rate import DrainRate, retry_after_ms
@@ -24,45 +48,85 @@ from ._samples import (
     run_steps_async,
     sample_minutes,
 )
-from ._service import IngestConfig, IngestService, IngestUnavailable, LaneFull, ingest_service
-from ._units import REGISTRY, SLEEP_STAGES, Metric, to_canonical
+from ._service import IngestConfig, IngestDomain, IngestService, LaneStats, PriorityStats
+from ._units import REGISTRY, SLEEP_STAGES, Metric, OutOfRange, UnknownMetric, UnknownUnit, to_canonical
+from ._upload import (
+    MAX_ITEMS,
+    REQUEST_ID_PATTERN,
+    DeletionBody,
+    SampleBody,
+    UploadBody,
+    UploadSamples,
+    decode_upload,
+    decoding_upload,
+    named_lane,
+    validate_upload,
+)
 
 __all__ = [
+    "BACKGROUND_NICENESS",
+    "GC_THRESHOLDS",
     "LANES",
+    "MAX_ITEMS",
     "REGISTRY",
+    "REQUEST_ID_PATTERN",
     "SAMPLES_CHANGED",
     "SLEEP_STAGES",
+    "DecodePool",
+    "DecodePoolBroken",
+    "DeletionBody",
     "DeletionInput",
     "DeletionLike",
     "DrainRate",
     "IngestBatch",
     "IngestConfig",
+    "IngestDomain",
+    "IngestError",
     "IngestLane",
     "IngestOutcome",
     "IngestReaper",
     "IngestService",
     "IngestUnavailable",
+    "InvalidUpload",
     "Lane",
     "LaneFull",
     "LaneGauge",
     "LanePriority",
     "LaneReport",
+    "LaneStats",
     "LaneStatus",
     "Metric",
+    "OutOfRange",
+    "PayloadHashMismatch",
     "PreparedUpload",
     "PreparesSamples",
     "PriorityConfig",
+    "PriorityStats",
+    "Problem",
     "ReapNow",
     "ReapedSoFar",
     "Rejection",
+    "RequestInProgress",
+    "SampleBody",
     "SampleInput",
     "SampleLike",
+    "TooManyItems",
+    "UnknownMetric",
+    "UnknownUnit",
+    "UploadBody",
+    "UploadDisabled",
+    "UploadResult",
+    "UploadSamples",
     "affected_keys",
     "background_wait",
-    "ingest_service",
+    "decode_upload",
+    "decoding_upload",
+    "default_processes",
     "local_date",
     "local_keys",
+    "named_lane",
     "normalize_samples",
+    "open_decode_pool",
     "parse_body",
     "payload_hash",
     "payload_hash_parsed",
@@ -74,4 +138,6 @@ __all__ = [
     "run_steps_async",
     "sample_minutes",
     "to_canonical",
+    "tune_gc",
+    "validate_upload",
 ]

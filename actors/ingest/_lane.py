@@ -31,15 +31,15 @@ process of an earlier version, or written by hand) answers 409 until the reaper 
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from kernel import Actor, Failed
-from storage import InvalidData, SampleKey, Store, StoreError, StoreUnavailable
+from storage import InvalidData, Op, SampleKey, Store, StoreError, StoreUnavailable, Transaction, UserSettings
 
-from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus
+from ._messages import IngestBatch, IngestOutcome, Lane, LaneReport, LaneStatus, UploadResult
 from ._priority import LanePriority
 from ._rate import DrainRate
 from ._samples import (
@@ -69,7 +69,7 @@ class LaneGauge:
 @dataclass(slots=True)
 class _Pending:
     msg: IngestBatch
-    outcome: Any = None  # IngestOutcome or Failed, once decided
+    outcome: IngestOutcome | Failed | None = None  # once decided
     first: _Pending | None = None  # an earlier message of the same batch with the same request
     upload: PreparedUpload | None = None  # msg.prepared, or prepared again for the user's blocked metrics
 
@@ -78,7 +78,7 @@ class _Pending:
 class _Unprepared:
     """A group's answer when some uploads must first be prepared for their users' blocked metrics."""
 
-    settings: dict[str, Any]
+    settings: dict[str, UserSettings]
 
 
 # Rounds of "prepare again for the settings just read" before the group prepares inside its
@@ -104,21 +104,28 @@ class IngestLane(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case LaneStatus():
-                g = self.gauge
-                return LaneReport(lane=g.lane, requests=g.requests, samples=g.samples,
-                                  transactions=g.transactions, drain_per_second=g.rate.per_second)
+                return self._report()
             case _:
                 return (await self.receive_batch([msg]))[0]
 
+    def _report(self) -> LaneReport:
+        g = self.gauge
+        return LaneReport(lane=g.lane, requests=g.requests, samples=g.samples,
+                          transactions=g.transactions, drain_per_second=g.rate.per_second)
+
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
         began = trio.current_time()
-        pending = [_Pending(msg) for msg in messages]
-        batches = [p for p in pending if isinstance(p.msg, IngestBatch)]
-        for p in pending:
-            if isinstance(p.msg, LaneStatus):
-                p.outcome = await self.receive(p.msg)
-            elif not isinstance(p.msg, IngestBatch):
-                p.outcome = Failed(TypeError(f"ingest lane: unexpected message {p.msg!r}"))
+        answers: list[Any] = []
+        batches: list[_Pending] = []
+        for msg in messages:
+            if isinstance(msg, IngestBatch):
+                pending = _Pending(msg)
+                batches.append(pending)
+                answers.append(pending)
+            elif isinstance(msg, LaneStatus):
+                answers.append(self._report())
+            else:
+                answers.append(Failed(TypeError(f"ingest lane: unexpected message {msg!r}")))
         if batches:
             try:
                 await self._commit(batches)
@@ -133,7 +140,7 @@ class IngestLane(Actor):
             g = self.gauge
             g.rate = g.rate.observe(len(batches), elapsed)
             g.requests += len(batches)
-        return [p.outcome for p in pending]
+        return [a.outcome if isinstance(a, _Pending) else a for a in answers]
 
     async def _commit(self, batches: list[_Pending]) -> None:
         claimants = await self._prepared(self._claimants(batches))
@@ -189,7 +196,7 @@ class IngestLane(Actor):
         for round_ in range(_PREPARE_ROUNDS + 1):
             inline = round_ == _PREPARE_ROUNDS
 
-            async def work(tx: Any, inline: bool = inline) -> Any:
+            async def work(tx: Transaction, inline: bool = inline) -> list[tuple[IngestOutcome, int]] | _Unprepared:
                 (decided,) = await tx.commit(tx.script(lambda: self._group(tx, claimants, inline=inline)))
                 return decided
 
@@ -205,20 +212,20 @@ class IngestLane(Actor):
                 g.samples += stored
             return
 
-    async def _prepare_for(self, claimants: list[_Pending], settings: dict[str, Any]) -> None:
+    async def _prepare_for(self, claimants: list[_Pending], settings: dict[str, UserSettings]) -> None:
         """Prepare again, for their users' blocked metrics as just read, the uploads that need it."""
         for p in claimants:
             blocked = settings[p.msg.user_id].blocked_metrics
             if p.upload is None or not p.upload.applies_to(blocked):
                 p.upload = await run_steps_async(preparing_upload(p.msg.samples, self.store, blocked_metrics=blocked))
 
-    def _group(self, tx: Any, claimants: list[_Pending], *,
-               inline: bool) -> Generator[Any, Any, list[tuple[IngestOutcome, int]] | _Unprepared]:
+    def _group(self, tx: Transaction, claimants: list[_Pending], *,
+               inline: bool) -> Generator[Op[Any], Any, list[tuple[IngestOutcome, int]] | _Unprepared]:
         """The group's unit of work, run on the store's side of one crossing (see ``tx.script``):
         plain computation between the ops, locks in the phases the module docstring gives. Returns
         each claimant's outcome and stored samples, or _Unprepared (nothing claimed) when uploads must
         be prepared again for their users' blocked metrics — unless ``inline``: then it does so here."""
-        settings: dict[str, Any] = {}
+        settings: dict[str, UserSettings] = {}
         for user in sorted({p.msg.user_id for p in claimants}):
             settings[user] = yield tx.users.get_settings(user)
         uploads: list[PreparedUpload] = []
@@ -251,7 +258,8 @@ class IngestLane(Actor):
                 decided[i] = (IngestOutcome(kind="hash_mismatch",
                                             detail="this requestId was used with a different payload"), 0)
             elif existing.status == "completed":
-                decided[i] = (IngestOutcome(kind="replay", result=existing.result), 0)
+                decided[i] = (IngestOutcome(kind="replay",
+                                            result=UploadResult.from_record(existing.result, replayed=True)), 0)
 
         written = []
         for i in won:  # phase: samples (claimants are sorted by user)
@@ -263,14 +271,8 @@ class IngestLane(Actor):
 
         for i, upserted, deleted in written:  # phase: events, watermarks, results
             msg, upload = claimants[i].msg, uploads[i]
-            result = {
-                "requestId": msg.request_id,
-                "status": "completed",
-                "inserted": upserted.inserted,
-                "updated": upserted.updated,
-                "deleted": deleted.deleted,
-                "rejected": [r.to_dict() for r in upload.rejected],
-            }
+            result = UploadResult(request_id=msg.request_id, inserted=upserted.inserted, updated=upserted.updated,
+                                  deleted=deleted.deleted, rejected=upload.rejected)
             changes = upserted.inserted + upserted.updated + deleted.deleted
             if changes:
                 timezone = settings[msg.user_id].timezone
@@ -284,7 +286,7 @@ class IngestLane(Actor):
                     dedupe_key=f"ingest:{msg.user_id}:{msg.request_id}",
                 )
                 yield tx.watermarks.bump(msg.user_id, changes)
-            yield tx.ingest.complete(msg.user_id, msg.request_id, result)
+            yield tx.ingest.complete(msg.user_id, msg.request_id, result.to_record())
             decided[i] = (IngestOutcome(kind="completed", result=result), len(upload.rows))
         return decided
 
@@ -298,6 +300,8 @@ class IngestLane(Actor):
             if first.msg.payload_hash != p.msg.payload_hash:
                 p.outcome = IngestOutcome(kind="hash_mismatch", detail="this requestId was used with a different payload")
             elif isinstance(first.outcome, IngestOutcome) and first.outcome.kind in ("completed", "replay"):
-                p.outcome = IngestOutcome(kind="replay", result=first.outcome.result)
+                first_result = first.outcome.result
+                assert first_result is not None, "completed and replay outcomes carry their result"
+                p.outcome = IngestOutcome(kind="replay", result=replace(first_result, replayed=True))
             else:
                 p.outcome = first.outcome

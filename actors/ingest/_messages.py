@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._samples import DeletionLike, PreparedUpload, SampleLike
+from ._samples import DeletionLike, PreparedUpload, Rejection, SampleLike
 
 Lane = Literal["hot", "cold", "change"]
 LANES: tuple[Lane, ...] = ("hot", "cold", "change")
@@ -30,11 +30,41 @@ class IngestBatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UploadResult:
+    """What an accepted upload did. ``replayed``: the stored result of an earlier request with the
+    same requestId and payload, returned again (nothing was written this time)."""
+
+    request_id: str
+    inserted: int
+    updated: int
+    deleted: int
+    rejected: tuple[Rejection, ...] = ()
+    replayed: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        """The form stored with the request (for replays); rows written before this type existed
+        have the same shape."""
+        return {"requestId": self.request_id, "status": "completed", "inserted": self.inserted,
+                "updated": self.updated, "deleted": self.deleted,
+                "rejected": [{"index": r.index, "code": r.code, "message": r.message} for r in self.rejected]}
+
+    @classmethod
+    def from_record(cls, record: Any, *, replayed: bool) -> UploadResult:
+        if not isinstance(record, dict):
+            raise TypeError(f"a stored upload result is a JSON object, got {type(record).__name__}")
+        return cls(request_id=record["requestId"], inserted=record["inserted"], updated=record["updated"],
+                   deleted=record["deleted"],
+                   rejected=tuple(Rejection(index=r["index"], code=r["code"], message=r["message"])
+                                  for r in record["rejected"]),
+                   replayed=replayed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IngestOutcome:
-    """``completed`` and ``replay`` carry the result body; the others map to typed HTTP errors."""
+    """``completed`` and ``replay`` carry the result; the others become the domain's errors."""
 
     kind: OutcomeKind
-    result: dict[str, Any] | None = None
+    result: UploadResult | None = None
     detail: str = ""
 
 

@@ -77,6 +77,7 @@ def _js_dict(value: dict[str, Any]) -> dict[str, Any]:
     (the common case: no copy), else a copy. Raises _SlowPath for numbers only the slow path
     encodes exactly."""
     changed: dict[str, Any] | None = None
+    new: Any
     for key, item in value.items():
         kind = type(item)
         if kind is str:
@@ -102,6 +103,7 @@ def _js_dict(value: dict[str, Any]) -> dict[str, Any]:
 
 def _js_list(value: list[Any]) -> list[Any]:
     changed: list[Any] | None = None
+    new: Any
     for index, item in enumerate(value):
         kind = type(item)
         if kind is dict:

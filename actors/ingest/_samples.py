@@ -83,9 +83,6 @@ class Rejection:
     code: str
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "code": self.code, "message": self.message}
-
 
 def normalize_samples(
     samples: Sequence[SampleLike], *, blocked_metrics: Iterable[str] = ()

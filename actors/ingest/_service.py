@@ -1,24 +1,35 @@
-"""The ingest subtree and the facade the HTTP layer talks to.
+"""The ingest domain's wiring and its facade.
 
     ingest (one_for_one)
      ├── hot      IngestLane (bounded mailbox, reject when full)   foreground
      ├── cold     IngestLane                                         background (see _priority)
      ├── change   IngestLane                                         foreground
      └── reaper   IngestReaper
+
+:class:`IngestDomain` builds the subtree (and the state its actors share with the facade: lane
+gauges, lane priority) before the system starts; once it runs, ``domain.service(system)`` gives the
+:class:`IngestService`, the one thing the HTTP layer calls: ``accept_upload(user_id, raw)`` takes an
+upload from its raw bytes to a committed batch and answers an :class:`UploadResult`, or raises one
+of the domain's errors (:mod:`._errors`) or storage's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, MailboxFull, Supervisor
 from storage import Store
 
+from ._decode_pool import DecodePool, DecodePoolBroken
+from ._errors import IngestUnavailable, LaneFull, PayloadHashMismatch, RequestInProgress, UploadDisabled
 from ._lane import IngestLane, LaneGauge
-from ._messages import LANES, IngestBatch, IngestOutcome, Lane
+from ._messages import LANES, IngestBatch, IngestOutcome, Lane, UploadResult
 from ._priority import LanePriority, PriorityConfig
 from ._rate import retry_after_ms
 from ._reaper import IngestReaper
+from ._samples import run_steps_async
+from ._upload import UploadSamples, decode_upload, decoding_upload, named_lane
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,74 +48,147 @@ class IngestConfig:
     stale_after: float = 120.0
 
 
-class LaneFull(Exception):
-    def __init__(self, lane: str, retry_after_ms: int) -> None:
-        super().__init__(f"the {lane} lane is full")
-        self.lane = lane
-        self.retry_after_ms = retry_after_ms
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaneStats:
+    """One lane, for metrics: its queue (from the lane actor's mailbox) and what it has committed."""
+
+    lane: Lane
+    depth: int
+    capacity: int
+    requests: int
+    samples: int
+    transactions: int
+    drain_per_second: float
 
 
-class IngestUnavailable(Exception):
-    """The lane cannot take requests now (stopping, or restarting after a failure)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriorityStats:
+    foreground_in_flight: int  # hot and change uploads being handled now
+    starved_turns: int  # background units that went only because they had waited max_wait
 
 
-@dataclass(frozen=True, slots=True)
-class IngestService:
-    """What transport holds: submit a batch to its lane; lane gauges for metrics and 429 hints."""
+class IngestDomain:
+    """What the ingest subtree and its facade share, made before the system starts."""
 
-    gauges: dict[str, LaneGauge]
-    config: IngestConfig
-    priority: LanePriority
-    store: Store  # the lanes' store; uploads are prepared for it before they queue
-    path: str = "root/ingest"
+    name = "ingest"
+
+    def __init__(self, store: Store, config: IngestConfig | None = None) -> None:
+        self.store = store
+        self.config = config or IngestConfig()
+        self.gauges = {lane: LaneGauge(lane=lane, capacity=self.config.capacity[lane]) for lane in LANES}
+        self.priority = LanePriority(self.config.priority)
 
     def subtree(self) -> Supervisor:
         cfg = self.config
-        store = self.store
         lanes = [
             ChildSpec(lane, IngestLane,
-                      kwargs={"store": store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane],
+                      kwargs={"store": self.store, "gauge": self.gauges[lane], "max_batch": cfg.max_batch[lane],
                               "urgent": lane == "hot",
                               "priority": self.priority if lane in cfg.background else None},
                       mailbox=cfg.capacity[lane], overflow="reject", shutdown_timeout=30.0)
             for lane in LANES
         ]
         reaper = ChildSpec("reaper", IngestReaper,
-                           kwargs={"store": store, "interval": cfg.reap_interval, "stale_after": cfg.stale_after},
+                           kwargs={"store": self.store, "interval": cfg.reap_interval, "stale_after": cfg.stale_after},
                            mailbox=8, overflow="drop_oldest")
-        return Supervisor(self.path.rsplit("/", 1)[-1], strategy="one_for_one", max_restarts=20, within=60.0,
+        return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0,
                           base_delay=0.05, max_delay=2.0, children=[*lanes, reaper])
 
-    def is_background(self, lane: str) -> bool:
-        return lane in self.config.background
+    def service(self, system: ActorSystem, *, under: str = "root",
+                decode_pool: DecodePool | None = None) -> IngestService:
+        """The facade over this subtree running in ``system`` under the supervisor at ``under``."""
+        path = f"{under}/{self.name}"
+        return IngestService(lanes={lane: system.ref(f"{path}/{lane}") for lane in LANES}, domain=self,
+                             decode_pool=decode_pool)
 
-    def lane_ref(self, system: ActorSystem, lane: Lane) -> ActorRef:
-        return system.ref(f"{self.path}/{lane}")
 
-    def refuse_if_full(self, system: ActorSystem, lane: str) -> None:
-        """Raise ``LaneFull`` now if ``lane``'s mailbox is full: a request that would be refused
-        anyway should not first cost its parsing (under a flood that is most of the CPU)."""
-        gauge = self.gauges.get(lane)
-        if gauge is None:
-            return  # not a lane: validation will say so
-        node = system.node(f"{self.path}/{lane}")
-        if len(getattr(node, "q", ())) >= gauge.capacity:
-            raise LaneFull(lane, retry_after_ms(gauge.capacity, gauge.rate))
+class IngestService:
+    """Uploads in, typed results out; lane figures for metrics."""
 
-    async def submit(self, system: ActorSystem, batch: IngestBatch) -> IngestOutcome:
-        ref = self.lane_ref(system, batch.lane)
+    def __init__(self, *, lanes: Mapping[Lane, ActorRef], domain: IngestDomain,
+                 decode_pool: DecodePool | None = None) -> None:
+        self._lanes = dict(lanes)
+        self._gauges = domain.gauges
+        self._config = domain.config
+        self._priority = domain.priority
+        self._preparer = domain.store.preparer
+        self._pool = decode_pool
+
+    # -- uploads --------------------------------------------------------------------------------------
+    async def accept_upload(self, user_id: str, raw: bytes) -> UploadResult:
+        """Decode ``raw`` (an upload document), commit it through its lane, answer what it did.
+
+        A full lane refuses before the body is parsed (under a flood, parsing is most of the CPU).
+        Foreground uploads (hot, change) are small and people wait on them: decoded here, at once.
+        Backfill is decoded in the decode pool's low-priority workers (here when there is none, one
+        at a time), each only in its turn, so it never holds the CPU a foreground upload needs.
+        """
+        lane = named_lane(raw)
+        if lane is not None:
+            self._refuse_if_full(lane)
+        if lane is not None and lane not in self._config.background:
+            with self._priority.foreground():
+                return await self.submit(await run_steps_async(decoding_upload(user_id, raw, self._preparer)))
+        if self._pool is None:
+            async with self._priority.background_cpu():
+                batch = await run_steps_async(decoding_upload(user_id, raw, self._preparer))
+        else:
+            try:
+                batch = await self._pool.run(decode_upload, user_id, raw, self._preparer,
+                                             wait_turn=self._priority.background_turn)
+            except DecodePoolBroken:
+                raise IngestUnavailable("decoding this upload failed on the server's side; retry") from None
+            batch = replace(batch, samples=UploadSamples(raw))
+        return await self.submit(batch)
+
+    async def submit(self, batch: IngestBatch) -> UploadResult:
+        """Commit an upload already decoded (``accept_upload`` does that from raw bytes)."""
+        ref = self._lanes[batch.lane]
         try:
-            outcome = await ref.ask(batch, timeout=self.config.ask_timeout)
+            outcome = await ref.ask(batch, timeout=self._config.ask_timeout)
         except MailboxFull:
-            gauge = self.gauges[batch.lane]
-            raise LaneFull(batch.lane, retry_after_ms(gauge.capacity, gauge.rate)) from None
+            raise self._full(batch.lane) from None
         except ActorStopped as exc:
-            raise IngestUnavailable(str(exc)) from exc
-        assert isinstance(outcome, IngestOutcome)
-        return outcome
+            raise IngestUnavailable("ingestion is not available right now; retry later") from exc
+        if not isinstance(outcome, IngestOutcome):
+            raise TypeError(f"the {batch.lane} lane answered {outcome!r}, not an IngestOutcome")
+        return _result_of(outcome)
+
+    def _refuse_if_full(self, lane: Lane) -> None:
+        if self._lanes[lane].statistics().depth >= self._gauges[lane].capacity:
+            raise self._full(lane)
+
+    def _full(self, lane: Lane) -> LaneFull:
+        gauge = self._gauges[lane]
+        return LaneFull(lane, retry_after_ms(gauge.capacity, gauge.rate))
+
+    # -- figures --------------------------------------------------------------------------------------
+    def lane_stats(self) -> tuple[LaneStats, ...]:
+        stats = []
+        for lane, ref in self._lanes.items():
+            g = self._gauges[lane]
+            stats.append(LaneStats(lane=lane, depth=ref.statistics().depth, capacity=g.capacity,
+                                   requests=g.requests, samples=g.samples, transactions=g.transactions,
+                                   drain_per_second=g.rate.per_second))
+        return tuple(stats)
+
+    def priority_stats(self) -> PriorityStats:
+        return PriorityStats(foreground_in_flight=self._priority.foreground_active,
+                             starved_turns=self._priority.starved_turns)
 
 
-def ingest_service(store: Store, config: IngestConfig | None = None) -> IngestService:
-    config = config or IngestConfig()
-    return IngestService(gauges={lane: LaneGauge(lane=lane, capacity=config.capacity[lane]) for lane in LANES},
-                         config=config, priority=LanePriority(config.priority), store=store)
+def _result_of(outcome: IngestOutcome) -> UploadResult:
+    match outcome.kind:
+        case "completed" | "replay":
+            assert outcome.result is not None, "completed and replay outcomes carry their result"
+            return outcome.result
+        case "in_progress":
+            raise RequestInProgress()
+        case "hash_mismatch":
+            raise PayloadHashMismatch(outcome.detail or "this requestId was used with a different payload")
+        case "upload_disabled":
+            raise UploadDisabled()
+    raise AssertionError(f"unhandled ingest outcome {outcome.kind}")
+
+
+__all__ = ["IngestConfig", "IngestDomain", "IngestService", "LaneStats", "PriorityStats"]

@@ -1,7 +1,7 @@
-"""The application's supervision tree and its infrastructure actors."""
+"""The application's supervision tree, its infrastructure actors, and the bundle of domain facades."""
 
 from ._telemetry_collector import Snapshot, TelemetryCollector, TelemetrySnapshot
-from ._tree import Application, TreeConfig, application, root_tree
+from ._tree import Application, Services, TreeConfig, application, root_tree
 
-__all__ = ["Application", "Snapshot", "TelemetryCollector", "TelemetrySnapshot", "TreeConfig", "application",
-           "root_tree"]
+__all__ = ["Application", "Services", "Snapshot", "TelemetryCollector", "TelemetrySnapshot", "TreeConfig",
+           "application", "root_tree"]

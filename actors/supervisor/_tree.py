@@ -1,4 +1,4 @@
-"""Vigil's supervision tree: what ``run.py serve`` starts.
+"""Vigil's supervision tree: what ``run.py serve`` starts, and the facades the HTTP layer is given.
 
     root (one_for_one)
      ├── telemetry          lifecycle event totals and recent history for operators
@@ -7,16 +7,18 @@
      │    └── reaper               frees requests a dead process left "processing"
      └── accounts (keyed by user)  settings and sample reads, serialized per user
 
-Each domain is its own subtree, so a failing one restarts without touching the others.
+Each domain is its own subtree, so a failing one restarts without touching the others. A domain
+package builds its subtree before the system starts (``XDomain``) and, once it runs, the facade
+(``XService``) that transport calls; :class:`Services` bundles the facades.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actors.ingest import IngestConfig, IngestService, ingest_service
-from actors.ingest._account import Account
-from kernel import ChildSpec, Supervisor
+from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
+from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
+from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
 
 from ._telemetry_collector import TelemetryCollector
@@ -32,16 +34,30 @@ class TreeConfig:
     max_delay: float = 5.0
     telemetry_interval: float = 1.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    account_idle_timeout: float = 300.0
-    max_live_accounts: int = 10_000
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """The domains' facades over a running system: everything the HTTP layer may call."""
+
+    ingest: IngestService
+    accounts: AccountsService
 
 
 @dataclass(frozen=True, slots=True)
 class Application:
-    """The tree to start and the handles the HTTP layer needs (by name, for ``create_app``)."""
+    """The tree to start, and (once it runs) the facades over it."""
 
     tree: Supervisor
-    resources: dict[str, object]
+    ingest: IngestDomain
+    accounts: AccountsDomain
+
+    def services(self, system: ActorSystem, *, decode_pool: DecodePool | None = None) -> Services:
+        """The facades over ``system``, which must be running this application's tree."""
+        root = self.tree.name
+        return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
+                        accounts=self.accounts.service(system, under=root))
 
 
 def _telemetry(config: TreeConfig) -> ChildSpec:
@@ -63,8 +79,7 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 def application(store: Store, config: TreeConfig | None = None) -> Application:
     """The whole application over ``store``."""
     config = config or TreeConfig()
-    ingest: IngestService = ingest_service(store, config.ingest)
-    accounts = ChildSpec("accounts", Account, kwargs={"store": store}, keyed=True,
-                         idle_timeout=config.account_idle_timeout, max_live=config.max_live_accounts, mailbox=256)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts])
-    return Application(tree=tree, resources={"ingest": ingest, "store": store})
+    ingest = IngestDomain(store, config.ingest)
+    accounts = AccountsDomain(store, config.accounts)
+    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec()])
+    return Application(tree=tree, ingest=ingest, accounts=accounts)

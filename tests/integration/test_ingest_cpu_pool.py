@@ -1,7 +1,8 @@
-"""Upload decoding in worker processes (``create_app(..., cpu_pool=...)``): through HTTP, an app whose
-uploads are decoded by a real one-process :class:`transport.CpuPool` answers exactly as an app that
-decodes them in-process; errors raised in a worker cross back with every field; a worker that dies
-is reported (``CpuPoolBroken``, 503 through HTTP) and replaced by a fresh one.
+"""Upload decoding in worker processes (``Application.services(system, decode_pool=...)``): through
+HTTP, an app whose uploads are decoded by a real one-process :class:`actors.ingest.DecodePool`
+answers exactly as an app that decodes them in-process; errors raised in a worker cross back with
+every field; a worker that dies is reported (``DecodePoolBroken``, 503 through HTTP) and replaced by
+a fresh one.
 
 pytest-trio fixtures are function-scoped (each test runs its own trio loop), so a pool cannot be
 shared between tests: only three tests open one (about a second each to spawn).
@@ -24,7 +25,22 @@ import pytest
 import trio
 import trio_asyncio
 
-from actors.ingest import IngestBatch
+from actors.ingest import (
+    BACKGROUND_NICENESS,
+    DecodePool,
+    DecodePoolBroken,
+    IngestBatch,
+    IngestUnavailable,
+    InvalidUpload,
+    LaneFull,
+    PayloadHashMismatch,
+    Problem,
+    RequestInProgress,
+    TooManyItems,
+    UploadDisabled,
+    decode_upload,
+    open_decode_pool,
+)
 from kernel import ActorSystem
 from storage import InvalidData, Limits, StoreConfig, open_store
 from tests.ingest_helpers import (
@@ -39,16 +55,7 @@ from tests.ingest_helpers import (
     sample,
     signed,
 )
-from transport import BACKGROUND_NICENESS, CpuPool, CpuPoolBroken, create_app, open_cpu_pool, user_blueprints
-from transport._errors import (
-    ApiError,
-    Conflict,
-    RateLimited,
-    Unauthenticated,
-    Unavailable,
-    ValidationFailed,
-)
-from transport._ingest import decode_upload
+from transport import create_app
 
 POOL_DEADLINE = 30.0  # spawning a worker takes about a second; this is only a guard against hangs
 # Small enough that a 5 000-character metadata is refused by the store's check (which the worker
@@ -60,23 +67,23 @@ STORE_CONFIG = StoreConfig(limits=Limits(max_json_chars=4000))
 @asynccontextmanager
 async def app_with_pool(tmp_path: Path, pool: Any) -> AsyncIterator[Harness]:
     """``tests.ingest_helpers.running_app`` (asyncio loop, temp SQLite store, the real tree), with
-    ``cpu_pool=pool`` given to ``create_app`` (``None``: decode in-process, exactly as running_app)."""
+    ``decode_pool=pool`` given to the services (``None``: decode in-process, exactly as running_app)."""
     await trio.Path(tmp_path).mkdir(parents=True, exist_ok=True)
     db_path = tmp_path / "v.db"
     async with trio_asyncio.open_loop(), open_store(f"sqlite:///{db_path}", config=STORE_CONFIG) as store:
         parts = build_application(store, fast_tree_config())
         async with ActorSystem.start(parts.tree, seed=1) as system:
-            app = create_app(SETTINGS, system=system, blueprints=user_blueprints(), resources=parts.resources,
-                             cpu_pool=pool)
-            yield Harness(app=app, system=system, store=store, db=Db(db_path), resources=dict(parts.resources))
+            services = parts.services(system, decode_pool=pool)
+            app = create_app(SETTINGS, system=system, services=services)
+            yield Harness(app=app, system=system, store=store, db=Db(db_path), services=services)
 
 
 @dataclass
 class RecordingPool:
-    """A CpuPool as the app sees it, recording each job (its function, whether it waited for a turn,
+    """A DecodePool as the app sees it, recording each job (its function, whether it waited for a turn,
     outcome)."""
 
-    pool: CpuPool
+    pool: DecodePool
     jobs: list[tuple[str, bool, Any]] = field(default_factory=list)
 
     @property
@@ -98,7 +105,7 @@ class RecordingPool:
 class DyingOncePool:
     """The pool, but the first job kills its worker instead of running."""
 
-    pool: CpuPool
+    pool: DecodePool
     died: int = 0
 
     @property
@@ -249,8 +256,8 @@ async def test_every_answer_through_the_pool_equals_the_in_process_one(tmp_path:
         expected_events = plain.db.events("alice")
 
     with trio.fail_after(POOL_DEADLINE):
-        async with open_cpu_pool(1) as opened:
-            assert isinstance(opened, CpuPool) and opened.processes == 1
+        async with open_decode_pool(1) as opened:
+            assert isinstance(opened, DecodePool) and opened.processes == 1
             pool = RecordingPool(opened)
             async with app_with_pool(tmp_path / "pooled", pool) as pooled:
                 got = await post_all(pooled, cases, "alice")
@@ -277,7 +284,7 @@ async def test_every_answer_through_the_pool_equals_the_in_process_one(tmp_path:
     assert units_batch.samples == () and units_batch.request_id == "units-1" and units_batch.lane == "cold"
     assert units_batch.prepared is not None and len(units_batch.prepared.rows) == 7
     assert units_batch.prepared.metrics == {"heart_rate", "distance", "body_temperature", "weight", "spo2", "steps"}
-    assert type(by_case["malformed JSON"][2]) is ValidationFailed
+    assert type(by_case["malformed JSON"][2]) is InvalidUpload
     assert type(by_case["NUL in sourceId"][2]) is InvalidData
     assert by_case["NUL in sourceId"][2].problem == "contains a NUL character"
 
@@ -356,7 +363,7 @@ async def test_blocked_metrics_through_the_pool_equal_the_in_process_answers(tmp
     async with app_with_pool(tmp_path / "plain", None) as plain:
         expected = await run(plain)
     with trio.fail_after(POOL_DEADLINE):
-        async with open_cpu_pool(1) as opened:
+        async with open_decode_pool(1) as opened:
             assert opened is not None
             pool = RecordingPool(opened)
             async with app_with_pool(tmp_path / "pooled", pool) as pooled:
@@ -401,39 +408,23 @@ def round_trip(exc: BaseException) -> BaseException:
     return back
 
 
-def test_api_errors_pickle_with_every_field() -> None:
-    details = [{"in": "body", "path": "samples.0.unit", "problem": "Field required", "type": "missing"}]
-    failed = round_trip(ValidationFailed("the request body is invalid", details=details))
-    assert isinstance(failed, ValidationFailed)
-    assert (failed.status, failed.code, failed.message, failed.details, failed.retryable, failed.retry_after_ms,
-            failed.headers) == (400, "VALIDATION_ERROR", "the request body is invalid", details, False, None, {})
+def test_ingest_errors_pickle_with_every_field() -> None:
+    problems = (Problem(path="samples.0.unit", problem="Field required", kind="missing"),)
+    invalid = round_trip(InvalidUpload("the request body is invalid", problems))
+    assert isinstance(invalid, InvalidUpload)
+    assert (invalid.message, invalid.problems) == ("the request body is invalid", problems)
 
-    limited = round_trip(RateLimited("the hot lane is full", code="LANE_BACKPRESSURE", retry_after_ms=250,
-                                     details={"lane": "hot"}))
-    assert isinstance(limited, RateLimited)
-    assert (limited.status, limited.code, limited.retryable, limited.retry_after_ms, limited.details) == (
-        429, "LANE_BACKPRESSURE", True, 250, {"lane": "hot"})
-    assert vars(limited)["code"] == "LANE_BACKPRESSURE"  # an instance field, not the class default
+    too_many = round_trip(TooManyItems(5001, 5000))
+    assert isinstance(too_many, TooManyItems)
+    assert (too_many.count, too_many.limit) == (5001, 5000)
 
-    default_wait = round_trip(Unavailable("retry"))
-    assert isinstance(default_wait, Unavailable)
-    assert (default_wait.code, default_wait.retryable, default_wait.retry_after_ms) == ("UNAVAILABLE", True, 1000)
+    full = round_trip(LaneFull("hot", 250))
+    assert isinstance(full, LaneFull)
+    assert (full.lane, full.retry_after_ms, full.message) == ("hot", 250, "the hot lane is full; retry later")
 
-    unauth = round_trip(Unauthenticated())
-    assert isinstance(unauth, Unauthenticated)
-    assert unauth.message == "a valid bearer token is required"
-    assert unauth.headers == {"WWW-Authenticate": 'Bearer realm="vigil"'}
-
-    conflict = round_trip(Conflict("still processing", code="REQUEST_IN_PROGRESS", retryable=True,
-                                   retry_after_ms=1000, headers={"X-Extra": "1"}))
-    assert isinstance(conflict, Conflict)
-    assert (conflict.code, conflict.retryable, conflict.headers) == ("REQUEST_IN_PROGRESS", True, {"X-Extra": "1"})
-
-    odd = ApiError("teapot", code="TEAPOT")
-    odd.status = 418  # as to_api_error sets an odd werkzeug status on the instance
-    back = round_trip(odd)
-    assert isinstance(back, ApiError)
-    assert (back.status, back.code) == (418, "TEAPOT")
+    for error in (PayloadHashMismatch("payloadHash does not match"), UploadDisabled(), RequestInProgress(),
+                  IngestUnavailable("retry")):
+        assert round_trip(error).message == error.message  # type: ignore[attr-defined]
 
 
 def test_invalid_data_pickles_with_its_fields() -> None:
@@ -444,20 +435,20 @@ def test_invalid_data_pickles_with_its_fields() -> None:
 
 
 # -- 4. a worker that dies --------------------------------------------------------------------------------
-async def test_a_dead_worker_raises_cpu_pool_broken_and_is_replaced(tmp_path: Path) -> None:
+async def test_a_dead_worker_raises_decode_pool_broken_and_is_replaced(tmp_path: Path) -> None:
     with trio.fail_after(POOL_DEADLINE):
-        async with open_cpu_pool(1) as pool:
+        async with open_decode_pool(1) as pool:
             assert pool is not None
             first_pid = await pool.run(os.getpid)
             assert first_pid != os.getpid()
             assert await pool.run(os.getpid) == first_pid  # the same warm worker, while it lives
 
-            with pytest.raises(CpuPoolBroken, match="a worker process died"):
+            with pytest.raises(DecodePoolBroken, match="a worker process died"):
                 await pool.run(os._exit, 1)
             assert await pool.run(operator.add, 2, 3) == 5
             second_pid = await pool.run(os.getpid)
             assert second_pid not in (first_pid, os.getpid())
-            with pytest.raises(CpuPoolBroken):
+            with pytest.raises(DecodePoolBroken):
                 await pool.run(os._exit, 7, wait_turn=trio.lowlevel.checkpoint)
             assert await pool.run(operator.mul, 6, 7, wait_turn=trio.lowlevel.checkpoint) == 42
             # Backfill runs below the server's priority: its workers are niced.
@@ -466,9 +457,9 @@ async def test_a_dead_worker_raises_cpu_pool_broken_and_is_replaced(tmp_path: Pa
             # Errors raised in a worker cross back as our own types, with their fields.
             async with app_with_pool(tmp_path / "probe", None) as probe:
                 preparer = probe.store.preparer
-            with pytest.raises(ValidationFailed) as refused:
+            with pytest.raises(InvalidUpload) as refused:
                 await pool.run(decode_upload, "alice", b"{", preparer)
-            assert refused.value.code == "VALIDATION_ERROR" and refused.value.details[0]["type"] == "json_invalid"
+            assert [p.kind for p in refused.value.problems] == ["json_invalid"]
             with pytest.raises(InvalidData) as invalid:
                 await pool.run(decode_upload, "alice", raw_of(signed([sample(source="a\u0000b")])), preparer)
             assert (invalid.value.field, invalid.value.problem) == ("samples[0].source_id", "contains a NUL character")

@@ -514,7 +514,7 @@ async def test_a_refused_request_in_a_group_commit_does_not_sink_its_neighbours(
 async def test_an_unprepared_refused_request_in_a_group_commit_does_not_sink_its_neighbours(h: Harness) -> None:
     """The lane prepares what arrives unprepared (kernel API callers): data the store refuses then
     fails inside the group's transaction, which is retried one request at a time."""
-    service = h.resources["ingest"]
+    service = h.services.ingest
 
     def batch(record: str, source_id: str = "watch") -> IngestBatch:
         at = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -526,7 +526,8 @@ async def test_an_unprepared_refused_request_in_a_group_commit_does_not_sink_its
 
     async def one(b: IngestBatch) -> None:
         try:
-            outcomes[b.request_id] = (await service.submit(h.system, b)).kind
+            result = await service.submit(b)
+            outcomes[b.request_id] = "replayed" if result.replayed else "completed"
         except InvalidData as exc:
             outcomes[b.request_id] = exc.field
 

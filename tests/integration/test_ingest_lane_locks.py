@@ -14,9 +14,7 @@ from typing import Any
 import trio
 import trio_asyncio  # type: ignore[import-untyped]
 
-from actors.ingest import IngestBatch, IngestOutcome
-from actors.ingest._lane import IngestLane, LaneGauge
-from actors.ingest._samples import SampleInput
+from actors.ingest import IngestBatch, IngestLane, IngestOutcome, LaneGauge, SampleInput
 from storage import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,7 +67,7 @@ async def test_two_lanes_writing_overlapping_samples_of_one_user_do_not_deadlock
     assert [a.kind for a in answers["A"] if isinstance(a, IngestOutcome)] == ["completed", "completed"]
     assert [a.kind for a in answers["B"] if isinstance(a, IngestOutcome)] == ["completed"]
     # r999 is in both: whichever lane wrote it second updated it.
-    inserted = answers["A"][0].result["inserted"] + answers["A"][1].result["inserted"] + answers["B"][0].result["inserted"]
+    inserted = sum(a.result.inserted for a in (*answers["A"], *answers["B"]))
     assert inserted == 3_001
     async with store.transaction(readonly=True) as tx:
         marks = await tx.watermarks.get("u")

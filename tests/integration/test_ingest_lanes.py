@@ -332,7 +332,7 @@ async def test_a_steady_foreground_slows_cold_but_cannot_starve_it(tmp_path: Pat
             assert (status, out["inserted"]) == (200, 1)
             # two units each waited out the bound: parsing, the transaction
             assert trio.current_time() - began >= 2 * 2.0
-            assert h.resources["ingest"].priority.starved_turns == 2
+            assert h.services.ingest.priority_stats().starved_turns == 2
             metrics = await h.app.test_client().get("/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
             text = await metrics.get_data(as_text=True)
             assert "vigil_ingest_background_starved_turns_total 2.0" in text
@@ -347,5 +347,5 @@ async def test_without_foreground_traffic_cold_goes_at_once(tmp_path: Path,
         assert (await h.post(signed([sample("hot-1")], lane="hot")))[0] == 200
         assert (await h.post(signed([sample("cold-1")], lane="cold")))[0] == 200
         # max_wait is out of reach: only the quiet period after the hot request stood in its way
-        assert h.resources["ingest"].priority.starved_turns == 0
+        assert h.services.ingest.priority_stats().starved_turns == 0
         assert cold.entered == 1

@@ -3,7 +3,7 @@
 Parsing, validating, hashing and preparing a 500-sample upload is ~4 ms of pure Python that holds
 the GIL. In the server process it competes with everything else that needs the GIL — the SQLite
 writer thread between its statements, other requests, the lanes resuming — so the server stays on
-one core however many it has. A :class:`CpuPool` runs such jobs in worker processes
+one core however many it has. A :class:`DecodePool` runs such jobs in worker processes
 (trio-parallel, spawned: no fork of a process with threads); only their results — plain data,
 ~50 KB pickled for 500 prepared samples — come back.
 
@@ -14,9 +14,9 @@ At most ``processes`` jobs are admitted at once, and each waits for its turn (th
 ``wait_turn``) after admission and right before it starts, so a burst of backfill cannot queue
 dozens of jobs that all passed their turn before a foreground request arrived.
 
-Errors: a job's own exception is re-raised here (ours pickle: ApiError, InvalidData). A worker that
-dies mid-job (OOM killer, a segfault) raises :class:`CpuPoolBroken` — retryable: the next job gets
-a fresh worker.
+Errors: a job's own exception is re-raised here (ours pickle: the ingest errors, InvalidData). A
+worker that dies mid-job (OOM killer, a segfault) raises :class:`DecodePoolBroken` — retryable: the
+next job gets a fresh worker.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import trio
 import trio_parallel
 
 T = TypeVar("T")
-log = logging.getLogger("vigil.transport")
+log = logging.getLogger("vigil.ingest")
 
 # The server and its workers allocate many short-lived objects per request (parsed bodies,
 # pydantic models) over a large, long-lived heap (modules, actors): with CPython's default
@@ -55,7 +55,7 @@ def default_processes() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-class CpuPoolBroken(Exception):
+class DecodePoolBroken(Exception):
     """A worker process died while running a job (the job may be retried)."""
 
 
@@ -70,7 +70,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(BACKGROUND_NICENESS)
     # Import what the jobs use before the first job, then freeze it out of the collector.
-    import transport._ingest  # noqa: F401  (the upload decoder's module and its models)
+    import actors.ingest._upload  # noqa: F401  (the upload decoder's module and its models)
 
     tune_gc()
 
@@ -81,7 +81,7 @@ def _hold_worker(seconds: float) -> None:
     time.sleep(seconds)  # keeps this worker busy, so the next warm-up job starts another
 
 
-class CpuPool:
+class DecodePool:
     """Run picklable functions in low-priority worker processes; see the module docstring."""
 
     def __init__(self, context: trio_parallel.WorkerContext, processes: int) -> None:
@@ -99,9 +99,10 @@ class CpuPool:
             if wait_turn is not None:
                 await wait_turn()
             try:
-                return await self._context.run_sync(fn, *args, limiter=self._unbounded)
+                result: T = await self._context.run_sync(fn, *args, limiter=self._unbounded)
+                return result
             except trio_parallel.BrokenWorkerError as exc:
-                raise CpuPoolBroken(f"a worker process died: {exc}") from exc
+                raise DecodePoolBroken(f"a worker process died: {exc}") from exc
 
     async def warm_up(self) -> None:
         """Start every worker now (spawning and importing takes about a second each), so the first
@@ -112,7 +113,7 @@ class CpuPool:
 
 
 @asynccontextmanager
-async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
+async def open_decode_pool(processes: int) -> AsyncIterator[DecodePool | None]:
     """A pool of ``processes`` workers, warmed up, shut down on exit; ``None`` for 0 (run jobs in
     the server process)."""
     if processes < 0:
@@ -124,7 +125,7 @@ async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
     try:
         async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
                                                      grace_period=10.0) as context:
-            pool = CpuPool(context, processes)
+            pool = DecodePool(context, processes)
             await pool.warm_up()
             try:
                 yield pool
@@ -139,4 +140,5 @@ async def open_cpu_pool(processes: int) -> AsyncIterator[CpuPool | None]:
         log.warning("worker processes had died by the time the pool closed", exc_info=exc)
 
 
-__all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "CpuPool", "CpuPoolBroken", "default_processes", "open_cpu_pool", "tune_gc"]
+__all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "DecodePool", "DecodePoolBroken", "default_processes",
+           "open_decode_pool", "tune_gc"]

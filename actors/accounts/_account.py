@@ -6,35 +6,12 @@ touches storage; keying by user spreads users over many small actors that cost n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from kernel import Actor
-from storage import HealthSample, Page, SampleCursor, Store, UserSettings
+from storage import HealthSample, Page, Store
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetSettings:
-    """Reply: ``UserSettings``."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PutSettings:
-    """Reply: the stored ``UserSettings``."""
-
-    settings: UserSettings
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QuerySamples:
-    """Reply: ``Page[HealthSample]``."""
-
-    metric: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    after: SampleCursor | None = None
-    limit: int = 100
+from ._messages import GetSettings, PutSettings, QuerySamples
 
 
 class Account(Actor):
