@@ -2,6 +2,11 @@
 
 Nothing here is written by hand per route, so the document cannot drift from the code: a route
 is in it because it was registered, with the models it validates against.
+
+WebSocket routes are not HTTP operations (OpenAPI has no object for them, and a plain GET to one
+is answered 426): they are listed under the top-level extension ``x-websockets`` instead of
+``paths``, with their auth, query parameters and close codes, so client authors find them and
+tools that exercise ``paths`` do not mistake them for GETs.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
     error_ref = schemas.ref(ErrorResponse, "serialization")
     error_content = {"application/json": {"schema": error_ref}}
     paths: dict[str, dict[str, Any]] = {}
+    websockets: dict[str, dict[str, Any]] = {}
 
     for spec in routes:
         op: dict[str, Any] = {"operationId": spec.endpoint.replace(".", "_"), "summary": spec.summary}
@@ -76,42 +82,45 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
             for name, prop in target.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
         if spec.websocket:
-            # OpenAPI has no WebSocket object: describe the upgrade, and mark it for tools.
-            op["x-websocket"] = True
             if spec.auth != "none":
                 params.append({"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
                                "description": "the bearer token, for clients that cannot set headers"})
-            op["responses"] = {"101": {"description": "Switching Protocols; a bad credential closes with 4401"}}
-        else:
-            if spec.body is not None:
-                op["requestBody"] = {"required": True, "content": {
-                    "application/json": {"schema": schemas.ref(spec.body, "validation")}}}
-            ok: dict[str, Any] = {"description": spec.summary or "OK"}
-            if spec.response is not None:
-                ok["content"] = {spec.media_type: {"schema": schemas.ref(spec.response, "serialization")}}
-            elif spec.media_type != "application/json":
-                ok["content"] = {spec.media_type: {"schema": {"type": "string"}}}
-            responses: dict[str, Any] = {str(spec.status): ok}
-            codes = set(spec.errors)
-            if spec.auth != "none":
-                codes.add(401)
-            if spec.body is not None:
-                codes.update({400, 413, 415})
-            if spec.query is not None:
-                codes.add(400)
-            for code in sorted(codes):
-                responses.setdefault(str(code), {"description": "error", "content": error_content})
-            responses["default"] = {"description": "error", "content": error_content}
-            op["responses"] = responses
+            websockets[openapi_path(spec.path)] = {
+                **op, "parameters": params,
+                "closeCodes": {"1000": "normal closure", "1001": "server shutting down",
+                               "1011": "internal error",
+                               **({"4401": "missing or bad credentials"} if spec.auth != "none" else {})},
+            }
+            continue
+        if spec.body is not None:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": schemas.ref(spec.body, "validation")}}}
+        ok: dict[str, Any] = {"description": spec.summary or "OK"}
+        if spec.response is not None:
+            ok["content"] = {spec.media_type: {"schema": schemas.ref(spec.response, "serialization")}}
+        elif spec.media_type != "application/json":
+            ok["content"] = {spec.media_type: {"schema": {"type": "string"}}}
+        responses: dict[str, Any] = {str(spec.status): ok}
+        codes = set(spec.errors)
+        if spec.auth != "none":
+            codes.add(401)
+        if spec.body is not None:
+            codes.update({400, 413, 415})
+        if spec.query is not None:
+            codes.add(400)
+        for code in sorted(codes):
+            responses.setdefault(str(code), {"description": "error", "content": error_content})
+        responses["default"] = {"description": "error", "content": error_content}
+        op["responses"] = responses
         if params:
             op["parameters"] = params
-        method = "get" if spec.websocket else spec.method.lower()
-        paths.setdefault(openapi_path(spec.path), {})[method] = op
+        paths.setdefault(openapi_path(spec.path), {})[spec.method.lower()] = op
 
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": dict(sorted(paths.items())),
+        "x-websockets": dict(sorted(websockets.items())),
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
             "securitySchemes": {

@@ -5,7 +5,9 @@ Handlers translate only: the body model in, ``AccountsService`` called, its answ
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StrictBool, StrictStr, WithJsonSchema
 
 from actors.accounts import known_timezones
 from actors.ingest import REGISTRY
@@ -15,25 +17,29 @@ from ._routes import ApiBlueprint, ApiModel
 from ._services import domains, refuse_while_draining
 
 
+def _known_metric(value: str) -> str:
+    if value not in REGISTRY:
+        raise ValueError(f"unknown metric {value!r}; known: {sorted(REGISTRY)}")
+    return value
+
+
+def _known_zone(value: str) -> str:
+    if value not in known_timezones():
+        raise ValueError(f"unknown IANA time zone {value!r}")
+    return value
+
+
+# The schema lists exactly the values the server takes: the metric registry, this server's tz database.
+MetricName = Annotated[StrictStr, AfterValidator(_known_metric),
+                       WithJsonSchema({"type": "string", "enum": sorted(REGISTRY)})]
+ZoneName = Annotated[StrictStr, AfterValidator(_known_zone),
+                     WithJsonSchema({"type": "string", "enum": sorted(known_timezones())})]
+
+
 class SettingsBody(ApiModel):
-    allow_health_data_upload: bool = True
-    blocked_metrics: list[str] = Field(default_factory=list, max_length=64)
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if value not in known_timezones():
-            raise ValueError(f"unknown IANA time zone {value!r}")
-        return value
-
-    @field_validator("blocked_metrics")
-    @classmethod
-    def _known_metrics(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(REGISTRY))
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}; known: {sorted(REGISTRY)}")
-        return sorted(set(value))
+    allow_health_data_upload: StrictBool = True
+    blocked_metrics: list[MetricName] = Field(default_factory=list, max_length=64)
+    timezone: ZoneName = "UTC"
 
 
 class Me(ApiModel):
@@ -65,7 +71,7 @@ async def put_settings(*, user_id: str, body: SettingsBody) -> SettingsBody:
     refuse_while_draining()
     stored = await domains().accounts.put_settings(user_id, UserSettings(
         allow_health_data_upload=body.allow_health_data_upload,
-        blocked_metrics=tuple(body.blocked_metrics),
+        blocked_metrics=tuple(sorted(set(body.blocked_metrics))),
         timezone=body.timezone,
     ))
     return _settings_out(stored)

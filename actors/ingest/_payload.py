@@ -13,6 +13,10 @@ back to ``rfc8785`` for every case where the two may differ:
   characters outside the BMP, so any of those take the slow path;
 - strings: both escape exactly ``"``, ``\\`` and control characters, the same way.
 
+Integers past ±(2**53 - 1), which JCS has no exact form for, are hashed as the doubles a JavaScript
+client's JSON.parse makes of them (and NaN/Infinity as the null its JSON.stringify writes), so such a
+body has the hash its sender computed rather than no hash at all.
+
 The request path parses the body once (orjson) and hands the same document to validation and to
 ``payload_hash_parsed``; ``payload_hash_raw`` does both steps for callers holding bytes.
 """
@@ -32,25 +36,33 @@ _SAFE_INT = 2**53 - 1
 _NON_BMP_UTF8 = re.compile(rb"[\xf0-\xf4]")
 
 
-def _finite_or_null(value: Any) -> Any:
-    # JCS has no NaN or Infinity; a JavaScript client's JSON.stringify sends them as null, so hash the same.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def _as_javascript_numbers(value: Any) -> Any:
+    """``value`` with its numbers as a JavaScript client's JSON.parse holds them: integers past
+    ±(2**53 - 1) become the nearest double (past double range, Infinity), and JSON.stringify then
+    sends NaN and Infinity as null. RFC 8785 canonicalizes doubles, so this is what a client hashes."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
     if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
+        return {k: _as_javascript_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite_or_null(v) for v in value]
+        return [_as_javascript_numbers(v) for v in value]
     return value
 
 
 def payload_hash(body: dict[str, Any]) -> str:
-    """The lowercase hex hash a client must send; raises ``ValueError`` for bodies JCS cannot encode."""
+    """The lowercase hex hash a client must send; raises ``ValueError`` for bodies JCS cannot encode
+    (strings with unpaired surrogates, nesting deeper than the interpreter's recursion limit)."""
     unsigned = {k: v for k, v in body.items() if k != "payloadHash"}
     try:
         try:
             canonical = rfc8785.dumps(unsigned)
-        except rfc8785.FloatDomainError:
-            canonical = rfc8785.dumps(_finite_or_null(unsigned))
+        except (rfc8785.FloatDomainError, rfc8785.IntegerDomainError):
+            canonical = rfc8785.dumps(_as_javascript_numbers(unsigned))
     except rfc8785.CanonicalizationError as exc:
         raise ValueError(f"the body has no RFC 8785 canonical form: {exc}") from exc
     except RecursionError:

@@ -15,9 +15,19 @@ from __future__ import annotations
 import re
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ._errors import InvalidUpload, PayloadHashMismatch, Problem, TooManyItems
@@ -30,37 +40,61 @@ MAX_ITEMS = 5_000
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
+# RFC 3339's date-time (section 5.6): seconds and an offset required, "T"/"Z" in either case.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic alone also takes epoch numbers, numeric strings, a space for "T" and missing seconds:
+    # API.md (and the published schema's format) say RFC 3339, so only that passes.
+    if type(value) is str and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("expected an RFC 3339 date-time with seconds and an offset, e.g. 2026-11-24T08:00:00Z")
+
+
+RFC3339DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+"""A timezone-aware datetime given as RFC 3339 text (``format: date-time`` in the schema), nothing looser."""
+
+
 class UploadModel(BaseModel):
-    """snake_case in Python, camelCase in the document."""
+    """snake_case in Python, camelCase in the document; values of exactly the documented types."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class SampleBody(UploadModel):
-    source_id: str = Field(min_length=1, max_length=256)
-    source_record_id: str = Field(min_length=1, max_length=256)
-    metric: str = Field(min_length=1, max_length=64)
-    value: float | None  # null / non-finite: rejected per sample, not per request
-    unit: str = Field(min_length=1, max_length=32)
-    start_at: AwareDatetime
-    end_at: AwareDatetime
+    source_id: StrictStr = Field(min_length=1, max_length=256)
+    source_record_id: StrictStr = Field(min_length=1, max_length=256)
+    metric: StrictStr = Field(min_length=1, max_length=64)
+    value: StrictFloat | None  # null / non-finite: rejected per sample, not per request
+    unit: StrictStr = Field(min_length=1, max_length=32)
+    start_at: RFC3339DateTime
+    end_at: RFC3339DateTime
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class DeletionBody(UploadModel):
-    source_id: str = Field(min_length=1, max_length=256)
-    source_record_id: str = Field(min_length=1, max_length=256)
-    start_at: AwareDatetime
+    source_id: StrictStr = Field(min_length=1, max_length=256)
+    source_record_id: StrictStr = Field(min_length=1, max_length=256)
+    start_at: RFC3339DateTime
 
 
 class UploadBody(UploadModel):
     """``POST /v1/health/samples/batch-upsert``'s body."""
 
-    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
-    payload_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # The schema says what the validator below checks: deletions only on the change lane.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"lane": {"not": {"const": "change"}}}, "required": ["lane"]},
+        "then": {"properties": {"deletions": {"maxItems": 0}}},
+    })
+
+    request_id: StrictStr = Field(pattern=REQUEST_ID_PATTERN)
+    payload_hash: StrictStr = Field(pattern=r"^[0-9a-f]{64}$",
+                                     description="SHA-256 (lowercase hex) of the body's RFC 8785 form without "
+                                                 "payloadHash")
     lane: Literal["hot", "cold", "change"]
-    samples: list[SampleBody] = Field(default_factory=list)
-    deletions: list[DeletionBody] = Field(default_factory=list)
+    samples: list[SampleBody] = Field(default_factory=list, max_length=MAX_ITEMS)
+    deletions: list[DeletionBody] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _deletions_on_change_lane(self) -> UploadBody:
@@ -181,6 +215,7 @@ class UploadSamples(Sequence[SampleBody]):
 __all__ = [
     "MAX_ITEMS",
     "REQUEST_ID_PATTERN",
+    "RFC3339DateTime",
     "DeletionBody",
     "SampleBody",
     "UploadBody",

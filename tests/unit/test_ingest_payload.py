@@ -81,7 +81,19 @@ def test_non_finite_numbers_hash_as_null_like_json_stringify() -> None:
 
 def test_a_body_jcs_cannot_encode_is_a_value_error() -> None:
     with pytest.raises(ValueError):
-        payload_hash({"v": 2**64})  # beyond IEEE-754 double's exact integers: JCS refuses it
+        payload_hash({"s": "\ud800"})  # an unpaired surrogate is not Unicode text
+
+
+@pytest.mark.parametrize("big, as_javascript", [
+    (2**64, float(2**64)),
+    (-11628193146695299072, -1.1628193146695299e19),
+    (2**53, float(2**53)),
+    (10**400, None),  # past double range: JSON.parse gives Infinity, JSON.stringify null
+])
+def test_integers_past_doubles_hash_as_the_double_javascript_reads(big: int, as_javascript: float | None) -> None:
+    assert payload_hash({"v": big, "w": [big]}) == payload_hash({"v": as_javascript, "w": [as_javascript]})
+    raw = json.dumps({"v": big}).encode()
+    assert payload_hash_raw(raw) == payload_hash({"v": as_javascript})
 
 
 # -- properties --------------------------------------------------------------------------------------

@@ -343,14 +343,17 @@ async def test_openapi_lists_every_registered_route(app: QuartTrio) -> None:
     rules = list(app.url_map.iter_rules())
     assert len(rules) >= 10
     for rule in rules:
-        methods = {"GET"} if rule.websocket else set(rule.methods or ()) - {"HEAD", "OPTIONS"}
+        if rule.websocket:  # not an HTTP operation: listed under x-websockets instead
+            assert openapi_path(rule.rule) in doc["x-websockets"], f"{rule.rule} is missing from x-websockets"
+            assert openapi_path(rule.rule) not in doc["paths"]
+            continue
         entry = doc["paths"].get(openapi_path(rule.rule))
         assert entry is not None, f"{rule.rule} is missing from the OpenAPI document"
-        for method in methods:
+        for method in set(rule.methods or ()) - {"HEAD", "OPTIONS"}:
             assert method.lower() in entry, f"{method} {rule.rule} is missing from the OpenAPI document"
     # and nothing in the document that the app does not serve
-    served = {openapi_path(r.rule) for r in rules}
-    assert set(doc["paths"]) == served
+    assert set(doc["paths"]) == {openapi_path(r.rule) for r in rules if not r.websocket}
+    assert set(doc["x-websockets"]) == {openapi_path(r.rule) for r in rules if r.websocket}
 
 
 async def test_openapi_carries_the_models(app: QuartTrio) -> None:
@@ -362,7 +365,9 @@ async def test_openapi_carries_the_models(app: QuartTrio) -> None:
     assert op["security"] == [{"userBearer": []}]
     assert {"400", "401", "413", "415", "default"} <= set(op["responses"])
     assert doc["paths"]["/health"]["get"]["security"] == []
-    assert doc["paths"]["/v1/ops/telemetry"]["get"]["x-websocket"] is True
+    telemetry = doc["x-websockets"]["/v1/ops/telemetry"]
+    assert telemetry["security"] == [{"opsBearer": []}] and telemetry["closeCodes"]["4401"]
+    assert [p["name"] for p in telemetry["parameters"]] == ["token"]
     get_item = doc["paths"]["/v1/test/items/{item_id}"]["get"]
     assert get_item["parameters"][0] == {"name": "item_id", "in": "path", "required": True,
                                          "schema": {"type": "integer"}}
