@@ -39,7 +39,7 @@ __all__ = [
     "SyncEntity",
     "UpsertCounts",
     "UserSettings",
-    "Watermarks",
+    "UserWatermarks",
 ]
 
 T = TypeVar("T")
@@ -272,7 +272,7 @@ class SleepNight:
 
 
 @dataclass(frozen=True, slots=True)
-class Watermarks:
+class UserWatermarks:
     """``watermark`` counts committed sample changes; ``projected`` maps handler → caught-up mark."""
 
     user_id: str

@@ -26,9 +26,10 @@ from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
 from ._migrations import Migration
 from ._migrations.postgres import MIGRATIONS
-from ._repos import Transaction
 from ._sql import POSTGRES, Cmd
-from ._tx import Const, End, Op, StoreBase
+from ._store import StoreBase
+from ._transaction import Transaction
+from ._tx import Const, End, Op
 
 __all__ = ["PostgresStore", "migrate_postgres"]
 
@@ -179,8 +180,8 @@ async def migrate_postgres(dsn: str, config: StoreConfig, loop: asyncio.Abstract
 class PostgresTransaction(Transaction):
     dialect = POSTGRES
 
-    def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first)
+    def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool, urgent: bool) -> None:
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
         self._store = store
         self._conn: asyncpg.Connection | None = None
         self._commit_sent = False
@@ -270,8 +271,8 @@ class PostgresStore(StoreBase):
             await self._close_pools()
             raise
 
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> PostgresTransaction:
-        return PostgresTransaction(self, readonly=readonly, retry_first=retry_first)
+    def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> PostgresTransaction:
+        return PostgresTransaction(self, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
     async def close(self) -> None:
         """Close both pools (waiting for connections in use to come back). Idempotent."""

@@ -30,9 +30,10 @@ from ._config import StoreConfig
 from ._errors import StoreError, StoreUnavailable, translate_sqlite
 from ._migrations import Migration
 from ._migrations.sqlite import MIGRATIONS
-from ._repos import Transaction
 from ._sql import SQLITE, Cmd, to_sqlite
-from ._tx import Const, End, Op, StoreBase
+from ._store import StoreBase
+from ._transaction import Transaction
+from ._tx import Const, End, Op
 
 __all__ = ["SqliteStore"]
 
@@ -259,9 +260,9 @@ class SqliteTransaction(Transaction):
     dialect = SQLITE
 
     def __init__(
-        self, store: SqliteStore, connection: _Connection, *, readonly: bool, retry_first: bool
+        self, store: SqliteStore, connection: _Connection, *, readonly: bool, retry_first: bool, urgent: bool
     ) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first)
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
         self._store = store
         self._conn = connection
 
@@ -355,10 +356,9 @@ class SqliteStore(StoreBase):
                 await self.close()
             raise
 
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> SqliteTransaction:
-        return SqliteTransaction(
-            self, self._reader if readonly else self._writer, readonly=readonly, retry_first=retry_first
-        )
+    def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> SqliteTransaction:
+        connection = self._reader if readonly else self._writer
+        return SqliteTransaction(self, connection, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
     async def close(self) -> None:
         """Wait for the running transactions, then close the connections. Idempotent."""
