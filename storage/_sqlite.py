@@ -32,6 +32,7 @@ from ._migrations import Migration
 from ._migrations.sqlite import MIGRATIONS
 from ._sql import SQLITE, Cmd, to_sqlite
 from ._store import StoreBase
+from ._time import to_micros
 from ._transaction import Transaction
 from ._tx import Const, End, Op
 
@@ -345,7 +346,7 @@ class SqliteStore(StoreBase):
     async def _open(self) -> None:
         await self._writer.worker.start()
         try:
-            now = v.to_micros(self.config.clock(), "clock")
+            now = to_micros(self.config.clock(), "clock")
             self.applied_migrations = await self._writer.worker.call(
                 lambda conn: _migrate(conn, MIGRATIONS, now)
             )

@@ -9,6 +9,7 @@ from typing import Any
 from .. import _validate as v
 from .._model import DeadLetter, Enqueued, Json, OutboxEvent
 from .._sql import Steps, execute, fetch, fetchrow, fetchval
+from .._time import aware
 from .._tx import Op
 from .base import Repo, Row
 
@@ -131,7 +132,7 @@ class Outbox(Repo):
             body,
             v.event_hash(user, kind, payload),
             v.opt_text("dedupe_key", dedupe_key, self._limits.max_id_chars),
-            self._d.ts(v.aware("available_at", available_at) if available_at is not None else now_dt),
+            self._d.ts(aware("available_at", available_at) if available_at is not None else now_dt),
             self._d.ts(now_dt),
         )
         channel = self._tx.notify_channel

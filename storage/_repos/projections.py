@@ -11,6 +11,7 @@ from .. import _validate as v
 from .._errors import InvalidData
 from .._model import Checkpoint, DailyRollup, SleepNight, UserWatermarks
 from .._sql import Steps, execute, fetch, fetchrow, fetchval, many
+from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
 
@@ -257,8 +258,8 @@ class Sleep(Repo):
         for i, n in enumerate(nights):
             if not isinstance(n, SleepNight):
                 raise InvalidData(f"nights[{i}]", "expected a SleepNight")
-            start = v.aware(f"nights[{i}].start_at", n.start_at)
-            end = v.aware(f"nights[{i}].end_at", n.end_at)
+            start = aware(f"nights[{i}].start_at", n.start_at)
+            end = aware(f"nights[{i}].end_at", n.end_at)
             if end < start:
                 raise InvalidData(f"nights[{i}].end_at", "ends before start_at")
             if not isinstance(n.stages, Mapping):

@@ -26,6 +26,7 @@ from .._model import (
     UpsertCounts,
 )
 from .._sql import Steps, execute, fetch, fetchrow, fetchval
+from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
 
@@ -235,15 +236,15 @@ class Samples(Repo):
         if metric is not None:
             where.append(f"metric = {arg(self._name('metric', metric))}")
         if start is not None:
-            where.append(f"start_at >= {arg(d.ts(v.aware('start', start)))}")
+            where.append(f"start_at >= {arg(d.ts(aware('start', start)))}")
         if end is not None:
-            where.append(f"start_at < {arg(d.ts(v.aware('end', end)))}")
+            where.append(f"start_at < {arg(d.ts(aware('end', end)))}")
         if not include_deleted:
             where.append("deleted_at IS NULL")
         if after is not None:
             if not isinstance(after, SampleCursor):
                 raise InvalidData("after", "expected a SampleCursor")
-            at = arg(d.ts(v.aware("after.start_at", after.start_at)))
+            at = arg(d.ts(aware("after.start_at", after.start_at)))
             where.append(f"(start_at, id) > ({at}, {arg(v.integer('after.id', after.id))})")
         size = self._limit(limit)
         sql = _QUERY_WHERE + " AND ".join(where) + f" ORDER BY start_at, id LIMIT {arg(size + 1)}"

@@ -32,7 +32,7 @@ from ._config import CoordinationConfig, RedisConfig
 from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
 from ._glob import escape_glob
-from ._protocol import BusStats, HealthStatus, Message, RateDecision
+from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = ["RedisBus", "RedisCoordination", "RedisLeases", "RedisRateLimiter", "open_redis_coordination"]
 
