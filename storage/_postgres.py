@@ -24,7 +24,7 @@ import trio_asyncio
 from . import _validate as v
 from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
-from ._migrations import Migration
+from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
 from ._sql import POSTGRES, Cmd
 from ._store import StoreBase
@@ -138,14 +138,8 @@ async def _migrate(
             " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         have = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        if have and max(have) > len(migrations):
-            raise StoreError(
-                f"the database schema is at version {max(have)}, newer than this code ({len(migrations)})"
-            )
         applied = []
-        for migration in migrations:
-            if migration.version in have:
-                continue
+        for migration in pending_migrations(have, migrations):
             for statement in migration.statements:
                 await conn.execute(statement)
             await conn.execute(

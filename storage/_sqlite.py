@@ -28,7 +28,7 @@ import trio
 from . import _validate as v
 from ._config import StoreConfig
 from ._errors import StoreError, StoreUnavailable, translate_sqlite
-from ._migrations import Migration
+from ._migrations import Migration, pending_migrations
 from ._migrations.sqlite import MIGRATIONS
 from ._sql import SQLITE, Cmd, to_sqlite
 from ._store import StoreBase
@@ -190,14 +190,8 @@ def _migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...], now: i
             " name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT"
         )
         have = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        if have and max(have) > len(migrations):
-            raise StoreError(
-                f"the database schema is at version {max(have)}, newer than this code ({len(migrations)})"
-            )
         applied = []
-        for migration in migrations:
-            if migration.version in have:
-                continue
+        for migration in pending_migrations(have, migrations):
             for statement in migration.statements:
                 conn.execute(statement)
             conn.execute(
