@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import asyncpg
 import trio
@@ -29,7 +29,7 @@ from ._migrations.postgres import MIGRATIONS
 from ._sql import POSTGRES, Cmd
 from ._store import StoreBase
 from ._transaction import Transaction
-from ._tx import Const, End, Op
+from ._tx import Const, End, Op, Step
 
 __all__ = ["PostgresStore", "migrate_postgres"]
 
@@ -76,10 +76,10 @@ async def _exec(conn: asyncpg.Connection, cmd: Cmd) -> Any:
     return int(tail) if tail.isdigit() else 0
 
 
-async def _run_step(conn: asyncpg.Connection, step: Any) -> Any:
-    if type(step) is Cmd:
+async def _run_step(conn: asyncpg.Connection, step: Step) -> Any:
+    if isinstance(step, Cmd):
         return await _exec(conn, step)
-    if type(step) is Const:
+    if isinstance(step, Const):
         return step.value
     steps = step()
     try:
@@ -116,7 +116,15 @@ async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection, error: BaseEx
         await pool.release(conn)
 
 
-def _connect_kwargs(config: StoreConfig) -> dict[str, Any]:
+class _ConnectKwargs(TypedDict):
+    """What every asyncpg connection and pool of the store is opened with."""
+
+    timeout: float
+    command_timeout: float | None
+    server_settings: dict[str, str]
+
+
+def _connect_kwargs(config: StoreConfig) -> _ConnectKwargs:
     return {
         "timeout": config.pg_connect_timeout,
         "command_timeout": config.pg_command_timeout,
@@ -189,7 +197,7 @@ class PostgresTransaction(Transaction):
                 raise CommitUnknown(f"connection lost during COMMIT: {exc}") from exc
             raise
 
-    async def _batch(self, steps: list[Any], begin: bool, end: End) -> list[Any]:
+    async def _batch(self, steps: list[Step], begin: bool, end: End) -> list[Any]:
         # asyncio side: runs the whole batch in one bridge crossing.
         pool = self._store._pool
         if begin:
@@ -234,7 +242,7 @@ class PostgresStore(StoreBase):
     async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await _aio(self._loop, fn, *args)
 
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _connect_kwargs(self) -> _ConnectKwargs:
         return _connect_kwargs(self.config)
 
     async def _open(self) -> None:

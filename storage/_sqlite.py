@@ -34,7 +34,7 @@ from ._sql import SQLITE, Cmd, to_sqlite
 from ._store import StoreBase
 from ._time import to_micros
 from ._transaction import Transaction
-from ._tx import Const, End, Op
+from ._tx import Const, End, Op, Step
 
 __all__ = ["SqliteStore"]
 
@@ -158,10 +158,10 @@ def _exec(conn: sqlite3.Connection, cmd: Cmd) -> Any:
     return rows[0] if kind == "fetchrow" else rows[0][0]
 
 
-def _run_step(conn: sqlite3.Connection, step: Any) -> Any:
-    if type(step) is Cmd:
+def _run_step(conn: sqlite3.Connection, step: Step) -> Any:
+    if isinstance(step, Cmd):
         return _exec(conn, step)
-    if type(step) is Const:
+    if isinstance(step, Const):
         return step.value
     steps = step()
     try:

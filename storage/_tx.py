@@ -154,12 +154,12 @@ class TransactionBase(abc.ABC):
                         raise StoreError(f"a script yields ops of its transaction, not {op!r}")
                     self._submit((op,))
                     step = op.step
-                    if type(step) is Cmd:
+                    if isinstance(step, Cmd):
                         result = yield step
-                    elif type(step) is Const:
+                    elif isinstance(step, Const):
                         result = step.value
                     else:
-                        result = yield from step()  # type: ignore[operator]
+                        result = yield from step()
                     if op.post is not None:
                         result = op.post(result)
                     if op.on_commit is not None:

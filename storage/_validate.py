@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -99,7 +99,7 @@ def positive_limit(field: str, value: object, maximum: int) -> int:
 _ORJSON_PLAIN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def _not_plain(value: object) -> Any:
+def _not_plain(value: object) -> NoReturn:
     raise TypeError
 
 
