@@ -1,10 +1,10 @@
 """The repositories, written once for both backends, one module per aggregate.
 
-``base`` holds what they share; each other module holds its repositories and, beside them,
-their SQL as module-level statements (run by the backends' drivers, see ``storage._sql``).
+``base`` holds what they share (a new repository starts from ``base.Repo``); each other module
+holds the repositories of one aggregate and, beside them, their SQL as module-level statements
+(run by the backends' drivers, see ``storage._sql``).
 """
 
-from .base import Repo, Row
 from .ingest import Ingest
 from .outbox import DeadLetters, Outbox
 from .projections import Checkpoints, Rollups, Sleep, Watermarks
@@ -21,9 +21,7 @@ __all__ = [
     "Entities",
     "Ingest",
     "Outbox",
-    "Repo",
     "Rollups",
-    "Row",
     "SamplePreparer",
     "Samples",
     "Sleep",
