@@ -31,7 +31,7 @@ import trio_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage import SampleIn, StoreConfig, open_store  # noqa: E402
-from storage._validate import micros_unchecked  # noqa: E402
+from storage._time import micros_unchecked  # noqa: E402
 
 USER = "bench-user"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -76,12 +76,13 @@ from ._model import (
     SyncEntity,
     UpsertCounts,
     UserSettings,
-    Watermarks,
+    UserWatermarks,
 )
 from ._open import StoreOpener, migrate, open_store
 from ._protocol import Store
-from ._repos import Transaction
-from ._tx import Op, SamplePreparer
+from ._repos import SamplePreparer
+from ._transaction import Transaction
+from ._tx import Op
 
 __all__ = [
     "Change",
@@ -125,7 +126,7 @@ __all__ = [
     "UniqueViolation",
     "UpsertCounts",
     "UserSettings",
-    "Watermarks",
+    "UserWatermarks",
     "migrate",
     "open_store",
     "utc_now",

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-__all__ = ["Limits", "OutboxPolicy", "RetryPolicy", "StoreConfig", "utc_now"]
+from kernel import backoff_delay
+
+__all__ = ["Limits", "OutboxPolicy", "RetryPolicy", "StoreConfig", "require_positive", "utc_now"]
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -21,7 +23,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_positive(owner: str, **values: float) -> None:
+def require_positive(owner: str, **values: float) -> None:
+    """Refuse, naming ``owner.field``, any of ``values`` that is not a positive finite number
+    (shared by the configuration of storage and of coordination)."""
     for name, value in values.items():
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
@@ -29,9 +33,11 @@ def _check_positive(owner: str, **values: float) -> None:
 
 def _backoff(attempt: int, base: float, maximum: float, jitter: float, draw: float) -> float:
     # Equal jitter: the delay lies in [d * (1 - jitter), d], so it never collapses to zero
-    # and concurrent retriers still spread out. The exponent is capped to avoid overflow.
-    ceiling = min(maximum, base * 2.0 ** min(max(attempt - 1, 0), 62))
-    return ceiling * (1.0 - jitter * draw)
+    # and concurrent retriers still spread out. ``attempt`` counts from 1 here and from 0 in
+    # the kernel; the exponent stops at 62 as it always has here, which also keeps it finite.
+    return backoff_delay(
+        min(max(attempt - 1, 0), 62), base_delay=base, max_delay=maximum, jitter=1.0 - jitter * draw
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be >= 1")
-        _check_positive("RetryPolicy", base_delay=self.base_delay, max_delay=self.max_delay)
+        require_positive("RetryPolicy", base_delay=self.base_delay, max_delay=self.max_delay)
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("RetryPolicy.jitter must be within [0, 1]")
 
@@ -72,7 +78,7 @@ class OutboxPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("OutboxPolicy.max_attempts must be >= 1")
-        _check_positive(
+        require_positive(
             "OutboxPolicy",
             lease_seconds=self.lease_seconds,
             base_delay=self.base_delay,
@@ -137,7 +143,7 @@ class StoreConfig:
     notify_channel: str = "vigil_outbox"
 
     def __post_init__(self) -> None:
-        _check_positive(
+        require_positive(
             "StoreConfig",
             checkpoint_lease_seconds=self.checkpoint_lease_seconds,
             pg_connect_timeout=self.pg_connect_timeout,

@@ -11,6 +11,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from ._config import Limits
 from ._errors import InvalidData
+from ._time import from_micros, to_micros
 
 __all__ = [
     "Change",
@@ -39,7 +40,7 @@ __all__ = [
     "SyncEntity",
     "UpsertCounts",
     "UserSettings",
-    "Watermarks",
+    "UserWatermarks",
 ]
 
 T = TypeVar("T")
@@ -153,16 +154,12 @@ class SampleCursor:
     id: int
 
     def encode(self) -> str:
-        from ._validate import to_micros
-
         raw = f"{to_micros(self.start_at, 'cursor')}.{self.id}".encode("ascii")
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> SampleCursor:
         """Parse a token from :meth:`encode`; anything else raises InvalidData."""
-        from ._validate import from_micros
-
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
             micros, ident = raw.split(".")
@@ -272,7 +269,7 @@ class SleepNight:
 
 
 @dataclass(frozen=True, slots=True)
-class Watermarks:
+class UserWatermarks:
     """``watermark`` counts committed sample changes; ``projected`` maps handler → caught-up mark."""
 
     user_id: str

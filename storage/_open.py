@@ -6,12 +6,17 @@ from collections.abc import Generator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import StoreConfig
 from ._errors import InvalidData, StoreError
 from ._protocol import Store
+
+if TYPE_CHECKING:
+    # Imported where used at run time: a SQLite deployment never loads asyncpg.
+    from ._postgres import PostgresStore
+    from ._sqlite import SqliteStore
 
 __all__ = ["StoreOpener", "migrate", "open_store", "parse_url"]
 
@@ -34,12 +39,13 @@ def parse_url(url: str) -> tuple[str, str]:
     raise InvalidData("url", f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
 
-async def _open(url: str, config: StoreConfig) -> Any:
+async def _open(url: str, config: StoreConfig) -> SqliteStore | PostgresStore:
     kind, target = parse_url(url)
+    store: SqliteStore | PostgresStore
     if kind == "sqlite":
         from ._sqlite import SqliteStore
 
-        store: Any = SqliteStore(target, config)
+        store = SqliteStore(target, config)
     else:
         import trio_asyncio
 

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import asyncpg
 import trio
@@ -24,11 +24,12 @@ import trio_asyncio
 from . import _validate as v
 from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
-from ._migrations import Migration
+from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
-from ._repos import Transaction
 from ._sql import POSTGRES, Cmd
-from ._tx import Const, End, Op, StoreBase
+from ._store import StoreBase
+from ._transaction import Transaction
+from ._tx import Const, End, Op, Step
 
 __all__ = ["PostgresStore", "migrate_postgres"]
 
@@ -75,10 +76,10 @@ async def _exec(conn: asyncpg.Connection, cmd: Cmd) -> Any:
     return int(tail) if tail.isdigit() else 0
 
 
-async def _run_step(conn: asyncpg.Connection, step: Any) -> Any:
-    if type(step) is Cmd:
+async def _run_step(conn: asyncpg.Connection, step: Step) -> Any:
+    if isinstance(step, Cmd):
         return await _exec(conn, step)
-    if type(step) is Const:
+    if isinstance(step, Const):
         return step.value
     steps = step()
     try:
@@ -115,7 +116,15 @@ async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection, error: BaseEx
         await pool.release(conn)
 
 
-def _connect_kwargs(config: StoreConfig) -> dict[str, Any]:
+class _ConnectKwargs(TypedDict):
+    """What every asyncpg connection and pool of the store is opened with."""
+
+    timeout: float
+    command_timeout: float | None
+    server_settings: dict[str, str]
+
+
+def _connect_kwargs(config: StoreConfig) -> _ConnectKwargs:
     return {
         "timeout": config.pg_connect_timeout,
         "command_timeout": config.pg_command_timeout,
@@ -137,14 +146,8 @@ async def _migrate(
             " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         have = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        if have and max(have) > len(migrations):
-            raise StoreError(
-                f"the database schema is at version {max(have)}, newer than this code ({len(migrations)})"
-            )
         applied = []
-        for migration in migrations:
-            if migration.version in have:
-                continue
+        for migration in pending_migrations(have, migrations):
             for statement in migration.statements:
                 await conn.execute(statement)
             await conn.execute(
@@ -179,8 +182,8 @@ async def migrate_postgres(dsn: str, config: StoreConfig, loop: asyncio.Abstract
 class PostgresTransaction(Transaction):
     dialect = POSTGRES
 
-    def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first)
+    def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool, urgent: bool) -> None:
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
         self._store = store
         self._conn: asyncpg.Connection | None = None
         self._commit_sent = False
@@ -194,7 +197,7 @@ class PostgresTransaction(Transaction):
                 raise CommitUnknown(f"connection lost during COMMIT: {exc}") from exc
             raise
 
-    async def _batch(self, steps: list[Any], begin: bool, end: End) -> list[Any]:
+    async def _batch(self, steps: list[Step], begin: bool, end: End) -> list[Any]:
         # asyncio side: runs the whole batch in one bridge crossing.
         pool = self._store._pool
         if begin:
@@ -239,7 +242,7 @@ class PostgresStore(StoreBase):
     async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await _aio(self._loop, fn, *args)
 
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _connect_kwargs(self) -> _ConnectKwargs:
         return _connect_kwargs(self.config)
 
     async def _open(self) -> None:
@@ -270,8 +273,8 @@ class PostgresStore(StoreBase):
             await self._close_pools()
             raise
 
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> PostgresTransaction:
-        return PostgresTransaction(self, readonly=readonly, retry_first=retry_first)
+    def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> PostgresTransaction:
+        return PostgresTransaction(self, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
     async def close(self) -> None:
         """Close both pools (waiting for connections in use to come back). Idempotent."""

@@ -10,8 +10,8 @@ import trio
 
 from ._config import RetryPolicy, StoreConfig
 from ._model import PreparedSamples, SampleIn
-from ._repos import Transaction
-from ._tx import SamplePreparer
+from ._repos import SamplePreparer
+from ._transaction import Transaction
 
 __all__ = ["Store"]
 

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from ._validate import from_micros, micros_unchecked
+from ._time import from_micros, micros_unchecked
 
 T = TypeVar("T")
 

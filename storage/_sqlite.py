@@ -28,11 +28,13 @@ import trio
 from . import _validate as v
 from ._config import StoreConfig
 from ._errors import StoreError, StoreUnavailable, translate_sqlite
-from ._migrations import Migration
+from ._migrations import Migration, pending_migrations
 from ._migrations.sqlite import MIGRATIONS
-from ._repos import Transaction
 from ._sql import SQLITE, Cmd, to_sqlite
-from ._tx import Const, End, Op, StoreBase
+from ._store import StoreBase
+from ._time import to_micros
+from ._transaction import Transaction
+from ._tx import Const, End, Op, Step
 
 __all__ = ["SqliteStore"]
 
@@ -156,10 +158,10 @@ def _exec(conn: sqlite3.Connection, cmd: Cmd) -> Any:
     return rows[0] if kind == "fetchrow" else rows[0][0]
 
 
-def _run_step(conn: sqlite3.Connection, step: Any) -> Any:
-    if type(step) is Cmd:
+def _run_step(conn: sqlite3.Connection, step: Step) -> Any:
+    if isinstance(step, Cmd):
         return _exec(conn, step)
-    if type(step) is Const:
+    if isinstance(step, Const):
         return step.value
     steps = step()
     try:
@@ -188,14 +190,8 @@ def _migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...], now: i
             " name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT"
         )
         have = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        if have and max(have) > len(migrations):
-            raise StoreError(
-                f"the database schema is at version {max(have)}, newer than this code ({len(migrations)})"
-            )
         applied = []
-        for migration in migrations:
-            if migration.version in have:
-                continue
+        for migration in pending_migrations(have, migrations):
             for statement in migration.statements:
                 conn.execute(statement)
             conn.execute(
@@ -259,9 +255,9 @@ class SqliteTransaction(Transaction):
     dialect = SQLITE
 
     def __init__(
-        self, store: SqliteStore, connection: _Connection, *, readonly: bool, retry_first: bool
+        self, store: SqliteStore, connection: _Connection, *, readonly: bool, retry_first: bool, urgent: bool
     ) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first)
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
         self._store = store
         self._conn = connection
 
@@ -344,7 +340,7 @@ class SqliteStore(StoreBase):
     async def _open(self) -> None:
         await self._writer.worker.start()
         try:
-            now = v.to_micros(self.config.clock(), "clock")
+            now = to_micros(self.config.clock(), "clock")
             self.applied_migrations = await self._writer.worker.call(
                 lambda conn: _migrate(conn, MIGRATIONS, now)
             )
@@ -355,10 +351,9 @@ class SqliteStore(StoreBase):
                 await self.close()
             raise
 
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> SqliteTransaction:
-        return SqliteTransaction(
-            self, self._reader if readonly else self._writer, readonly=readonly, retry_first=retry_first
-        )
+    def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> SqliteTransaction:
+        connection = self._reader if readonly else self._writer
+        return SqliteTransaction(self, connection, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
     async def close(self) -> None:
         """Wait for the running transactions, then close the connections. Idempotent."""

@@ -1,4 +1,4 @@
-"""Units of work: operations, the batching transaction, and the retry loop.
+"""Units of work: operations and the transaction that batches them.
 
 Crossing into the database thread (SQLite) or the asyncio bridge (PostgreSQL) is what costs,
 so a repository call does not run by itself: it returns an :class:`Op`, and the transaction
@@ -11,31 +11,25 @@ decides how many ops share one crossing:
     await tx.commit(tx.script(fn)) # ops that depend on earlier results, decided in between: one crossing
 
 BEGIN rides on the first crossing and COMMIT on the last, so a unit of work whose results
-are only needed at the end costs a single crossing.
+are only needed at the end costs a single crossing. The repositories (``storage._repos``) make
+the ops; ``storage._transaction`` hangs them off the transaction; ``storage._store`` opens
+transactions and reruns whole units of work.
 """
 
 from __future__ import annotations
 
 import abc
 import random
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import trio
 
-from . import _validate as v
-from ._config import Limits, RetryPolicy, StoreConfig
+from ._config import StoreConfig
 from ._errors import StoreError
-from ._model import PreparedSamples, SampleIn
-from ._sql import Cmd, StepsFn
-
-if TYPE_CHECKING:
-    from typing import Self
-
-    from ._repos import Transaction
+from ._sql import Cmd, Dialect, StepsFn
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -92,16 +86,22 @@ class TransactionBase(abc.ABC):
     Any failed statement rolls the whole transaction back at once (a half-applied unit of
     work is never committed); later use raises StoreError, and so does leaving the block
     normally after catching that error (the work must not look committed). The repositories
-    hang off the transaction: ``tx.samples``, ``tx.outbox``, ... (see ``storage._repos``).
+    hang off the transaction: ``tx.samples``, ``tx.outbox``, ... (see ``storage._transaction``).
     """
 
+    # How the backend's driver wants values, and which statements differ (set by each backend).
+    dialect: Dialect
     # PostgreSQL: the channel an enqueue NOTIFYs inside the transaction. None on SQLite,
     # which tells its subscribers in-process, from _notify_outbox, after COMMIT.
     notify_channel: str | None = None
 
-    def __init__(self, config: StoreConfig, rng: random.Random, *, readonly: bool, retry_first: bool) -> None:
+    def __init__(
+        self, config: StoreConfig, rng: random.Random, *, readonly: bool, retry_first: bool, urgent: bool
+    ) -> None:
         self.config = config
         self.readonly = readonly
+        # Goes before waiting non-urgent work where the backend has a single writer (SQLite).
+        self.urgent = urgent
         self._rng = rng
         self._retry_first = retry_first
         self._state: Literal["idle", "open", "done"] = "idle"
@@ -154,12 +154,12 @@ class TransactionBase(abc.ABC):
                         raise StoreError(f"a script yields ops of its transaction, not {op!r}")
                     self._submit((op,))
                     step = op.step
-                    if type(step) is Cmd:
+                    if isinstance(step, Cmd):
                         result = yield step
-                    elif type(step) is Const:
+                    elif isinstance(step, Const):
                         result = step.value
                     else:
-                        result = yield from step()  # type: ignore[operator]
+                        result = yield from step()
                     if op.post is not None:
                         result = op.post(result)
                     if op.on_commit is not None:
@@ -346,88 +346,3 @@ class TransactionBase(abc.ABC):
                 except StoreError:
                     pass  # the connection is gone, and with it the transaction
         self._state = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class SamplePreparer:
-    """What ``prepare_samples`` needs of a store — its backend and limits — as plain, picklable data,
-    so another process (e.g. one that decodes uploads) can prepare rows that store will take."""
-
-    backend: Literal["sqlite", "postgresql"]
-    limits: Limits
-
-    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
-        """Check and convert ``rows`` for that store's ``tx.samples.upsert_many`` (no I/O).
-        Raises InvalidData exactly as ``upsert_many`` would."""
-        norm = v.samples(rows, self.limits, micros=self.backend == "sqlite")
-        return PreparedSamples(tuple(norm), self.backend, self.limits)
-
-
-class StoreBase(abc.ABC):
-    """What both backends share: the transaction factory and the retrying unit of work."""
-
-    backend: Literal["sqlite", "postgresql"]
-
-    def __init__(self, config: StoreConfig) -> None:
-        self.config = config
-        self._rng = random.Random(config.seed)
-        self._closed = False
-
-    @abc.abstractmethod
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> Transaction: ...
-
-    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
-        """Check and convert ``rows`` for ``tx.samples.upsert_many`` now, outside any unit of work
-        (no I/O): a writer that prepares before it queues keeps that work off the write path.
-        Raises InvalidData exactly as ``upsert_many`` would."""
-        return self.preparer.prepare_samples(rows)
-
-    @property
-    def preparer(self) -> SamplePreparer:
-        """``prepare_samples`` as plain data, for another process to run."""
-        return SamplePreparer(self.backend, self.config.limits)
-
-    def transaction(self, *, readonly: bool = False, urgent: bool = False) -> Transaction:
-        """A unit of work: ``async with store.transaction() as tx: ...``.
-
-        A transient failure of its first crossing (nothing observed yet) is retried per
-        ``config.retry``; later ones raise, with everything rolled back. ``urgent`` work goes
-        before waiting non-urgent work where the backend has a single writer (SQLite).
-        """
-        if self._closed:
-            raise StoreError("the store is closed")
-        tx = self._new_transaction(readonly=readonly, retry_first=True)
-        tx.urgent = urgent
-        return tx
-
-    async def transact(
-        self,
-        work: Callable[[Transaction], Awaitable[T]],
-        *,
-        readonly: bool = False,
-        retry: RetryPolicy | None = None,
-        urgent: bool = False,
-    ) -> T:
-        """Run ``await work(tx)`` in a transaction and commit; on a transient error (e.g.
-        serialization failure, lost connection, busy database) roll back and run the whole
-        unit of work again, with jittered exponential backoff via ``trio.sleep``.
-
-        ``work`` may run several times, so it must not have side effects outside the store.
-        """
-        policy = retry or self.config.retry
-        failures = 0
-        while True:
-            if self._closed:
-                raise StoreError("the store is closed")
-            try:
-                tx = self._new_transaction(readonly=readonly, retry_first=False)
-                tx.urgent = urgent
-                async with tx:
-                    return await work(tx)
-            except StoreError as exc:
-                if not exc.retryable:
-                    raise
-                failures += 1
-                if failures >= policy.attempts:
-                    raise
-                await trio.sleep(policy.delay(failures, self._rng))

@@ -10,9 +10,9 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -20,9 +20,7 @@ import orjson
 from ._config import Limits
 from ._errors import InvalidData
 from ._model import SampleIn, SampleKey
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
+from ._time import EPOCH, MICROSECOND, aware
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _dumps_sorted = json.JSONEncoder(
@@ -53,30 +51,8 @@ def error_text(value: object, limit: int) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
-def aware(field: str, value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise InvalidData(field, f"expected a datetime, got {type(value).__name__}")
-    if value.utcoffset() is None:
-        raise InvalidData(field, "naive datetime refused: give a timezone-aware one")
-    return value
-
-
 def opt_aware(field: str, value: object) -> datetime | None:
     return None if value is None else aware(field, value)
-
-
-def to_micros(value: object, field: str = "timestamp") -> int:
-    """Microseconds since the epoch, UTC (SQLite's storage form; exact, no float rounding)."""
-    return (aware(field, value) - EPOCH) // _MICRO
-
-
-def micros_unchecked(value: datetime) -> int:
-    """:func:`to_micros` for values already checked to be aware (the ingestion hot path)."""
-    return (value - EPOCH) // _MICRO
-
-
-def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
 
 
 def day(field: str, value: object) -> date:
@@ -123,7 +99,7 @@ def positive_limit(field: str, value: object, maximum: int) -> int:
 _ORJSON_PLAIN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def _not_plain(value: object) -> Any:
+def _not_plain(value: object) -> NoReturn:
     raise TypeError
 
 
@@ -205,7 +181,7 @@ def samples(rows: Sequence[SampleIn], limits: Limits, *, micros: bool) -> list[t
     """
     batch("samples", rows, limits)
     id_max, name_max, json_max = limits.max_id_chars, limits.max_name_chars, limits.max_json_chars
-    epoch, micro = EPOCH, _MICRO
+    epoch, micro = EPOCH, MICROSECOND
     out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for index, row in enumerate(rows):
         try:

@@ -46,16 +46,8 @@ from ._config import BusConfig, CoordinationConfig, RedisConfig
 from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._factory import open_coordination
 from ._fanout import Subscription
-from ._protocol import (
-    BusStats,
-    Coordination,
-    HealthStatus,
-    Leases,
-    Message,
-    MessageBus,
-    RateDecision,
-    RateLimiter,
-)
+from ._protocol import Coordination, Leases, MessageBus, RateLimiter
+from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = [
     "BusConfig",

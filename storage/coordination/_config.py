@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from .._config import require_positive
+
 __all__ = ["BusConfig", "CoordinationConfig", "RedisConfig"]
-
-
-def _require_positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +30,7 @@ class BusConfig:
     def __post_init__(self) -> None:
         if self.subscriber_buffer < 1 or self.listener_batch < 1:
             raise ValueError("BusConfig.subscriber_buffer and listener_batch must be >= 1")
-        _require_positive(
+        require_positive(
             "BusConfig",
             subscribe_timeout=self.subscribe_timeout,
             reconnect_backoff_min=self.reconnect_backoff_min,
@@ -65,7 +60,7 @@ class RedisConfig:
     def __post_init__(self) -> None:
         if self.retries < 0 or self.max_connections < 1:
             raise ValueError("RedisConfig.retries must be >= 0 and max_connections >= 1")
-        _require_positive(
+        require_positive(
             "RedisConfig",
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
@@ -92,4 +87,4 @@ class CoordinationConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _require_positive("CoordinationConfig", local_sweep_interval=self.local_sweep_interval)
+        require_positive("CoordinationConfig", local_sweep_interval=self.local_sweep_interval)

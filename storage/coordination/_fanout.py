@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import trio
 
-from ._protocol import BusStats, Message
+from ._values import BusStats, Message
 
 __all__ = ["FanoutCounters", "SubscriberIndex", "Subscription"]
 

@@ -18,7 +18,7 @@ from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscripti
 from ._config import BusConfig, CoordinationConfig
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
 from ._glob import compile_glob
-from ._protocol import BusStats, HealthStatus, Message, RateDecision
+from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = ["LocalBus", "LocalCoordination", "LocalLeases", "LocalRateLimiter", "open_local_coordination"]
 

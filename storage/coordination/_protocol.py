@@ -1,59 +1,15 @@
-"""Protocols and value types shared by the in-process and Redis implementations."""
+"""The protocols both implementations (in-process and Redis) satisfy."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ._fanout import Subscription
+from ._fanout import Subscription
+from ._values import BusStats, HealthStatus, RateDecision
 
-__all__ = [
-    "BusStats",
-    "Coordination",
-    "HealthStatus",
-    "Leases",
-    "Message",
-    "MessageBus",
-    "RateDecision",
-    "RateLimiter",
-]
-
-
-class Message(NamedTuple):
-    """One pub/sub delivery; unpacks as ``channel, data``."""
-
-    channel: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
-    # Hits still allowed in the current window after this one (0 when denied).
-    remaining: int
-    # Seconds until the next hit can be allowed; 0.0 when this hit was allowed.
-    retry_after: float
-
-
-@dataclass(frozen=True, slots=True)
-class BusStats:
-    subscribers: int
-    delivered: int
-    # Messages discarded because a subscriber's buffer was full (slow consumer).
-    dropped: int
-
-
-@dataclass(frozen=True, slots=True)
-class HealthStatus:
-    ok: bool
-    backend: Literal["memory", "redis"]
-    detail: str
-    # Round trip of a PING in seconds (None for memory or when it failed).
-    latency: float | None
-    bus: BusStats
+__all__ = ["Coordination", "Leases", "MessageBus", "RateLimiter"]
 
 
 class RateLimiter(Protocol):

@@ -12,6 +12,7 @@ channel or pattern arrives/leaves.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -23,16 +24,17 @@ from typing import Any, Literal, TypeVar, cast
 import redis.asyncio as aredis
 import redis.exceptions as rexc
 import trio
-import trio_asyncio  # type: ignore[import-untyped]
+import trio_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 
 from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscription, to_bytes
 from ._config import CoordinationConfig, RedisConfig
 from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
 from ._glob import escape_glob
-from ._protocol import BusStats, HealthStatus, Message, RateDecision
+from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = ["RedisBus", "RedisCoordination", "RedisLeases", "RedisRateLimiter", "open_redis_coordination"]
 
@@ -102,7 +104,7 @@ def translate(exc: BaseException) -> CoordinationError:
 class _Bridge:
     """The single trio→asyncio crossing point: loop, deadline, error translation."""
 
-    def __init__(self, loop: Any, config: RedisConfig, lifecycle: Lifecycle) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: RedisConfig, lifecycle: Lifecycle) -> None:
         # The loop is passed explicitly so callers in any trio task (not only those
         # spawned inside open_loop) reach the loop that owns the connections.
         self._loop = loop
@@ -151,7 +153,7 @@ class RedisLeases:
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
 
-    async def _run(self, script: Any, name: str, *args: Any) -> bool:
+    async def _run(self, script: AsyncScript, name: str, *args: Any) -> bool:
         call = functools.partial(script, keys=[self._prefix + name], args=list(args))
         return bool(await self._bridge.call(call))
 

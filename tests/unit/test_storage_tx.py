@@ -26,9 +26,10 @@ from storage import (
     StoreUnavailable,
     open_store,
 )
-from storage._repos import Transaction
 from storage._sql import SQLITE
-from storage._tx import Const, End, Op, StoreBase
+from storage._store import StoreBase
+from storage._transaction import Transaction
+from storage._tx import Const, End, Op
 
 POLICY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=10.0, jitter=0.5)
 
@@ -36,8 +37,8 @@ POLICY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=10.0, jitter=0.5)
 class FakeTransaction(Transaction):
     dialect = SQLITE
 
-    def __init__(self, store: FakeStore, *, readonly: bool, retry_first: bool) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first)
+    def __init__(self, store: FakeStore, *, readonly: bool, retry_first: bool, urgent: bool) -> None:
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
         self.store = store
 
     async def _cross(self, ops: list[Op[Any]], *, begin: bool, end: End) -> list[Any]:
@@ -58,8 +59,8 @@ class FakeStore(StoreBase):
         self.gate = trio.Event()  # crossings wait here: tests close it to hold one in flight
         self.gate.set()
 
-    def _new_transaction(self, *, readonly: bool, retry_first: bool) -> FakeTransaction:
-        return FakeTransaction(self, readonly=readonly, retry_first=retry_first)
+    def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> FakeTransaction:
+        return FakeTransaction(self, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
 
 def expected_delays(seed: int, count: int, policy: RetryPolicy = POLICY) -> list[float]:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from storage import InvalidData, Limits, OutboxPolicy, RetryPolicy, SampleCursor, SampleIn, StoreConfig
 from storage._open import open_store, parse_url
-from storage._validate import EPOCH, dump_json, event_hash, from_micros, samples, to_micros
+from storage._time import EPOCH, from_micros, to_micros
+from storage._validate import dump_json, event_hash, samples
 
 LIMITS = Limits()
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)

@@ -1,0 +1,311 @@
+"""The transactional outbox (events leased to workers, retried with backoff, dead-lettered)
+and the generic dead-letter records of anything else that gave up."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import _validate as v
+from .._model import DeadLetter, Enqueued, Json, OutboxEvent
+from .._sql import Steps, execute, fetch, fetchrow, fetchval
+from .._time import aware
+from .._tx import Op
+from .base import Repo, Row
+
+__all__ = ["DeadLetters", "Outbox"]
+
+_OUTBOX_COLS = (
+    "id, user_id, type, payload, event_hash, dedupe_key, status, attempts, next_attempt_at,"
+    " lease_owner, lease_expires_at, last_error, created_at, updated_at"
+)
+_OUTBOX_STATUSES = ("pending", "processing", "done", "dead")
+_INSERT = (
+    "INSERT INTO outbox_events (user_id, type, payload, event_hash, dedupe_key, status, attempts,"
+    " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $7)"
+    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+)
+# NOTIFY inside the transaction: PostgreSQL delivers it on COMMIT, never before.
+_INSERT_NOTIFY = f"WITH ins AS ({_INSERT}) SELECT id, pg_notify($8, id::text) FROM ins"
+_ID_BY_DEDUPE_KEY = "SELECT id FROM outbox_events WHERE dedupe_key = $1"
+# The claim's two statements take the dialect's row-lock clause as {skip_locked}.
+# Expired leases first: their holder crashed or stalled. Back to pending (due at once), or
+# dead if that was the last attempt. SKIP LOCKED: a lease another claimer is recovering right
+# now is its business.
+_EXPIRE_LEASES = (
+    "WITH expired AS (SELECT id FROM outbox_events WHERE status = 'processing'"
+    " AND lease_expires_at <= $1{skip_locked})"
+    " UPDATE outbox_events SET"
+    " status = CASE WHEN attempts >= $2 THEN 'dead' ELSE 'pending' END,"
+    " last_error = CASE WHEN attempts >= $2 THEN $3 ELSE last_error END,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = $1"
+    " WHERE id IN (SELECT id FROM expired)"
+)
+# Oldest due first, straight off the partial index on (next_attempt_at, id).
+_LEASE_DUE = (
+    "WITH due AS (SELECT id FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= $1"
+    " ORDER BY next_attempt_at, id LIMIT $4{skip_locked})"
+    " UPDATE outbox_events SET status = 'processing', lease_owner = $2,"
+    " lease_expires_at = $3, attempts = attempts + 1, updated_at = $1"
+    f" WHERE id IN (SELECT id FROM due) RETURNING {_OUTBOX_COLS}"
+)
+_COMPLETE = (
+    "UPDATE outbox_events SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
+    " last_error = NULL, updated_at = $3 WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
+)
+_HELD_ATTEMPTS = (
+    "SELECT attempts FROM outbox_events WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
+)
+_RESCHEDULE = (
+    "UPDATE outbox_events SET status = $2, next_attempt_at = $3, last_error = $4,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 WHERE id = $1"
+)
+_RELEASE = (
+    "UPDATE outbox_events SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,"
+    " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $2"
+    " WHERE status = 'processing' AND lease_owner = $1"
+)
+_GET = f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE id = $1"
+_LIST_DEAD = f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"
+_REPLAY = (
+    "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = $2,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'"
+)
+_COUNTS = "SELECT status, count(*) AS n FROM outbox_events GROUP BY status"
+_PURGE_DONE = (
+    "DELETE FROM outbox_events WHERE id IN (SELECT id FROM outbox_events"
+    " WHERE status = 'done' AND updated_at < $1 ORDER BY id LIMIT $2)"
+)
+
+_RECORD_DEAD_LETTER = (
+    "INSERT INTO dead_letters (source, user_id, key, payload, error, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+)
+# list() appends "AND source = $3" when filtering by source, then " ORDER BY id LIMIT $2".
+_LIST_DEAD_LETTERS = "SELECT id, source, user_id, key, payload, error, created_at FROM dead_letters WHERE id > $1"
+_DELETE_DEAD_LETTER = "DELETE FROM dead_letters WHERE id = $1"
+
+
+class Outbox(Repo):
+    """The transactional outbox: enqueue in the same unit of work as the change it announces."""
+
+    __slots__ = ()
+
+    def _event(self, row: Row) -> OutboxEvent:
+        ts, opt = self._d.ts_out, self._d.opt_ts_out
+        return OutboxEvent(
+            row["id"],
+            row["user_id"],
+            row["type"],
+            v.load_json(row["payload"]),
+            row["event_hash"],
+            row["dedupe_key"],
+            row["status"],
+            row["attempts"],
+            ts(row["next_attempt_at"]),
+            row["lease_owner"],
+            opt(row["lease_expires_at"]),
+            row["last_error"],
+            ts(row["created_at"]),
+            ts(row["updated_at"]),
+        )
+
+    def enqueue(
+        self,
+        user_id: str,
+        type: str,
+        payload: Json,
+        *,
+        dedupe_key: str | None = None,
+        available_at: datetime | None = None,
+    ) -> Op[Enqueued]:
+        """Add an event (status 'pending'). With a ``dedupe_key`` already present nothing is
+        added and the existing id comes back with ``created=False``. Subscribers of
+        ``store.outbox_notifications()`` hear about it once the transaction commits."""
+        user = self._id("user_id", user_id)
+        kind = self._name("type", type)
+        body = self._json("payload", payload)
+        now_dt = self._now()
+        args = (
+            user,
+            kind,
+            body,
+            v.event_hash(user, kind, payload),
+            v.opt_text("dedupe_key", dedupe_key, self._limits.max_id_chars),
+            self._d.ts(aware("available_at", available_at) if available_at is not None else now_dt),
+            self._d.ts(now_dt),
+        )
+        channel = self._tx.notify_channel
+
+        def steps() -> Steps[Enqueued]:
+            if channel is not None:
+                new_id = yield fetchval(_INSERT_NOTIFY, *args, channel)
+            else:
+                new_id = yield fetchval(_INSERT, *args)
+            if new_id is not None:
+                return Enqueued(new_id, True)
+            existing = yield fetchval(_ID_BY_DEDUPE_KEY, args[4])
+            return Enqueued(existing, False)
+
+        def notify(result: Enqueued) -> None:
+            if result.created:
+                self._tx._notify_outbox(result.id)
+
+        return self._op(steps, on_commit=notify)
+
+    def claim(
+        self, owner: str, *, limit: int = 100, lease_seconds: float | None = None
+    ) -> Op[list[OutboxEvent]]:
+        """Lease up to ``limit`` due events to ``owner``, oldest due first. Each claim counts
+        as an attempt. Events whose lease expired are due again (or 'dead' when that was
+        their last attempt).
+
+        PostgreSQL skips rows other claimers hold (SKIP LOCKED); SQLite has one writer."""
+        policy = self._tx.config.outbox
+        lease = policy.lease_seconds if lease_seconds is None else v.seconds("lease_seconds", lease_seconds)
+        now_dt = self._now()
+        now = self._d.ts(now_dt)
+        expires = self._d.ts(now_dt + timedelta(seconds=lease))
+        who = self._id("owner", owner)
+        size = self._limit(limit)
+        skip_locked = self._d.skip_locked
+
+        def steps() -> Steps[list[OutboxEvent]]:
+            yield execute(
+                _EXPIRE_LEASES.format(skip_locked=skip_locked),
+                now,
+                policy.max_attempts,
+                "lease expired on the last attempt",
+            )
+            rows = yield fetch(_LEASE_DUE.format(skip_locked=skip_locked), now, who, expires, size)
+            return sorted((self._event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+        return self._op(steps)
+
+    def complete(self, event_id: int, owner: str) -> Op[bool]:
+        """processing → done; False if ``owner`` no longer holds the event."""
+        return self._op(
+            execute(
+                _COMPLETE,
+                v.integer("event_id", event_id, 1),
+                self._id("owner", owner),
+                self._d.ts(self._now()),
+            ),
+            post=bool,
+        )
+
+    def fail(self, event_id: int, owner: str, error: str, *, retryable: bool = True) -> Op[str | None]:
+        """processing → pending again after a jittered exponential backoff, or → dead once
+        the attempts are used up (or at once if not ``retryable``). Returns the new status,
+        None if ``owner`` no longer holds the event."""
+        ident = v.integer("event_id", event_id, 1)
+        who = self._id("owner", owner)
+        message = self._error(error)
+        policy = self._tx.config.outbox
+        now_dt = self._now()
+        draw = self._tx._rng.random()  # drawn here so the schedule follows the store's seed
+        # PostgreSQL: hold the row until the reschedule, so a concurrent fail cannot interleave.
+        held = _HELD_ATTEMPTS + " FOR UPDATE" if self._d.name == "postgresql" else _HELD_ATTEMPTS
+
+        def steps() -> Steps[str | None]:
+            attempts = yield fetchval(held, ident, who)
+            if attempts is None:
+                return None
+            status = "dead" if not retryable or attempts >= policy.max_attempts else "pending"
+            delay = policy.delay(attempts, draw)
+            yield execute(
+                _RESCHEDULE,
+                ident,
+                status,
+                self._d.ts(now_dt + timedelta(seconds=delay)),
+                message,
+                self._d.ts(now_dt),
+            )
+            return status
+
+        return self._op(steps)
+
+    def release(self, owner: str) -> Op[int]:
+        """Hand back every event ``owner`` holds (graceful shutdown); the attempt is not counted."""
+        return self._op(execute(_RELEASE, self._id("owner", owner), self._d.ts(self._now())))
+
+    def get(self, event_id: int) -> Op[OutboxEvent | None]:
+        return self._op(
+            fetchrow(_GET, v.integer("event_id", event_id)),
+            post=lambda row: None if row is None else self._event(row),
+        )
+
+    def list_dead(self, *, after_id: int = 0, limit: int = 100) -> Op[list[OutboxEvent]]:
+        """Dead-lettered events by id (keyset: pass the last id as ``after_id``)."""
+        return self._op(
+            fetch(_LIST_DEAD, v.integer("after_id", after_id), self._limit(limit)),
+            post=lambda rows: [self._event(r) for r in rows],
+        )
+
+    def replay(self, event_id: int) -> Op[bool]:
+        """dead → pending with a fresh attempt budget; False if the event is not dead."""
+        now = self._d.ts(self._now())
+        return self._op(execute(_REPLAY, v.integer("event_id", event_id, 1), now), post=bool)
+
+    def counts(self) -> Op[dict[str, int]]:
+        """Events per status (all four statuses present) for metrics and health."""
+
+        def tally(rows: list[Row]) -> dict[str, int]:
+            out = dict.fromkeys(_OUTBOX_STATUSES, 0)
+            out.update({r["status"]: r["n"] for r in rows})
+            return out
+
+        return self._op(fetch(_COUNTS), post=tally)
+
+    def purge_done(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
+        """Delete 'done' events finished longer ago than this; returns how many."""
+        return self._op(execute(_PURGE_DONE, self._older_than(older_than_seconds), self._limit(limit)))
+
+
+class DeadLetters(Repo):
+    """Generic failed-work records (anything that gave up: a message, a job, a projection)."""
+
+    __slots__ = ()
+
+    def record(
+        self, source: str, payload: Json, error: str, *, user_id: str | None = None, key: str | None = None
+    ) -> Op[int]:
+        """Store one record; returns its id."""
+        return self._op(
+            fetchval(
+                _RECORD_DEAD_LETTER,
+                self._name("source", source),
+                v.opt_text("user_id", user_id, self._limits.max_id_chars),
+                v.opt_text("key", key, self._limits.max_id_chars),
+                self._json("payload", payload),
+                self._error(error),
+                self._d.ts(self._now()),
+            )
+        )
+
+    def list(self, *, source: str | None = None, after_id: int = 0, limit: int = 100) -> Op[list[DeadLetter]]:
+        """Records by id (keyset: pass the last id as ``after_id``), optionally of one source."""
+        args: list[Any] = [v.integer("after_id", after_id), self._limit(limit)]
+        sql = _LIST_DEAD_LETTERS
+        if source is not None:
+            args.append(self._name("source", source))
+            sql += " AND source = $3"
+        ts = self._d.ts_out
+        return self._op(
+            fetch(sql + " ORDER BY id LIMIT $2", *args),
+            post=lambda rows: [
+                DeadLetter(
+                    r["id"],
+                    r["source"],
+                    r["user_id"],
+                    r["key"],
+                    v.load_json(r["payload"]),
+                    r["error"],
+                    ts(r["created_at"]),
+                )
+                for r in rows
+            ],
+        )
+
+    def delete(self, record_id: int) -> Op[bool]:
+        return self._op(execute(_DELETE_DEAD_LETTER, v.integer("record_id", record_id, 1)), post=bool)

@@ -1,0 +1,263 @@
+"""Health samples, keyed by (user, source_id, source_record_id, start_at), and their preparation.
+
+The sample upsert is the ingestion hot path: PostgreSQL takes a batch as one ``unnest``
+statement, SQLite as multi-row VALUES statements of up to ``_SQLITE_CHUNK`` rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from .. import _validate as v
+from .._config import Limits
+from .._errors import InvalidData
+from .._model import (
+    DeletedSamples,
+    HealthSample,
+    Page,
+    PreparedSamples,
+    SampleCursor,
+    SampleIn,
+    SampleKey,
+    UpsertCounts,
+)
+from .._sql import Steps, execute, fetch, fetchrow, fetchval
+from .._time import aware
+from .._tx import Const, Op
+from .base import Repo, Row
+
+__all__ = ["SamplePreparer", "Samples"]
+
+_SAMPLE_COLS = (
+    "id, user_id, source_id, source_record_id, metric, value, unit, start_at, end_at, metadata,"
+    " revision, created_at, updated_at, deleted_at"
+)
+_SAMPLE_INSERT = (
+    "INSERT INTO health_samples (user_id, source_id, source_record_id, start_at, end_at, metric,"
+    " value, unit, metadata, created_at, updated_at)"
+)
+# revision is 1 exactly when the row was inserted by this statement: that is how
+# PostgreSQL splits an upsert's count into inserted and updated.
+_SAMPLE_ON_CONFLICT = (
+    " ON CONFLICT (user_id, source_id, source_record_id, start_at) DO UPDATE SET"
+    " end_at = excluded.end_at, metric = excluded.metric, value = excluded.value,"
+    " unit = excluded.unit, metadata = excluded.metadata, updated_at = excluded.updated_at,"
+    " deleted_at = NULL, revision = health_samples.revision + 1"
+)
+_PG_UPSERT = (
+    "WITH up AS (" + _SAMPLE_INSERT + " SELECT $1, k.s, k.r, k.st, k.en, k.m, k.v, k.u, k.md::jsonb, $10, $10"
+    " FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],"
+    " $7::float8[], $8::text[], $9::text[]) AS k(s, r, st, en, m, v, u, md)"
+    + _SAMPLE_ON_CONFLICT
+    + " RETURNING revision)"
+    " SELECT count(*) FILTER (WHERE revision = 1) AS inserted, count(*) AS total FROM up"
+)
+_SQLITE_CHUNK = 500  # rows per multi-row VALUES statement (8 bound values each)
+
+
+def _sqlite_upsert(rows: int) -> str:
+    # ?1 is the user and ?2 the timestamp, shared by every row; each row binds 8 values.
+    values = ",".join(
+        f"(?1,?{b + 1},?{b + 2},?{b + 3},?{b + 4},?{b + 5},?{b + 6},?{b + 7},?{b + 8},?2,?2)"
+        for b in range(2, 2 + 8 * rows, 8)
+    )
+    return _SAMPLE_INSERT + " VALUES " + values + _SAMPLE_ON_CONFLICT
+
+
+_SQLITE_UPSERT_FULL = _sqlite_upsert(_SQLITE_CHUNK)
+_SQLITE_MAX_ID = "SELECT coalesce(max(id), 0) FROM health_samples"
+_SQLITE_COUNT_ABOVE = "SELECT count(*) FROM health_samples WHERE id > $1"
+_PG_SOFT_DELETE = (
+    "UPDATE health_samples h SET deleted_at = $5, updated_at = $5, revision = h.revision + 1"
+    " FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS k(s, r, st)"
+    " WHERE h.user_id = $1 AND h.source_id = k.s AND h.source_record_id = k.r"
+    " AND h.start_at = k.st AND h.deleted_at IS NULL RETURNING h.metric, h.start_at"
+)
+# CROSS JOIN makes SQLite loop over the keys and probe the natural-key index, instead of
+# scanning the user's samples once per key.
+_SQLITE_SOFT_DELETE = (
+    "UPDATE health_samples SET deleted_at = $3, updated_at = $3, revision = revision + 1"
+    " WHERE id IN (SELECT h.id FROM json_each($2) AS k CROSS JOIN health_samples AS h"
+    " WHERE h.user_id = $1 AND h.source_id = json_extract(k.value, '$[0]')"
+    " AND h.source_record_id = json_extract(k.value, '$[1]')"
+    " AND h.start_at = json_extract(k.value, '$[2]') AND h.deleted_at IS NULL)"
+    " RETURNING metric, start_at"
+)
+_GET = (
+    f"SELECT {_SAMPLE_COLS} FROM health_samples WHERE user_id = $1 AND source_id = $2"
+    " AND source_record_id = $3 AND start_at = $4"
+)
+# query() appends its conditions (joined by AND) and "ORDER BY start_at, id LIMIT $n".
+_QUERY_WHERE = f"SELECT {_SAMPLE_COLS} FROM health_samples WHERE "
+_PURGE_DELETED = (
+    "DELETE FROM health_samples WHERE id IN (SELECT id FROM health_samples"
+    " WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplePreparer:
+    """What ``prepare_samples`` needs of a store — its backend and limits — as plain, picklable data,
+    so another process (e.g. one that decodes uploads) can prepare rows that store will take."""
+
+    backend: Literal["sqlite", "postgresql"]
+    limits: Limits
+
+    def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
+        """Check and convert ``rows`` for that store's ``tx.samples.upsert_many`` (no I/O).
+        Raises InvalidData exactly as ``upsert_many`` would."""
+        norm = v.samples(rows, self.limits, micros=self.backend == "sqlite")
+        return PreparedSamples(tuple(norm), self.backend, self.limits)
+
+
+class Samples(Repo):
+    """Health samples keyed by (user, source_id, source_record_id, start_at)."""
+
+    __slots__ = ()
+
+    def _sample(self, row: Row) -> HealthSample:
+        ts = self._d.ts_out
+        deleted = row["deleted_at"]
+        return HealthSample(
+            row["id"],
+            row["user_id"],
+            row["source_id"],
+            row["source_record_id"],
+            row["metric"],
+            row["value"],
+            row["unit"],
+            ts(row["start_at"]),
+            ts(row["end_at"]),
+            v.load_json(row["metadata"]),
+            row["revision"],
+            ts(row["created_at"]),
+            ts(row["updated_at"]),
+            None if deleted is None else ts(deleted),
+        )
+
+    def upsert_many(self, user_id: str, rows: Sequence[SampleIn] | PreparedSamples) -> Op[UpsertCounts]:
+        """Insert or update samples in one statement per batch; a re-upserted deleted sample
+        is live again. Repeats of a natural key within ``rows`` count once (the last wins).
+        ``rows`` may come from ``store.prepare_samples`` (checked already)."""
+        user = self._id("user_id", user_id)
+        d = self._d
+        norm: Sequence[tuple[Any, ...]]
+        if isinstance(rows, PreparedSamples):
+            if rows.backend != d.name or rows.limits != self._limits:
+                raise InvalidData("rows", f"prepared by a {rows.backend} store with other limits than this "
+                                  f"{d.name} one: prepare them with the store that writes them")
+            norm = rows.rows
+        else:
+            norm = v.samples(rows, self._limits, micros=d.name == "sqlite")
+        if not norm:
+            return self._op(Const(UpsertCounts(0, 0)))
+        now = d.ts(self._now())
+        if d.name == "postgresql":
+            # One lock order for every writer, so overlapping batches cannot deadlock.
+            norm = sorted(norm, key=lambda r: (r[0], r[1], r[2]))
+            cols = [list(c) for c in zip(*norm, strict=True)]
+            return self._op(
+                fetchrow(_PG_UPSERT, user, *cols, now),
+                post=lambda r: UpsertCounts(r["inserted"], r["total"] - r["inserted"]),
+            )
+
+        def steps() -> Steps[UpsertCounts]:
+            # SQLite gives a new row rowid max(rowid) + 1 and the writer is alone in its
+            # transaction, so rows above the old maximum are exactly the inserted ones:
+            # cheaper than RETURNING a row per sample.
+            before = yield fetchval(_SQLITE_MAX_ID)
+            for start in range(0, len(norm), _SQLITE_CHUNK):
+                chunk = norm[start : start + _SQLITE_CHUNK]
+                sql = _SQLITE_UPSERT_FULL if len(chunk) == _SQLITE_CHUNK else _sqlite_upsert(len(chunk))
+                yield execute(sql, user, now, *itertools.chain.from_iterable(chunk))
+            inserted = yield fetchval(_SQLITE_COUNT_ABOVE, before)
+            return UpsertCounts(inserted, len(norm) - inserted)
+
+        return self._op(steps)
+
+    def soft_delete_many(self, user_id: str, keys: Sequence[SampleKey]) -> Op[DeletedSamples]:
+        """Mark live samples deleted (``deleted_at``); unknown or already deleted keys are skipped."""
+        user = self._id("user_id", user_id)
+        d = self._d
+        norm = v.sample_keys(keys, self._limits, d.ts)
+        if not norm:
+            return self._op(Const(DeletedSamples(0, ())))
+        now = d.ts(self._now())
+        if d.name == "postgresql":
+            norm.sort()
+            s, r, st = (list(c) for c in zip(*norm, strict=True))
+            cmd = fetch(_PG_SOFT_DELETE, user, s, r, st, now)
+        else:
+            cmd = fetch(_SQLITE_SOFT_DELETE, user, v.dump_json("keys", norm, 2**62), now)
+        ts = d.ts_out
+        return self._op(
+            cmd,
+            post=lambda rows: DeletedSamples(
+                len(rows), tuple((r["metric"], ts(r["start_at"])) for r in rows)
+            ),
+        )
+
+    def get(self, user_id: str, key: SampleKey) -> Op[HealthSample | None]:
+        """One sample by natural key, deleted or not."""
+        ((source, record, start),) = v.sample_keys([key], self._limits, self._d.ts)
+        return self._op(
+            fetchrow(_GET, self._id("user_id", user_id), source, record, start),
+            post=lambda row: None if row is None else self._sample(row),
+        )
+
+    def query(
+        self,
+        user_id: str,
+        *,
+        metric: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after: SampleCursor | None = None,
+        limit: int = 100,
+        include_deleted: bool = False,
+    ) -> Op[Page[HealthSample]]:
+        """A page of samples with ``start <= start_at < end``, ordered by (start_at, id).
+
+        Pass the page's ``next_cursor`` as ``after`` for the next page (keyset pagination:
+        stable under concurrent inserts, no OFFSET scans).
+        """
+        d = self._d
+        args: list[Any] = [self._id("user_id", user_id)]
+        where = ["user_id = $1"]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if metric is not None:
+            where.append(f"metric = {arg(self._name('metric', metric))}")
+        if start is not None:
+            where.append(f"start_at >= {arg(d.ts(aware('start', start)))}")
+        if end is not None:
+            where.append(f"start_at < {arg(d.ts(aware('end', end)))}")
+        if not include_deleted:
+            where.append("deleted_at IS NULL")
+        if after is not None:
+            if not isinstance(after, SampleCursor):
+                raise InvalidData("after", "expected a SampleCursor")
+            at = arg(d.ts(aware("after.start_at", after.start_at)))
+            where.append(f"(start_at, id) > ({at}, {arg(v.integer('after.id', after.id))})")
+        size = self._limit(limit)
+        sql = _QUERY_WHERE + " AND ".join(where) + f" ORDER BY start_at, id LIMIT {arg(size + 1)}"
+
+        def page(rows: list[Row]) -> Page[HealthSample]:
+            items = [self._sample(r) for r in rows[:size]]
+            more = len(rows) > size
+            return Page(items, SampleCursor(items[-1].start_at, items[-1].id) if more else None)
+
+        return self._op(fetch(sql, *args), post=page)
+
+    def purge_deleted(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
+        """Hard-delete samples soft-deleted longer ago than this; returns how many."""
+        return self._op(
+            execute(_PURGE_DELETED, self._older_than(older_than_seconds), self._limit(limit))
+        )

@@ -1,0 +1,82 @@
+"""Users (identified by the JWT ``sub``) and their settings."""
+
+from __future__ import annotations
+
+from .. import _validate as v
+from .._errors import InvalidData
+from .._model import UserSettings
+from .._sql import fetchrow, fetchval
+from .._tx import Op
+from .base import Repo, Row
+
+__all__ = ["Users"]
+
+_ENSURE = (
+    "INSERT INTO users (user_id, allow_health_data_upload, blocked_metrics, timezone,"
+    " created_at, updated_at) VALUES ($1, true, '[]', 'UTC', $2, $2)"
+    " ON CONFLICT (user_id) DO NOTHING RETURNING 1"
+)
+_GET_SETTINGS = "SELECT allow_health_data_upload, blocked_metrics, timezone FROM users WHERE user_id = $1"
+_PUT_SETTINGS = (
+    "INSERT INTO users (user_id, allow_health_data_upload, blocked_metrics, timezone,"
+    " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
+    " ON CONFLICT (user_id) DO UPDATE SET"
+    " allow_health_data_upload = excluded.allow_health_data_upload,"
+    " blocked_metrics = excluded.blocked_metrics, timezone = excluded.timezone,"
+    " updated_at = excluded.updated_at"
+    " RETURNING allow_health_data_upload, blocked_metrics, timezone"
+)
+
+
+def _settings(row: Row | None) -> UserSettings:
+    if row is None:
+        return UserSettings()
+    return UserSettings(
+        bool(row["allow_health_data_upload"]), tuple(v.load_json(row["blocked_metrics"])), row["timezone"]
+    )
+
+
+class Users(Repo):
+    """Users (identified by the JWT ``sub``) and their settings."""
+
+    __slots__ = ()
+
+    def ensure(self, user_id: str) -> Op[bool]:
+        """Create the user with default settings if absent; True if created."""
+        now = self._d.ts(self._now())
+        return self._op(
+            fetchval(_ENSURE, self._id("user_id", user_id), now),
+            post=lambda value: value is not None,
+        )
+
+    def get_settings(self, user_id: str) -> Op[UserSettings]:
+        """The user's settings, or the defaults for a user who never saved any."""
+        return self._op(fetchrow(_GET_SETTINGS, self._id("user_id", user_id)), post=_settings)
+
+    def put_settings(self, user_id: str, settings: UserSettings) -> Op[UserSettings]:
+        """Replace the user's settings (creating the user if needed); returns what was stored."""
+        if not isinstance(settings, UserSettings):
+            raise InvalidData("settings", "expected UserSettings")
+        if type(settings.allow_health_data_upload) is not bool:
+            raise InvalidData("settings.allow_health_data_upload", "expected a bool")
+        if not isinstance(settings.blocked_metrics, tuple | list):
+            raise InvalidData("settings.blocked_metrics", "expected a sequence of metric names")
+        metrics = tuple(
+            dict.fromkeys(
+                self._name(f"settings.blocked_metrics[{i}]", m)
+                for i, m in enumerate(settings.blocked_metrics)
+            )
+        )
+        zone = v.timezone("settings.timezone", settings.timezone)
+        now = self._d.ts(self._now())
+        return self._op(
+            fetchrow(
+                _PUT_SETTINGS,
+                self._id("user_id", user_id),
+                settings.allow_health_data_upload,
+                self._json("settings.blocked_metrics", list(metrics)),
+                zone,
+                now,
+            ),
+            post=_settings,
+        )
