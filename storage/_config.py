@@ -99,12 +99,16 @@ class Limits:
 
     max_id_chars: int = 256  # user, source, record, request, device, entity ids, handler names
     max_name_chars: int = 64  # metric, unit, event and entity types, statuses
-    max_json_chars: int = 256 * 1024  # any JSON document (metadata, payloads, results)
+    max_json_chars: int = 256 * 1024  # any JSON document (metadata, payloads, entity data)
+    # A stored answer to a request (replayed as it was): an upload of 5,000 items may reject every
+    # one with a message, ~1.5 MB of JSON at worst.
+    max_result_chars: int = 4 * 1024 * 1024
     max_error_chars: int = 4096  # stored error texts are truncated, not refused
     max_batch_rows: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_id_chars", "max_name_chars", "max_json_chars", "max_error_chars", "max_batch_rows"):
+        for name in ("max_id_chars", "max_name_chars", "max_json_chars", "max_result_chars", "max_error_chars",
+                     "max_batch_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 from ._config import Limits
 from ._errors import InvalidData
@@ -148,24 +147,35 @@ class DeletedSamples:
 
 @dataclass(frozen=True, slots=True)
 class SampleCursor:
-    """Keyset position after a sample: (start_at, id). ``encode`` gives an opaque URL-safe token."""
+    """Keyset position after a sample: (start_at, id). ``encode`` gives ``"<µs since the epoch>.<id>"``.
+
+    Every string of that shape (``PATTERN``, published as the query parameter's pattern) is a valid
+    position — one past every representable instant reads as the end, one before them as the start —
+    so a cursor is either malformed (refused by the pattern) or names a place to go on from.
+    """
+
+    # 18 digits of µs cover years 1..9999 either side of the epoch; ids are bigint row ids.
+    PATTERN: ClassVar[str] = r"^-?[0-9]{1,18}\.[0-9]{1,19}$"
 
     start_at: datetime
     id: int
 
     def encode(self) -> str:
-        raw = f"{to_micros(self.start_at, 'cursor')}.{self.id}".encode("ascii")
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        return f"{to_micros(self.start_at, 'cursor')}.{self.id}"
 
     @classmethod
     def decode(cls, token: str) -> SampleCursor:
-        """Parse a token from :meth:`encode`; anything else raises InvalidData."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-            micros, ident = raw.split(".")
-            return cls(from_micros(int(micros)), int(ident))
-        except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
-            raise InvalidData("cursor", "not a valid cursor") from exc
+        """Parse a token of ``PATTERN``; anything else raises InvalidData."""
+        if not isinstance(token, str) or not _CURSOR.fullmatch(token):
+            raise InvalidData("cursor", "not a valid cursor")
+        micros, ident = token.split(".")
+        return cls(from_micros(min(max(int(micros), _FIRST_MICROS), _LAST_MICROS)), min(int(ident), _LAST_ID))
+
+
+_CURSOR = re.compile(SampleCursor.PATTERN.strip("^$"))
+_FIRST_MICROS = to_micros(datetime.min.replace(tzinfo=UTC))
+_LAST_MICROS = to_micros(datetime.max.replace(tzinfo=UTC))
+_LAST_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,13 +165,34 @@ def validation_details(exc: ValidationError, *, location: str) -> list[dict[str,
     return out
 
 
-def request_validation_error(exc: ValidationError, *, location: str) -> ValidationFailed:
+ERROR_CODE_KEY = "x-error-code"
+"""A field's ``json_schema_extra`` key naming the code its bad values get (default VALIDATION_ERROR),
+e.g. ``Field(pattern=..., json_schema_extra={ERROR_CODE_KEY: "INVALID_CURSOR"})``: the OpenAPI document
+then says it too."""
+
+
+def _field_code(model: type[BaseModel] | None, details: list[dict[str, str]]) -> str | None:
+    """The one code every failing field of ``model`` declares, if they all declare the same."""
+    if model is None or not details:
+        return None
+    by_alias = {f.alias or name: f for name, f in model.model_fields.items()}
+    codes = set()
+    for detail in details:
+        field = by_alias.get(detail["path"].split(".")[0])
+        extra = field.json_schema_extra if field is not None else None
+        codes.add(extra.get(ERROR_CODE_KEY) if isinstance(extra, dict) else None)
+    (code,) = codes if len(codes) == 1 else (None,)
+    return code if isinstance(code, str) else None
+
+
+def request_validation_error(exc: ValidationError, *, location: str,
+                             model: type[BaseModel] | None = None) -> ValidationFailed:
     details = validation_details(exc, location=location)
     if any(d["type"] == "json_invalid" for d in details):
         return ValidationFailed("request body is not valid JSON", code="VALIDATION_ERROR",
                                 details=[{"in": location, "path": "", "problem": d["problem"],
                                           "type": "json_invalid"} for d in details if d["type"] == "json_invalid"])
-    return ValidationFailed(f"the request {location} is invalid", details=details)
+    return ValidationFailed(f"the request {location} is invalid", code=_field_code(model, details), details=details)
 
 
 def _http_exception_code(exc: HTTPException) -> str:
@@ -297,5 +318,5 @@ __all__ = [
     "ApiError", "Conflict", "ErrorBody", "ErrorResponse", "Forbidden", "InternalError",
     "MethodNotAllowedError", "NotFound", "PayloadTooLarge", "RateLimited", "Unauthenticated",
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "error_payload",
-    "error_response", "request_validation_error", "to_api_error", "validation_details",
+    "ERROR_CODE_KEY", "error_response", "request_validation_error", "to_api_error", "validation_details",
 ]

@@ -144,7 +144,7 @@ def validate_body(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise request_validation_error(exc, location="body") from None
+        raise request_validation_error(exc, location="body", model=model) from None
 
 
 async def read_json_body(model: type[BaseModel]) -> Any:
@@ -161,7 +161,7 @@ def parse_query(model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise request_validation_error(exc, location="query") from None
+        raise request_validation_error(exc, location="query", model=model) from None
 
 
 def _is_sequence(annotation: Any) -> bool:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field, StrictStr
 
-from actors.ingest import UploadBody, UploadResult
-from storage import HealthSample
+from actors.ingest import RFC3339DateTime, UploadBody, UploadResult
+from storage import HealthSample, SampleCursor
 
+from ._errors import ERROR_CODE_KEY
 from ._routes import ApiBlueprint, ApiModel, Reply
 from ._services import domains, refuse_while_draining
 
@@ -35,11 +36,13 @@ class BatchUpsertResult(ApiModel):
 
 
 class SamplesQuery(ApiModel):
-    metric: str | None = Field(default=None, max_length=64)
-    from_: AwareDatetime | None = Field(default=None, alias="from")
-    to: AwareDatetime | None = None
+    metric: StrictStr | None = Field(default=None, max_length=64)
+    from_: RFC3339DateTime | None = Field(default=None, alias="from")
+    to: RFC3339DateTime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
-    cursor: str | None = Field(default=None, max_length=200)
+    cursor: StrictStr | None = Field(default=None, pattern=SampleCursor.PATTERN,
+                                     description="nextCursor of the previous page",
+                                     json_schema_extra={ERROR_CODE_KEY: "INVALID_CURSOR"})
 
 
 class SampleOut(ApiModel):

@@ -53,6 +53,7 @@ from ._units import REGISTRY, SLEEP_STAGES, Metric, OutOfRange, UnknownMetric, U
 from ._upload import (
     MAX_ITEMS,
     REQUEST_ID_PATTERN,
+    RFC3339DateTime,
     DeletionBody,
     SampleBody,
     UploadBody,
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_ITEMS",
     "REGISTRY",
     "REQUEST_ID_PATTERN",
+    "RFC3339DateTime",
     "SAMPLES_CHANGED",
     "SLEEP_STAGES",
     "DecodePool",

@@ -49,7 +49,7 @@ def _rfc3339_text(value: object) -> object:
     # API.md (and the published schema's format) say RFC 3339, so only that passes.
     if type(value) is str and _RFC3339.fullmatch(value):
         return value
-    raise ValueError("expected an RFC 3339 date-time with seconds and an offset, e.g. 2026-11-24T08:00:00Z")
+    raise ValueError("expected an RFC 3339 date-time with seconds and a timezone offset, e.g. 2026-11-24T08:00:00Z")
 
 
 RFC3339DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
@@ -93,8 +93,11 @@ class UploadBody(UploadModel):
                                      description="SHA-256 (lowercase hex) of the body's RFC 8785 form without "
                                                  "payloadHash")
     lane: Literal["hot", "cold", "change"]
-    samples: list[SampleBody] = Field(default_factory=list, max_length=MAX_ITEMS)
-    deletions: list[DeletionBody] = Field(default_factory=list, max_length=MAX_ITEMS)
+    # Not maxItems: past MAX_ITEMS samples + deletions together the answer is 413, as API.md says.
+    samples: list[SampleBody] = Field(default_factory=list,
+                                      description=f"at most {MAX_ITEMS} samples and deletions together (413 beyond)")
+    deletions: list[DeletionBody] = Field(default_factory=list,
+                                          description="on the change lane only; counted with samples")
 
     @model_validator(mode="after")
     def _deletions_on_change_lane(self) -> UploadBody:

@@ -57,6 +57,10 @@ class Repo:
     def _json(self, field: str, value: object) -> str:
         return v.dump_json(field, value, self._limits.max_json_chars)
 
+    def _result_json(self, field: str, value: object) -> str:
+        """A request's stored answer: bounded by ``Limits.max_result_chars``, not the document limit."""
+        return v.dump_json(field, value, self._limits.max_result_chars)
+
     def _error(self, value: object) -> str:
         return v.error_text(value, self._limits.max_error_chars)
 

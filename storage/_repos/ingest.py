@@ -98,7 +98,7 @@ class Ingest(Repo):
     def complete(self, user_id: str, request_id: str, result: Json) -> Op[None]:
         """processing → completed with the stored result (put this in the unit of work that
         writes the samples). NotFound / ConflictError if it is not processing."""
-        return self._finish(user_id, request_id, "completed", self._json("result", result), None)
+        return self._finish(user_id, request_id, "completed", self._result_json("result", result), None)
 
     def fail(self, user_id: str, request_id: str, error: str) -> Op[None]:
         """processing → failed; a repeat with the same hash may ``begin`` it again."""

@@ -253,7 +253,7 @@ class SyncOps(Repo):
             raise InvalidData("results", "expected a mapping of op id to result")
         now = self._d.ts(self._now())
         rows = [
-            (user, device, self._id("op_id", op_id), self._json(f"results[{op_id!r}]", result), now)
+            (user, device, self._id("op_id", op_id), self._result_json(f"results[{op_id!r}]", result), now)
             for op_id, result in results.items()
         ]
         v.batch("results", rows, self._limits)

@@ -95,7 +95,7 @@ async def test_serve_answers_then_drains_on_sigterm(tmp_path: Path) -> None:
             assert metrics.status_code == 200 and 'vigil_actor_running{kind="supervisor",path="root"} 1.0' in metrics.text
 
             spec = await client.get("/openapi.json")
-            assert "/v1/ops/telemetry" in spec.json()["paths"]
+            assert "/v1/ops/telemetry" in spec.json()["x-websockets"]
 
         assert await _terminate(server) == 0
     log = server.log_text()
