@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from quart import Quart, current_app
 
+from kernel import NodeSnapshot
+
 from ._auth import TokenVerifier
 from ._cpu_pool import CpuPool
 from ._health import HealthRegistry
@@ -28,7 +30,7 @@ class ActorSystemLike(Protocol):
 
     telemetry: Any
 
-    def tree(self) -> dict[str, Any]: ...
+    def tree(self) -> NodeSnapshot: ...
 
 
 @dataclass(frozen=True, slots=True)

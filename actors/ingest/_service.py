@@ -87,8 +87,7 @@ class IngestService:
         gauge = self.gauges.get(lane)
         if gauge is None:
             return  # not a lane: validation will say so
-        node = system.node(f"{self.path}/{lane}")
-        if len(getattr(node, "q", ())) >= gauge.capacity:
+        if system.ref(f"{self.path}/{lane}").statistics().depth >= gauge.capacity:
             raise LaneFull(lane, retry_after_ms(gauge.capacity, gauge.rate))
 
     async def submit(self, system: ActorSystem, batch: IngestBatch) -> IngestOutcome:
