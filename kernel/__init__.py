@@ -7,7 +7,7 @@ clock, so ``trio.testing.MockClock`` drives the whole system deterministically. 
 
 from . import testing
 from ._actor import Actor
-from ._cell import DEFAULT_ASK_TIMEOUT, ActorRef, Failed, InjectedCrash, Terminated
+from ._cell import Failed, InjectedCrash, Terminated
 from ._errors import (
     ActorCrashed,
     ActorStopped,
@@ -17,15 +17,19 @@ from ._errors import (
     NoSuchActor,
     SupervisorGaveUp,
 )
-from ._keyed import EntityRef, KeyedRef
 from ._policy import (
+    RestartDecision,
+    RestartLimits,
     backoff_delay,
     consecutive_restarts,
+    decide_restart,
     prune_window,
     record_restart,
     restart_group,
     should_restart,
 )
+from ._refs import DEFAULT_ASK_TIMEOUT, ActorRef, EntityRef, KeyedRef
+from ._snapshot import FailureSnapshot, MailboxStatistics, NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem, DeadLetter, DeadLetters
 from ._telemetry import (
@@ -57,13 +61,18 @@ __all__ = [
     "DeadLetters",
     "EntityRef",
     "Failed",
+    "FailureSnapshot",
     "GaveUp",
     "InjectedCrash",
     "KernelError",
     "KeyedRef",
     "MailboxFull",
     "MailboxOverflow",
+    "MailboxStatistics",
     "NoSuchActor",
+    "NodeSnapshot",
+    "RestartDecision",
+    "RestartLimits",
     "Restarted",
     "Started",
     "Stopped",
@@ -77,6 +86,7 @@ __all__ = [
     "testing",
     "backoff_delay",
     "consecutive_restarts",
+    "decide_restart",
     "prune_window",
     "record_restart",
     "restart_group",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._cell import ActorRef, Cell
+    from ._cell import Cell
+    from ._refs import ActorRef
     from ._system import ActorSystem
     from ._timers import Timer
 

@@ -1,4 +1,4 @@
-"""An actor's cell: its bounded mailbox, its system lane, its message loop, and its refs.
+"""An actor's cell: its bounded mailbox, its system lane and its message loop (its refs: ``_refs``).
 
 The hot path is built for throughput: a send with room appends to a deque and returns without a
 checkpoint; the actor drains its mailbox in batches and parks (``wait_task_rescheduled``) only when
@@ -9,17 +9,19 @@ blocked senders is kept.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from ._actor import Actor
-from ._errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
+from ._errors import ActorCrashed, ActorStopped, MailboxFull
 from ._node import Node
 from ._policy import ExitReason
+from ._refs import _NOTHING, ActorRef, _Ask
+from ._snapshot import MailboxStatistics, NodeSnapshot
 from ._spec import Overflow
 from ._telemetry import Crashed, MailboxOverflow, Started, Stopped
 
@@ -31,12 +33,10 @@ if TYPE_CHECKING:
 
 LoopExit = Literal["normal", "crash", "idle"]
 
-DEFAULT_ASK_TIMEOUT = 5.0
 # Messages handled between two checkpoints while the mailbox stays non-empty: long enough to
 # amortise the scheduler, short enough that one busy actor cannot starve the others.
 BATCH = 256
 
-_NOTHING: Any = object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,29 +45,6 @@ class Terminated:
 
     path: str
     reason: str
-
-
-class _Ask:
-    """An ask's envelope: the message plus the parked asker to hand the outcome to."""
-
-    __slots__ = ("msg", "task", "result")
-
-    def __init__(self, msg: Any) -> None:
-        self.msg = msg
-        self.task: Task | None = None
-        # None: unanswered; _NOTHING: abandoned (timed out or cancelled), late replies are dropped.
-        self.result: Any = None
-
-    def settle(self, result: outcome.Outcome[Any]) -> None:
-        if self.result is not None:
-            return
-        task = self.task
-        if task is not None:
-            self.task = None
-            self.result = _NOTHING
-            reschedule(task, result)
-        else:
-            self.result = result
 
 
 class _SystemMessage:
@@ -101,6 +78,8 @@ class Cell(Node):
         "actor", "incarnation", "processed", "dead_letters", "watchers", "ref",
     )
     kind = "actor"
+    # A cell's loop parks its task on an empty mailbox; an entity's gives the task up instead.
+    parks: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -111,14 +90,18 @@ class Cell(Node):
         spec: ChildSpec,
         *,
         key: Any = _NOTHING,
+        ref: ActorRef | None = None,
+        idle: bool = False,
     ) -> None:
         super().__init__(system, parent, name, path)
         self.spec = spec
         self.key = key
         self.capacity = spec.mailbox
         self.overflow: Overflow = spec.overflow
-        self.q: deque[Any] = deque()
-        self.sysq: deque[_SystemMessage] = deque()
+        # An idle cell (an entity until its first message) holds no mailbox buffer: a deque costs ~600 B.
+        self.q: deque[Any] = None if idle else deque()  # type: ignore[assignment]
+        # The system lane, made on the first control message: most actors never get one.
+        self.sysq: deque[_SystemMessage] | None = None
         self.senders: OrderedDict[Task, Any] | None = None
         # The parked loop's task (an entity keeps a launch marker here instead).
         self.waiter: Any = None
@@ -129,11 +112,16 @@ class Cell(Node):
         self.processed = 0
         self.dead_letters = 0
         self.watchers: list[Cell] | None = None
-        self.ref = ActorRef(self)
+        self.ref = ref if ref is not None else ActorRef(self)
 
     @property
     def shutdown_timeout(self) -> float:
         return self.spec.shutdown_timeout
+
+    def statistics(self) -> MailboxStatistics:
+        q, senders = self.q, self.senders
+        return MailboxStatistics(depth=len(q) if q is not None else 0, capacity=self.capacity,
+                                 blocked_senders=len(senders) if senders else 0)
 
     # -- sending ----------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -141,6 +129,10 @@ class Cell(Node):
         if task is not None:
             self.waiter = None
             reschedule(task)
+
+    def _unpark(self, _raise_cancel: Any) -> Abort:
+        self.waiter = None
+        return Abort.SUCCEEDED
 
     def _refuse(self, msg: Any) -> ActorStopped:
         """A send to an actor stopped for good: the message is a dead letter, the sender is told."""
@@ -191,7 +183,7 @@ class Cell(Node):
 
     def _overflowed(self) -> None:
         telemetry = self.system.telemetry
-        if telemetry._subscribers:
+        if telemetry.listening:
             telemetry.publish(MailboxOverflow(path=self.path, at=trio.current_time(), detail=self.overflow))
 
     def deliver_timer(self, msg: Any) -> None:
@@ -218,6 +210,13 @@ class Cell(Node):
         reschedule(task)
 
     # -- control ----------------------------------------------------------------------------------
+    def _control(self, message: _SystemMessage) -> None:
+        if self.sysq is None:
+            self.sysq = deque()
+        self.sysq.append(message)
+        if self.waiter is not None:
+            self._wake()
+
     def request_stop(self, *, drain: bool) -> None:
         if self.actor is None and self.scope is not None:
             if not drain:
@@ -228,14 +227,10 @@ class Cell(Node):
             # delay and let the next incarnation drain them (it finds _STOP_DRAIN first).
             if self.delay_scope is not None:
                 self.delay_scope.cancel()
-        self.sysq.append(_STOP_DRAIN if drain else _STOP_NOW)
-        if self.waiter is not None:
-            self._wake()
+        self._control(_STOP_DRAIN if drain else _STOP_NOW)
 
     def inject(self, error: BaseException) -> None:
-        self.sysq.append(_SystemMessage("crash", error))
-        if self.waiter is not None:
-            self._wake()
+        self._control(_SystemMessage("crash", error))
 
     def schedule(self, delay: float, msg: Any, *, interval: float | None) -> Timer:
         return self.system.timers.add(self, self.incarnation, delay, msg, interval)
@@ -267,19 +262,30 @@ class Cell(Node):
         actor._vigil_cell = self
         return actor
 
-    async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
+    async def _begin(self) -> Actor | tuple[ExitReason, BaseException]:
+        """Build this incarnation's actor and run its ``started``: the actor, or how it crashed."""
         self.incarnation += 1
-        self.draining = False
         self.started_at = trio.current_time()
         try:
             actor = self._build()
             self.actor = actor
-            await actor.started()
+            if type(actor).started is not Actor.started:  # most actors have no hook: skip its coroutine
+                await actor.started()
         except Exception as exc:
             self.actor = None
             return self._crashed(_NOTHING, exc)
         self.state = "running"
-        self.system.publish(Started, self.path, attempt=self.restarts or None)
+        if self.system.telemetry.listening:
+            self.system.publish(Started, self.path, attempt=self.restarts or None)
+        return actor
+
+    async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
+        self.draining = False
+        actor = await self._begin()
+        if type(actor) is tuple:
+            return actor
+        assert isinstance(actor, Actor)
+        self._came_up()
         try:
             reason, error = await self._loop(actor)
             assert reason != "idle", "a plain actor's loop parks, it never idles out"
@@ -294,21 +300,34 @@ class Cell(Node):
             self.actor = None
             # Control messages were for this incarnation: a stop that arrived as it was cancelled
             # must not end the next one the moment it starts.
-            self.sysq.clear()
+            if self.sysq:
+                self.sysq.clear()
             self.draining = False
 
     async def _loop(self, actor: Actor) -> tuple[LoopExit, BaseException | None]:
+        """Handle messages until told to stop; park on an empty mailbox (inline: this is the hot path)."""
         if actor.max_batch > 1:
             return await self._loop_batched(actor)
         q = self.q
-        sysq = self.sysq
         receive = actor.receive
+        parks = self.parks
+        task = current_task()
+        unpark = self._unpark
         item: Any = _NOTHING
         try:
             while True:
-                done = await self._next_work()
-                if done is not None:
-                    return done, None
+                if self.sysq:
+                    if self._take_control():
+                        return "normal", None
+                    continue
+                if not q:
+                    if self.draining:
+                        return "normal", None
+                    if not parks:
+                        return "idle", None
+                    self.waiter = task
+                    await wait_task_rescheduled(unpark)
+                    continue
                 budget = BATCH
                 while q:
                     item = q.popleft()
@@ -321,7 +340,7 @@ class Cell(Node):
                         await receive(item)
                     item = _NOTHING
                     self.processed += 1
-                    if sysq:
+                    if self.sysq:
                         break
                     budget -= 1
                     if not budget:
@@ -384,13 +403,13 @@ class Cell(Node):
                 continue
             if self.q:
                 return None
-            if self.draining:
-                return "normal"
-            if not await self._park():
-                return "idle"
+            if self.draining or not self.parks:
+                return "normal" if self.draining else "idle"
+            await self._park()
 
     def _take_control(self) -> bool:
         """Apply one system-lane message; True means "stop now" (after the current message)."""
+        assert self.sysq is not None
         control = self.sysq.popleft()
         if control is _STOP_NOW:
             return True
@@ -400,16 +419,10 @@ class Cell(Node):
             raise control.error  # an injected crash: handled like one from receive()
         return False
 
-    async def _park(self) -> bool:
-        """Wait for a message or a control message; False means "give the task up" (entities)."""
+    async def _park(self) -> None:
+        """Wait for a message or a control message."""
         self.waiter = current_task()
-
-        def abort(_: Any) -> Abort:
-            self.waiter = None
-            return Abort.SUCCEEDED
-
-        await wait_task_rescheduled(abort)
-        return True
+        await wait_task_rescheduled(self._unpark)
 
     def _crashed(self, item: Any, exc: Exception) -> tuple[ExitReason, BaseException]:
         self.record_failure(exc)
@@ -438,7 +451,7 @@ class Cell(Node):
         """Stopped for good: refuse new sends; what is queued or waiting fails fast, nothing hangs."""
         super().finalize(detail)
         self.fail_waiting(detail)
-        if self.sysq:  # an idle keyed actor holds none
+        if self.sysq:
             self.sysq.clear()
         self.system.publish(Stopped, self.path, detail=detail)
         if self.watchers:
@@ -464,95 +477,9 @@ class Cell(Node):
                     item.result = _NOTHING
             self.senders.clear()
 
-    def tree(self) -> dict[str, Any]:
-        node = super().tree()
-        node["mailbox"] = {"depth": len(self.q), "capacity": self.capacity}
-        node["processed"] = self.processed
-        node["deadLetters"] = self.dead_letters
-        return node
-
-
-class ActorRef:
-    """The address of one actor; valid across restarts. Cheap to copy and share."""
-
-    __slots__ = ("_cell",)
-
-    def __init__(self, cell: Cell) -> None:
-        self._cell = cell
-
-    @property
-    def path(self) -> str:
-        return self._cell.path
-
-    def __repr__(self) -> str:
-        return f"<ActorRef {self._cell.path}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorRef) and other._cell is self._cell
-
-    def __hash__(self) -> int:
-        return id(self._cell)
-
-    async def tell(self, msg: Any) -> None:
-        """Enqueue ``msg``; waits while the mailbox is full (policy ``block``)."""
-        cell = self._cell
-        if cell.accepting and len(cell.q) < cell.capacity and not cell.senders:
-            cell.q.append(msg)
-            if cell.waiter is not None:
-                cell._wake()
-            return
-        await cell.put(msg)
-
-    def tell_nowait(self, msg: Any) -> None:
-        """Enqueue ``msg`` or raise ``MailboxFull`` (``drop_oldest`` drops instead)."""
-        cell = self._cell
-        if not cell.accepting:
-            raise cell._refuse(msg)
-        if not cell.put_nowait(msg):
-            raise MailboxFull(cell.path, cell.capacity)
-
-    async def ask(self, msg: Any, *, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Send ``msg`` and wait for the value ``receive`` returns.
-
-        Raises ``AskTimeout`` after ``timeout`` seconds, ``ActorCrashed`` if handling it crashed,
-        ``ActorStopped`` if the actor stops first. A reply after the timeout is dropped.
-        """
-        return await ask_cell(self._cell, msg, timeout)
-
-    def _watch_target(self) -> Cell | None:
-        """The cell a watch attaches to (None: nothing live to watch)."""
-        return self._cell
-
-    def key(self, key: Any) -> ActorRef:
-        raise NoSuchActor(f"{self.path}[{key!r}]", f"{self.path!r} is not a keyed child (ChildSpec(keyed=True))")
-
-
-
-async def ask_cell(cell: Cell, msg: Any, timeout: float) -> Any:
-    env = _Ask(msg)
-    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-        if cell.accepting and len(cell.q) < cell.capacity and not cell.senders:
-            cell.q.append(env)
-            if cell.waiter is not None:
-                cell._wake()
-        else:
-            await cell.put(env)
-        result = env.result
-        if result is not None:
-            # Answered before we parked (handed over from the blocked-senders queue).
-            env.result = _NOTHING
-            return result.unwrap()
-        env.task = current_task()
-
-        def abort(_: Any) -> Abort:
-            env.task = None
-            env.result = _NOTHING
-            return Abort.SUCCEEDED
-
-        return await wait_task_rescheduled(abort)
-    if scope.cancelled_caught:
-        raise AskTimeout(cell.path, timeout)
-    raise AssertionError("unreachable: an ask either returns, raises or times out")
+    def snapshot(self) -> NodeSnapshot:
+        return replace(super().snapshot(), mailbox=self.statistics(), processed=self.processed,
+                       dead_letters=self.dead_letters)
 
 
 def watch(watcher: Cell, target: ActorRef) -> None:

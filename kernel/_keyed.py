@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._actor import Actor
-from ._cell import _NOTHING, _STOP_DRAIN, _STOP_NOW, ActorRef, Cell, _SystemMessage, ask_cell
-from ._errors import ActorStopped, MailboxFull
+from ._cell import _STOP_DRAIN, _STOP_NOW, Cell, _SystemMessage
+from ._errors import ActorStopped
 from ._node import Node
-from ._policy import ExitReason, backoff_delay, consecutive_restarts, record_restart, should_restart
+from ._policy import ExitReason, decide_restart
+from ._refs import _NOTHING, EntityRef, KeyedRef
+from ._snapshot import MailboxStatistics, NodeSnapshot
 from ._spec import ChildSpec
-from ._telemetry import Restarted, Started
+from ._telemetry import Restarted
 
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
     from ._system import ActorSystem
 
-# Pending entity tasks past which a tell to a cold key yields to let them run.
-LAUNCH_BURST = 256
 # An entity's ``waiter`` when it has no task: the next wake launches one.
 _LAUNCH: Any = object()
 
@@ -36,37 +37,15 @@ class Entity(Cell):
     """One key's actor. Shares the cell's mailbox and loop; owns no task while idle."""
 
     __slots__ = ("node", "last_used", "_passivating", "history")
+    parks = False  # the loop returns on an empty mailbox, freeing the task
 
     def __init__(self, node: KeyedNode, key: Any) -> None:
-        # Deliberately not Cell.__init__: that allocates what an idle entity must not hold.
-        self.system = node.system
-        self.parent = None
+        # Idle: no deques and no task until the first message (the cell's loop gives it back when quiet).
+        super().__init__(node.system, None, str(key), f"{node.path}/{key}", node.spec, key=key,
+                         ref=EntityRef(node, key), idle=True)
         self.node = node
-        self.key = key
-        self.name = str(key)
-        self.path = f"{node.path}/{key}"
-        self.spec = node.spec
-        self.capacity = node.spec.mailbox
-        self.overflow = node.overflow
         self.state = "idle"
-        self.restarts = 0
-        self.crashes = 0
-        self.last_failure = None
-        self.consecutive = 0
-        self.started_at = 0.0
-        self.q = None  # type: ignore[assignment]
-        self.sysq = None  # type: ignore[assignment]
-        self.senders = None
         self.waiter = _LAUNCH
-        self.accepting = True
-        self.draining = False
-        self.retired = False
-        self.actor = None
-        self.incarnation = 0
-        self.processed = 0
-        self.dead_letters = 0
-        self.watchers = None
-        self.ref = EntityRef(node, key)
         self.last_used = 0.0
         self._passivating = False
         # This key's recent restarts: a key that crash-loops is retired, the group lives on.
@@ -87,20 +66,10 @@ class Entity(Cell):
     def running(self) -> bool:
         return self.waiter is not _LAUNCH
 
-    # The cell's loop parks on an empty mailbox; an entity returns instead, freeing its task.
-    async def _park(self) -> bool:
-        return False
-
     def _wake(self) -> None:
         if self.waiter is _LAUNCH:
             self.waiter = None
             self.node.launch(self)
-
-    def _control(self, message: _SystemMessage) -> None:
-        if self.sysq is None:
-            self.sysq = deque()
-        self.sysq.append(message)
-        self._wake()
 
     def request_stop(self, *, drain: bool) -> None:
         # self.stop() inside a keyed actor passivates it; queued messages go to the next incarnation.
@@ -140,9 +109,10 @@ class Entity(Cell):
                 if self.actor is None:
                     if not self.q and not self.sysq:
                         return
-                    began, error = await self._begin()
-                    if began == "crash":
-                        if not await self._recover(error):
+                    self.state = "starting"
+                    began = await self._begin()
+                    if type(began) is tuple:
+                        if not await self._recover(began[1]):
                             return
                         continue
                 assert self.actor is not None
@@ -174,61 +144,39 @@ class Entity(Cell):
             if self.q is not None and not self.q and not self.senders:
                 self.q = None  # type: ignore[assignment]
             if self.sysq is not None and not self.sysq:
-                self.sysq = None  # type: ignore[assignment]
+                self.sysq = None
             self.last_used = trio.current_time()
             node.settled(self)
-
-    async def _begin(self) -> tuple[ExitReason, BaseException | None]:
-        self.incarnation += 1
-        self.started_at = trio.current_time()
-        self.state = "starting"
-        try:
-            actor = self._build()
-            self.actor = actor
-            await actor.started()
-        except Exception as exc:
-            self.actor = None
-            return self._crashed(_NOTHING, exc)
-        self.state = "running"
-        self.system.publish(Started, self.path, attempt=self.restarts or None)
-        return "normal", None
 
     async def _recover(self, error: BaseException | None) -> bool:
         """After a crash: True to go on with a new incarnation (after backoff), False when retired."""
         node = self.node
-        if not should_restart(self.spec.restart, "crash"):
-            node.retire(self, "crashed (temporary: not restarted)")
-            return False
         sup = node.parent
         assert sup is not None, "a keyed group always runs under a supervisor"
-        policy = sup.spec
-        now = trio.current_time()
+        limits = sup.spec
         # The supervisor's intensity, applied to this key alone: past it, the key is retired (its
         # backlog dead-lettered, its asks failed) rather than taking the other keys down with it.
-        self.history, exceeded = record_restart(self.history, now, max_restarts=policy.max_restarts,
-                                                within=policy.within)
-        if exceeded:
-            node.retire(self, f"gave up: more than {policy.max_restarts} restarts within {policy.within:g} s")
+        now = trio.current_time()
+        decision = decide_restart(self.spec.restart, "crash", history=self.history, now=now,
+                                  ran_for=now - self.started_at, consecutive=self.consecutive, limits=limits,
+                                  jitter=self.system.jitter())
+        self.history, self.consecutive = decision.history, decision.consecutive
+        if decision.action == "retire":
+            node.retire(self, "crashed (temporary: not restarted)")
             return False
-        attempt = consecutive_restarts(self.consecutive, now - self.started_at, policy.reset_after)
-        delay = backoff_delay(attempt, base_delay=policy.base_delay, max_delay=policy.max_delay,
-                              jitter=self.system.jitter())
-        self.consecutive = attempt + 1
+        if decision.action == "give_up":
+            node.retire(self, f"gave up: more than {limits.max_restarts} restarts within {limits.within:g} s")
+            return False
         self.restarts += 1
         node.restarts += 1
-        self.system.publish(Restarted, self.path, attempt=attempt + 1, delay=delay)
+        self.system.publish(Restarted, self.path, attempt=decision.attempt, delay=decision.delay)
         self.state = "restarting"
-        await trio.sleep(delay)  # a checkpoint even at zero delay: a crash loop must not starve the others
+        await trio.sleep(decision.delay)  # a checkpoint even at zero delay: a crash loop must not starve the others
         return True
 
-    def tree(self) -> dict[str, Any]:
-        node = Node.tree(self)
-        node["kind"] = "actor"
-        node["key"] = str(self.key)
-        node["mailbox"] = {"depth": len(self.q) if self.q is not None else 0, "capacity": self.capacity}
-        node["processed"] = self.processed
-        node["deadLetters"] = self.dead_letters
-        return node
+    def snapshot(self) -> NodeSnapshot:
+        # Reported as an actor (it is one), under its group.
+        return replace(Cell.snapshot(self), key=str(self.key))
 
 
 class KeyedNode(Node):
@@ -365,6 +313,7 @@ class KeyedNode(Node):
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self.state = "running"
+                self._came_up()
                 pending, self._pending = self._pending, []
                 for entity in pending:
                     self.launching += 1
@@ -428,109 +377,32 @@ class KeyedNode(Node):
     def revive(self) -> None:
         super().revive()
 
-    def tree(self) -> dict[str, Any]:
-        node = super().tree()
+    def statistics(self) -> MailboxStatistics:
+        depth = blocked = 0
+        for entity in self.entities.values():
+            if entity.q is not None:
+                depth += len(entity.q)
+            if entity.senders:
+                blocked += len(entity.senders)
+        return MailboxStatistics(depth=depth, capacity=self.spec.mailbox, blocked_senders=blocked)
+
+    def key_statistics(self, key: Any) -> MailboxStatistics:
+        entity = self.entities.get(key)
+        if entity is None:
+            return MailboxStatistics(depth=0, capacity=self.spec.mailbox, blocked_senders=0)
+        return entity.statistics()
+
+    def snapshot(self) -> NodeSnapshot:
         entities = list(self.entities.values())
-        node["mailbox"] = {"depth": sum(len(e.q) for e in entities if e.q is not None), "capacity": self.spec.mailbox}
-        node["processed"] = self.processed_total + sum(e.processed for e in entities)
-        node["deadLetters"] = self.dead_letters
-        node["live"] = len(entities)
-        node["maxLive"] = self.spec.max_live
-        node["passivated"] = self.passivated
         shown = entities[-100:]  # the most recently used; the full set can be large
-        node["children"] = [e.tree() for e in shown]
-        node["childrenTruncated"] = len(entities) > len(shown)
-        return node
-
-
-class KeyedRef(ActorRef):
-    """The address of a keyed group: ``.key(k)`` addresses one key's actor."""
-
-    __slots__ = ("_node",)
-
-    def __init__(self, node: KeyedNode) -> None:
-        self._node = node
-
-    @property
-    def path(self) -> str:
-        return self._node.path
-
-    def __repr__(self) -> str:
-        return f"<KeyedRef {self._node.path}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, KeyedRef) and other._node is self._node
-
-    def __hash__(self) -> int:
-        return id(self._node)
-
-    def key(self, key: Any) -> EntityRef:
-        return EntityRef(self._node, key)
-
-    def _no_key(self) -> TypeError:
-        return TypeError(f"{self._node.path!r} is keyed: send to one key's actor with ref.key(k)")
-
-    async def tell(self, msg: Any) -> None:
-        raise self._no_key()
-
-    def tell_nowait(self, msg: Any) -> None:
-        raise self._no_key()
-
-    async def ask(self, msg: Any, *, timeout: float = 5.0) -> Any:
-        raise self._no_key()
-
-
-class EntityRef(ActorRef):
-    """The address of one key's actor; valid across passivation (the next message restarts it)."""
-
-    __slots__ = ("_node", "_key")
-
-    def __init__(self, node: KeyedNode, key: Any) -> None:
-        self._node = node
-        self._key = key
-
-    @property
-    def path(self) -> str:
-        return f"{self._node.path}/{self._key}"
-
-    @property
-    def key_value(self) -> Any:
-        return self._key
-
-    def __repr__(self) -> str:
-        return f"<EntityRef {self.path}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EntityRef) and other._node is self._node and other._key == self._key
-
-    def __hash__(self) -> int:
-        return hash((id(self._node), self._key))
-
-    def _watch_target(self) -> Cell | None:
-        entity = self._node.entities.get(self._key)
-        return entity if entity is not None and entity.alive else None
-
-    async def tell(self, msg: Any) -> None:
-        node = self._node
-        entity = node.entity(self._key)
-        if len(entity.q) < entity.capacity and not entity.senders:
-            entity.q.append(msg)
-            if entity.waiter is not None:
-                entity._wake()
-                if node.launching >= LAUNCH_BURST:
-                    # A burst to cold keys: let the started tasks run (and go idle) before more pile up,
-                    # or every pending task (~2.4 KB) is held at once.
-                    await trio.lowlevel.checkpoint()
-            return
-        await entity.put(msg)
-
-    def tell_nowait(self, msg: Any) -> None:
-        entity = self._node.entity(self._key)
-        if not entity.put_nowait(msg):
-            raise MailboxFull(entity.path, entity.capacity)
-
-    async def ask(self, msg: Any, *, timeout: float = 5.0) -> Any:
-        return await ask_cell(self._node.entity(self._key), msg, timeout)
-
-    def key(self, key: Any) -> EntityRef:
-        raise TypeError(f"{self.path!r} already addresses one key")
+        return replace(
+            super().snapshot(),
+            mailbox=self.statistics(),
+            processed=self.processed_total + sum(e.processed for e in entities),
+            dead_letters=self.dead_letters,
+            children=tuple(e.snapshot() for e in shown),
+            live=len(entities),
+            max_live=self.spec.max_live,
+            passivated=self.passivated,
+            children_truncated=len(entities) > len(shown),
+        )

@@ -2,18 +2,20 @@
 
 A node outlives its incarnations: restarting replaces the running instance, never the node, so
 refs and mailboxes stay valid across restarts. The parent supervisor drives a node only through
-``start`` (run one incarnation, after a delay), ``request_stop`` and ``done``.
+``start`` (run one incarnation, after a delay), ``request_stop`` and ``wait_stopped``; the node
+tells it ``child_up`` once an incarnation is running and ``child_exited`` when it ends.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
 from ._policy import ExitReason
+from ._snapshot import FailureSnapshot, NodeSnapshot
 
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
@@ -27,7 +29,8 @@ NodeState = Literal[
 class Node(ABC):
     __slots__ = (
         "system", "parent", "name", "path", "state", "restarts", "crashes", "last_failure", "consecutive",
-        "started_at", "scope", "done", "stop_by_parent", "exit_reason", "exit_error", "retired", "delay_scope",
+        "started_at", "scope", "active", "_stopped_event", "stop_by_parent", "exit_reason", "exit_error",
+        "retired", "delay_scope",
     )
     kind: str = "node"
 
@@ -39,13 +42,15 @@ class Node(ABC):
         self.state: NodeState = "new"
         self.restarts = 0
         self.crashes = 0
-        self.last_failure: tuple[str, str, float] | None = None
+        self.last_failure: FailureSnapshot | None = None
         # Consecutive restarts: the backoff exponent, reset after a long enough run.
         self.consecutive = 0
         self.started_at = 0.0
         self.scope: trio.CancelScope | None = None
-        self.done = trio.Event()
-        self.done.set()
+        # An incarnation is scheduled or running. Whoever waits for its end gets an Event, made
+        # only then: most nodes are never waited for, and an Event per start would cost each spawn.
+        self.active = False
+        self._stopped_event: trio.Event | None = None
         # Set by the parent while it stops this node on purpose: the exit is then not a failure
         # to act on, the parent is already waiting for it.
         self.stop_by_parent = False
@@ -57,15 +62,23 @@ class Node(ABC):
 
     # -- what the parent calls ------------------------------------------------------------------
     def start(self, nursery: trio.Nursery, delay: float) -> None:
-        self.done = trio.Event()
+        self.active = True
         self.stop_by_parent = False
         self.scope = trio.CancelScope()
         self.state = "restarting" if delay > 0 else "starting"
-        nursery.start_soon(self._run_incarnation, delay, self.scope)
+        nursery.start_soon(self._run_incarnation, delay, self.scope, name=self.path)
 
     @abstractmethod
     def request_stop(self, *, drain: bool) -> None:
         """Ask the running incarnation to end: after draining the mailbox, or after the current message."""
+
+    async def wait_stopped(self) -> None:
+        """Return once no incarnation runs (at once if none does)."""
+        if not self.active:
+            return
+        if self._stopped_event is None:
+            self._stopped_event = trio.Event()
+        await self._stopped_event.wait()
 
     @property
     def shutdown_timeout(self) -> float:
@@ -106,7 +119,10 @@ class Node(ABC):
             if self.state in ("running", "starting", "restarting", "stopping"):
                 self.state = "crashed" if reason == "crash" else "stopped"
             self.scope = None
-            self.done.set()
+            self.active = False
+            event, self._stopped_event = self._stopped_event, None
+            if event is not None:
+                event.set()
         if self.parent is not None:
             self.parent.child_exited(self)
         else:
@@ -116,25 +132,20 @@ class Node(ABC):
     async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
         """Run one incarnation to its end; crashes are returned, never raised."""
 
+    def _came_up(self) -> None:
+        """This incarnation runs: the parent may be waiting for it to report up (start, like OTP's)."""
+        if self.parent is not None:
+            self.parent.child_up(self)
+        else:
+            self.system._root_up.set()
+
     def record_failure(self, error: BaseException) -> None:
         self.crashes += 1
-        self.last_failure = (type(error).__name__, str(error), trio.current_time())
+        self.last_failure = FailureSnapshot(type=type(error).__name__, message=str(error), at=trio.current_time())
 
-    def tree(self) -> dict[str, Any]:
-        failure = None
-        if self.last_failure is not None:
-            kind, message, at = self.last_failure
-            failure = {"type": kind, "message": message, "at": self.system.wall_time(at), "atMonotonic": at}
-        return {
-            "name": self.name,
-            "path": self.path,
-            "kind": self.kind,
-            "state": self.state,
-            "restarts": self.restarts,
-            "crashes": self.crashes,
-            "lastFailure": failure,
-            "mailbox": None,
-            "processed": 0,
-            "deadLetters": 0,
-            "children": [],
-        }
+    def snapshot(self) -> NodeSnapshot:
+        """This node as a typed value (``system.tree()`` is the root's)."""
+        return NodeSnapshot(
+            name=self.name, path=self.path, kind=self.kind, state=self.state, restarts=self.restarts,
+            crashes=self.crashes, last_failure=self.last_failure, mailbox=None, processed=0, dead_letters=0,
+        )

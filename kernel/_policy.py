@@ -7,7 +7,8 @@ testable (and property-tested) on its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
@@ -69,3 +70,64 @@ def restart_group(strategy: Strategy, names: Sequence[str], failed: str) -> tupl
         return tuple(names)
     index = list(names).index(failed)
     return tuple(names[index:])
+
+
+class RestartLimits(Protocol):
+    """The numbers of a supervisor that restart decisions read (``kernel.Supervisor`` has them)."""
+
+    @property
+    def max_restarts(self) -> int: ...
+    @property
+    def within(self) -> float: ...
+    @property
+    def base_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+    @property
+    def reset_after(self) -> float: ...
+
+
+RestartAction = Literal["retire", "give_up", "restart"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartDecision:
+    """What to do with a child that exited.
+
+    ``retire``: not restarted (its restart type says so). ``give_up``: restarting it would exceed the
+    intensity. ``restart``: start it again after ``delay`` seconds; ``attempt`` counts the restarts of
+    its current streak from 1. ``history`` and ``consecutive`` are what the caller keeps for the next
+    decision (unchanged on ``retire``).
+    """
+
+    action: RestartAction
+    history: tuple[float, ...]
+    consecutive: int
+    attempt: int = 0
+    delay: float = 0.0
+
+
+def decide_restart(
+    restart: RestartType,
+    reason: ExitReason,
+    *,
+    history: Sequence[float],
+    now: float,
+    ran_for: float,
+    consecutive: int,
+    limits: RestartLimits,
+    jitter: float,
+) -> RestartDecision:
+    """The one restart decision of the kernel, for a supervisor's child and for one key's actor alike.
+
+    ``history`` holds the restart times the intensity counts, ``ran_for`` how long the child's last
+    incarnation ran, ``consecutive`` its current streak and ``jitter`` a draw in [0.8, 1.2].
+    """
+    if not should_restart(restart, reason):
+        return RestartDecision(action="retire", history=tuple(history), consecutive=consecutive)
+    window, exceeded = record_restart(history, now, max_restarts=limits.max_restarts, within=limits.within)
+    if exceeded:
+        return RestartDecision(action="give_up", history=window, consecutive=consecutive)
+    streak = consecutive_restarts(consecutive, ran_for, limits.reset_after)
+    delay = backoff_delay(streak, base_delay=limits.base_delay, max_delay=limits.max_delay, jitter=jitter)
+    return RestartDecision(action="restart", history=window, consecutive=streak + 1, attempt=streak + 1, delay=delay)

@@ -2,26 +2,24 @@
 
 Decisions come from ``_policy`` (pure); this module is the thin shell that applies them. The
 supervisor handles one child exit at a time, in the order they happened, like OTP's supervisor.
+Like OTP's ``start_link``, a supervisor reports itself running only once each of its initial
+children is running (a nested supervisor: once its own children are).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import trio
 
+from ._cell import Cell
 from ._errors import SupervisorGaveUp
+from ._keyed import KeyedNode
 from ._node import Node
-from ._policy import (
-    ExitReason,
-    RestartType,
-    backoff_delay,
-    consecutive_restarts,
-    record_restart,
-    restart_group,
-    should_restart,
-)
+from ._policy import ExitReason, RestartType, decide_restart, restart_group
+from ._snapshot import NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._telemetry import GaveUp, Restarted, Started, Stopped
 
@@ -37,9 +35,6 @@ def restart_type_of(node: Node) -> RestartType:
 
 
 def build_node(system: ActorSystem, parent: SupervisorNode | None, spec: ChildSpec | Supervisor, path: str) -> Node:
-    from ._cell import Cell
-    from ._keyed import KeyedNode
-
     if isinstance(spec, Supervisor):
         return SupervisorNode(system, parent, spec, path)
     if spec.keyed:
@@ -62,13 +57,49 @@ class SupervisorNode(Node):
         self.stop_requested = False
         self.drain_on_stop = True
         self._wakeup = trio.Event()
+        # The initial children of this incarnation not yet running: it runs once there are none.
+        self.coming_up: set[Node] = set()
+        # Set (and replaced) whenever this supervisor starts, comes up, ends an incarnation or retires:
+        # a spawn waiting for it to take children looks again then.
+        self._changed = trio.Event()
 
     # -- what children and the parent call ----------------------------------------------------------
     def child_exited(self, child: Node) -> None:
         if child.stop_by_parent:
-            return  # the stop was ours: the code that asked for it is waiting on child.done
+            return  # the stop was ours: the code that asked for it is waiting on wait_stopped()
         self.exits.append(child)
         self._wakeup.set()
+
+    def child_up(self, child: Node) -> None:
+        coming_up = self.coming_up
+        if coming_up:
+            coming_up.discard(child)
+            if not coming_up and self.state == "starting":
+                self._up()
+
+    def _up(self) -> None:
+        self.state = "running"
+        self.system.publish(Started, self.path, attempt=self.restarts or None)
+        self._notify()
+        self._came_up()
+
+    def _takes_children(self) -> bool:
+        if self.nursery is None or self.stop_requested:
+            return False
+        if self.state == "running":
+            return True
+        # Starting: a spawn from inside this supervisor (say, a child's started() hook) goes ahead,
+        # since the supervisor is waiting for that very child and waiting for it back would hang.
+        nursery: trio.Nursery | None = trio.lowlevel.current_task().parent_nursery
+        while nursery is not None:
+            if nursery is self.nursery:
+                return True
+            nursery = nursery.parent_task.parent_nursery
+        return False
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
 
     def request_stop(self, *, drain: bool) -> None:
         if self.nursery is None and self.scope is not None:
@@ -81,11 +112,17 @@ class SupervisorNode(Node):
     def child(self, name: str) -> Node | None:
         return self.by_name.get(name)
 
-    def add_child(self, spec: ChildSpec | Supervisor) -> Node:
-        if self.nursery is None or self.stop_requested:
-            raise RuntimeError(
-                f"cannot spawn under {self.path!r}: the supervisor is {self.state}, not running"
-            )
+    async def add_child(self, spec: ChildSpec | Supervisor) -> Node:
+        """Start a child now if this supervisor runs; if it is starting or between restarts, once it runs."""
+        while not self._takes_children():
+            if not self.alive:
+                raise RuntimeError(f"cannot spawn under {self.path!r}: the supervisor has stopped")
+            if self.nursery is not None and self.stop_requested:
+                raise RuntimeError(f"cannot spawn under {self.path!r}: the supervisor is shutting down")
+            if self.state == "failed":
+                cause = self.last_failure.message if self.last_failure else "restart intensity exceeded"
+                raise RuntimeError(f"cannot spawn under {self.path!r}: the supervisor gave up ({cause})")
+            await self._changed.wait()
         existing = self.child(spec.name)
         if existing is not None and existing.alive:
             raise ValueError(f"{self.path!r} already has a child named {spec.name!r}")
@@ -95,12 +132,14 @@ class SupervisorNode(Node):
         self.children.append(node)
         self.by_name[node.name] = node
         self.dynamic.add(spec.name)
+        assert self.nursery is not None
         node.start(self.nursery, 0.0)
         return node
 
     # -- the incarnation --------------------------------------------------------------------------
     async def _incarnation(self) -> tuple[ExitReason, BaseException | None]:
         self.started_at = trio.current_time()
+        self.state = "starting"  # until every initial child runs (it was "restarting" during a delay)
         self.stop_requested = False
         self.exits.clear()
         # A new incarnation is a new supervisor (as in OTP): its failed predecessor's restarts don't count.
@@ -109,16 +148,17 @@ class SupervisorNode(Node):
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                self.coming_up = set(self.children)
                 for node in self.children:
                     node.revive()
                     node.start(nursery, 0.0)
-                self.state = "running"
-                self.system.publish(Started, self.path, attempt=self.restarts or None)
-                if self.parent is None:
-                    self.system._root_up.set()
+                if not self.coming_up:
+                    self._up()
                 outcome = await self._supervise()
         finally:
             self.nursery = None
+            self.coming_up = set()
+            self._notify()
         return outcome
 
     async def _supervise(self) -> tuple[ExitReason, BaseException | None]:
@@ -140,24 +180,21 @@ class SupervisorNode(Node):
         if reason == "crash" and error is not None and child.last_failure is None:
             child.record_failure(error)
         restart = restart_type_of(child)
-        if not should_restart(restart, reason):
+        now = trio.current_time()
+        decision = decide_restart(restart, reason, history=self.history, now=now, ran_for=now - child.started_at,
+                                  consecutive=child.consecutive, limits=self.spec, jitter=self.system.jitter())
+        if decision.action == "retire":
             self._retire(child, "normal exit" if reason == "normal" else f"crashed ({restart}: not restarted)")
             return None
-        now = trio.current_time()
-        spec = self.spec
-        self.history, exceeded = record_restart(self.history, now, max_restarts=spec.max_restarts, within=spec.within)
-        if exceeded:
+        self.history = decision.history
+        if decision.action == "give_up":
             return await self._give_up(error)
-        attempt = consecutive_restarts(child.consecutive, now - child.started_at, spec.reset_after)
-        delay = backoff_delay(
-            attempt, base_delay=spec.base_delay, max_delay=spec.max_delay, jitter=self.system.jitter()
-        )
-        child.consecutive = attempt + 1
-        if spec.strategy == "one_for_one":
+        child.consecutive = decision.consecutive
+        if self.spec.strategy == "one_for_one":
             members = [child]  # the common case stays O(1) however many siblings there are
         else:
             live = [node for node in self.children if node.alive]
-            group = set(restart_group(spec.strategy, [node.name for node in live], child.name))
+            group = set(restart_group(self.spec.strategy, [node.name for node in live], child.name))
             members = [node for node in live if node.name in group]
         # KERNEL.md: a group restart cancels the other members (no draining, no stopping()); their
         # mailboxes survive, so what was queued goes to the next incarnation.
@@ -170,8 +207,8 @@ class SupervisorNode(Node):
                 self._retire(node, "stopped by a group restart (temporary: not restarted)")
                 continue
             node.restarts += 1
-            self.system.publish(Restarted, node.path, attempt=attempt + 1, delay=delay)
-            node.start(self.nursery, delay)
+            self.system.publish(Restarted, node.path, attempt=decision.attempt, delay=decision.delay)
+            node.start(self.nursery, decision.delay)
         return None
 
     async def _give_up(self, error: BaseException | None) -> SupervisorGaveUp:
@@ -188,6 +225,7 @@ class SupervisorNode(Node):
 
     def _retire(self, child: Node, detail: str) -> None:
         child.finalize(detail)
+        self.child_up(child)  # it will not come up: starting no longer waits for it
         if child.name in self.dynamic:
             self.children.remove(child)
             self.dynamic.discard(child.name)
@@ -204,26 +242,26 @@ class SupervisorNode(Node):
     async def _cancel_child(self, node: Node) -> None:
         if node in self.exits:
             self.exits.remove(node)
-        if node.done.is_set():
+        if not node.active:
             return
         node.stop_by_parent = True
         if node.scope is not None:
             node.scope.cancel()
-        await node.done.wait()
+        await node.wait_stopped()
 
     async def _stop_child(self, node: Node, *, drain: bool) -> None:
         if node in self.exits:
             self.exits.remove(node)  # its exit report is superseded by this stop
-        if node.done.is_set():
+        if not node.active:
             return
         node.stop_by_parent = True
         node.request_stop(drain=drain)
         with trio.move_on_after(node.shutdown_timeout):
-            await node.done.wait()
-        if not node.done.is_set():
+            await node.wait_stopped()
+        if node.active:
             if node.scope is not None:
                 node.scope.cancel()
-            await node.done.wait()
+            await node.wait_stopped()
 
     # -- lifecycle of the node itself --------------------------------------------------------------
     def finalize(self, detail: str) -> None:
@@ -235,13 +273,12 @@ class SupervisorNode(Node):
         if failed:
             self.state = "failed"
         self.system.publish(Stopped, self.path, detail=detail)
+        self._notify()
 
     def revive(self) -> None:
         super().revive()
         self.stop_requested = False
 
-    def tree(self) -> dict[str, Any]:
-        node = super().tree()
-        node["children"] = [child.tree() for child in self.children]
-        node["strategy"] = self.spec.strategy
-        return node
+    def snapshot(self) -> NodeSnapshot:
+        return replace(super().snapshot(), children=tuple(child.snapshot() for child in self.children),
+                       strategy=self.spec.strategy)

@@ -13,10 +13,12 @@ from typing import Any
 
 import trio
 
-from ._cell import ActorRef, Cell
+from ._cell import Cell
 from ._errors import NoSuchActor, SupervisorGaveUp
-from ._keyed import EntityRef, KeyedNode
+from ._keyed import KeyedNode
+from ._refs import ActorRef, EntityRef
 from ._node import Node
+from ._snapshot import NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._supervisor import SupervisorNode
 from ._telemetry import DeadLettered, Telemetry, TelemetryEvent
@@ -56,7 +58,7 @@ class DeadLetters:
         )
         self.recent.append(letter)
         telemetry = self._system.telemetry
-        if telemetry._subscribers:
+        if telemetry.listening:
             telemetry.publish(DeadLettered(
                 path=path, at=at, detail=reason, error_type=letter.error_type, error_message=letter.error_message,
             ))
@@ -126,10 +128,10 @@ class ActorSystem:
     async def stop(self) -> None:
         """Stop every actor in reverse start order, each draining its mailbox within its timeout."""
         root = self.root
-        if not root.done.is_set():
+        if root.active:
             root.stop_by_parent = True
             root.request_stop(drain=True)
-            await root.done.wait()
+            await root.wait_stopped()
         if root.alive:
             root.finalize("system stopped")
         self._stopped.set()
@@ -185,13 +187,17 @@ class ActorSystem:
         return node
 
     async def spawn(self, supervisor_path: str, spec: ChildSpec) -> ActorRef:
-        """Start a child under a running supervisor; returns its ref at once (messages queue meanwhile)."""
+        """Start a child under a supervisor; returns its ref at once (messages queue meanwhile).
+
+        A supervisor that is starting or waiting out a restart delay is waited for; one that has
+        stopped, is shutting down or gave up meanwhile makes the spawn fail with a ``RuntimeError``.
+        """
         if not isinstance(spec, ChildSpec):
             raise TypeError(f"spawn takes a ChildSpec, got {type(spec).__name__}")
         node, _ = self._resolve(supervisor_path)
         if not isinstance(node, SupervisorNode):
             raise NoSuchActor(supervisor_path, f"{node.path!r} is not a supervisor; spawn under a supervisor")
-        child = node.add_child(spec)
+        child = await node.add_child(spec)
         await trio.lowlevel.checkpoint()
         if isinstance(child, KeyedNode):
             return child.ref
@@ -199,9 +205,9 @@ class ActorSystem:
         return child.ref
 
     # -- observation --------------------------------------------------------------------------------
-    def tree(self) -> dict[str, Any]:
-        """The live tree as JSON-ready dicts (the shape of ``GET /v1/ops/supervision``)."""
-        return self.root.tree()
+    def tree(self) -> NodeSnapshot:
+        """The live tree as typed snapshots (transport renders ``GET /v1/ops/supervision`` from it)."""
+        return self.root.snapshot()
 
     def wall_time(self, at: float) -> str:
         """An RFC 3339 UTC timestamp for a trio-clock instant."""
@@ -219,7 +225,7 @@ class ActorSystem:
         detail: str | None = None,
     ) -> None:
         telemetry = self.telemetry
-        if not telemetry._subscribers:
+        if not telemetry.listening:
             return
         telemetry.publish(event_type(
             path=path,

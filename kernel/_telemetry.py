@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import trio
 
@@ -28,15 +28,6 @@ class TelemetryEvent:
     error_type: str | None = None
     error_message: str | None = None
     detail: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, camelCase like the HTTP API."""
-        out: dict[str, Any] = {"kind": self.kind}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            head, *rest = f.name.split("_")
-            out[head + "".join(part.title() for part in rest)] = value
-        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +131,11 @@ class Telemetry:
         for sub in self._subscribers:
             if not sub._offer(event):
                 self.dropped += 1
+
+    @property
+    def listening(self) -> bool:
+        """Whether any subscription is open: publishers skip building events nobody would get."""
+        return bool(self._subscribers)
 
     @property
     def subscriber_count(self) -> int:

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-from ._cell import Cell, Terminated, _Ask, watch
+from ._cell import Cell, Terminated, watch
+from ._refs import _Ask
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem
 

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 import trio
 
+from kernel import NodeSnapshot
+
 CheckStatus = Literal["ok", "degraded", "down"]
 OverallStatus = Literal["healthy", "degraded", "unhealthy"]
 
@@ -110,14 +112,14 @@ class HealthRegistry:
 
 
 class _TreeSource(Protocol):
-    def tree(self) -> dict[str, Any]: ...
+    def tree(self) -> NodeSnapshot: ...
 
 
 def actor_system_check(system: _TreeSource) -> CheckFn:
     """The root supervisor is running: ``down`` once it stopped or failed, ``degraded`` mid-restart."""
 
     async def check() -> CheckResult:
-        state = system.tree().get("state")
+        state = system.tree().state
         if state == "running":
             return CheckResult("ok")
         if state in ("starting", "restarting"):

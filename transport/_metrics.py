@@ -16,13 +16,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from actors.ingest import IngestService
+from kernel import NodeSnapshot
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _TreeSource(Protocol):
-    def tree(self) -> dict[str, Any]: ...
+    def tree(self) -> NodeSnapshot: ...
 
 
 class ActorTreeCollector(Collector):
@@ -59,25 +60,22 @@ class ActorTreeCollector(Collector):
         stack = [self._system.tree()]
         while stack:
             node = stack.pop()
-            path = str(node.get("path", node.get("name", "?")))
-            kind = str(node.get("kind", "actor"))
-            children = node.get("children") or []
-            fam["up"].add_metric([path, kind], 1.0 if node.get("state") == "running" else 0.0)
-            fam["restarts"].add_metric([path], float(node.get("restarts") or 0))
+            path, kind = node.path, node.kind
+            fam["up"].add_metric([path, kind], 1.0 if node.state == "running" else 0.0)
+            fam["restarts"].add_metric([path], float(node.restarts))
             if kind == "supervisor":
-                stack.extend(reversed(children))
+                stack.extend(reversed(node.children))
                 continue
-            fam["crashes"].add_metric([path], float(node.get("crashes") or 0))
-            fam["processed"].add_metric([path], float(node.get("processed") or 0))
-            fam["dead"].add_metric([path], float(node.get("deadLetters") or 0))
-            mailbox = node.get("mailbox")
-            if mailbox:
-                fam["depth"].add_metric([path], float(mailbox.get("depth") or 0))
-                fam["capacity"].add_metric([path], float(mailbox.get("capacity") or 0))
+            fam["crashes"].add_metric([path], float(node.crashes))
+            fam["processed"].add_metric([path], float(node.processed))
+            fam["dead"].add_metric([path], float(node.dead_letters))
+            if node.mailbox is not None:
+                fam["depth"].add_metric([path], float(node.mailbox.depth))
+                fam["capacity"].add_metric([path], float(node.mailbox.capacity))
             if kind == "keyed":
                 # The group's own node already sums its keys (processed includes passivated ones,
                 # so it never goes backwards); its children are a truncated sample, not descended.
-                fam["live"].add_metric([path], float(node.get("live", len(children))))
+                fam["live"].add_metric([path], float(node.live if node.live is not None else len(node.children)))
         yield from fam.values()
 
 

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import current_app
 from quart import websocket as current_websocket
 
+from kernel import NodeSnapshot
+
 from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
 from ._services import get_services
 
@@ -75,6 +77,37 @@ def event_to_dict(event: Any, wall_time: Callable[[float], str] | None = None) -
     return frame
 
 
+def supervision_to_dict(node: NodeSnapshot, wall_time: Callable[[float], str] | None = None) -> dict[str, Any]:
+    """A kernel tree snapshot as the JSON of ``GET /v1/ops/supervision``: camelCase, and a failure's
+    ``at`` as RFC 3339 (``atMonotonic`` keeps trio's clock) when the system can convert it."""
+    failure = node.last_failure
+    out: dict[str, Any] = {
+        "name": node.name,
+        "path": node.path,
+        "kind": node.kind,
+        "state": node.state,
+        "restarts": node.restarts,
+        "crashes": node.crashes,
+        "lastFailure": None if failure is None else {
+            "type": failure.type, "message": failure.message,
+            "at": wall_time(failure.at) if wall_time is not None else failure.at, "atMonotonic": failure.at,
+        },
+        "mailbox": None if node.mailbox is None else {"depth": node.mailbox.depth, "capacity": node.mailbox.capacity},
+        "processed": node.processed,
+        "deadLetters": node.dead_letters,
+        "children": [supervision_to_dict(child, wall_time) for child in node.children],
+    }
+    # What one kind of node adds, under the names the API has always used.
+    if node.strategy is not None:
+        out["strategy"] = node.strategy
+    if node.kind == "keyed":
+        out.update(live=node.live, maxLive=node.max_live, passivated=node.passivated,
+                   childrenTruncated=node.children_truncated)
+    if node.key is not None:
+        out["key"] = node.key
+    return out
+
+
 def ops_blueprint() -> ApiBlueprint:
     ops = ApiBlueprint("ops", tags=["operators"])
 
@@ -100,7 +133,8 @@ def ops_blueprint() -> ApiBlueprint:
     @ops.get("/v1/ops/supervision", auth="ops", response=SupervisionNode,
              summary="The live supervision tree")
     async def supervision() -> Any:
-        return get_services().system.tree()
+        system = get_services().system
+        return supervision_to_dict(system.tree(), getattr(system, "wall_time", None))
 
     @ops.websocket("/v1/ops/telemetry", auth="ops",
                    summary="Live lifecycle events (JSON frames); closes with 1001 on shutdown")
@@ -124,4 +158,4 @@ def ops_blueprint() -> ApiBlueprint:
     return ops
 
 
-__all__ = ["HealthResponse", "SupervisionNode", "event_to_dict", "ops_blueprint"]
+__all__ = ["HealthResponse", "SupervisionNode", "event_to_dict", "ops_blueprint", "supervision_to_dict"]

@@ -9,6 +9,7 @@ import trio
 from quart import Quart, current_app
 
 from actors.supervisor import Services
+from kernel import NodeSnapshot
 
 from ._auth import TokenVerifier
 from ._errors import Unavailable
@@ -29,7 +30,7 @@ class ActorSystemLike(Protocol):
 
     telemetry: Any
 
-    def tree(self) -> dict[str, Any]: ...
+    def tree(self) -> NodeSnapshot: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ class Snapshot:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TelemetrySnapshot:
     totals: dict[str, int]
-    recent: list[dict[str, Any]]
+    recent: tuple[TelemetryEvent, ...]  # plain kernel events: whoever serves them renders them
     dropped: int
 
 
@@ -69,7 +69,7 @@ class TelemetryCollector(Actor):
                 self._drain()
                 return TelemetrySnapshot(
                     totals=dict(self.totals),
-                    recent=[event.to_dict() for event in self.recent],
+                    recent=tuple(self.recent),
                     dropped=self.subscription.dropped if self.subscription is not None else 0,
                 )
             case _:

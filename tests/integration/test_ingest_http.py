@@ -469,7 +469,7 @@ async def test_a_failed_write_leaves_nothing_half_done(h: Harness) -> None:
 
 
 def _lane_crashes(h: Harness) -> int:
-    return sum(h.system.node(f"root/ingest/{lane}").tree()["crashes"] for lane in ("hot", "cold", "change"))
+    return sum(h.system.node(f"root/ingest/{lane}").snapshot().crashes for lane in ("hot", "cold", "change"))
 
 
 @pytest.mark.parametrize("bad", [

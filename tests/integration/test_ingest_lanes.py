@@ -71,7 +71,7 @@ class _GatedTransaction:
 
 
 def depth(h: Harness, lane: str) -> int:
-    return int(h.system.node(f"root/ingest/{lane}").tree()["mailbox"]["depth"])
+    return h.system.ref(f"root/ingest/{lane}").statistics().depth
 
 
 REAL_DEADLINE = 10.0  # seconds of wall time: under the mock clock a trio deadline is no guard (see FOREVER)
@@ -278,9 +278,9 @@ async def test_a_database_outage_is_answered_503_without_crashing_the_lane(tmp_p
             status, out, hdrs = await h.post(signed([sample(f"r{i}")]))
             error_of(status, out, "STORE_UNAVAILABLE", 503)
             assert int(hdrs["Retry-After"]) >= 1
-        hot = h.system.tree()["children"][1]["children"][0]
-        assert (hot["path"], hot["crashes"], hot["state"]) == ("root/ingest/hot", 0, "running")
-        assert h.system.tree()["state"] == "running"
+        hot = h.system.tree().children[1].children[0]
+        assert (hot.path, hot.crashes, hot.state) == ("root/ingest/hot", 0, "running")
+        assert h.system.tree().state == "running"
 
 
 @asynccontextmanager

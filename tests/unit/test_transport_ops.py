@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import trio.testing
 from quart.testing.connections import WebsocketDisconnectError
 from quart_trio import QuartTrio
 
-from kernel import Actor, ActorSystem, ChildSpec, Supervisor
+from kernel import Actor, ActorSystem, ChildSpec, MailboxStatistics, NodeSnapshot, Supervisor
 from transport import (
     WS_GOING_AWAY,
     WS_UNAUTHENTICATED,
@@ -132,6 +133,33 @@ async def test_supervision_returns_the_live_tree(system: ActorSystem, app: Quart
     assert {"crashes", "deadLetters"} <= set(worker)  # kernel extras pass through
 
 
+async def test_supervision_renders_every_kind_of_node_in_the_api_shape() -> None:
+    tree = Supervisor("root", max_restarts=100, within=1.0, children=[
+        ChildSpec("worker", Worker, mailbox=8),
+        ChildSpec("devices", lambda key: Worker(), keyed=True, mailbox=4, max_live=50),
+    ])
+    async with ActorSystem.start(tree, seed=7) as system:
+        await system.ref("root/devices").key("d1").ask("hi")
+        system.inject_crash("root/worker", ValueError("boom"))
+        await trio.testing.wait_all_tasks_blocked()
+        root = await (await create_app(SETTINGS, system=system).test_client().get(
+            "/v1/ops/supervision", headers=OPS_HEADERS)).get_json()
+    base = {"name", "path", "kind", "state", "restarts", "crashes", "lastFailure", "mailbox", "processed",
+            "deadLetters", "children"}
+    worker, devices = root["children"]
+    assert set(root) == base | {"strategy"} and root["strategy"] == "one_for_one"
+    assert set(worker) == base
+    failure = worker["lastFailure"]
+    assert (failure["type"], failure["message"]) == ("ValueError", "boom")
+    assert isinstance(failure["atMonotonic"], float) and failure["at"].endswith("Z")
+    assert datetime.fromisoformat(failure["at"].replace("Z", "+00:00"))
+    assert set(devices) == base | {"live", "maxLive", "passivated", "childrenTruncated"}
+    assert (devices["kind"], devices["live"], devices["maxLive"], devices["childrenTruncated"]) == ("keyed", 1, 50, False)
+    assert devices["mailbox"] == {"depth": 0, "capacity": 4}
+    (d1,) = devices["children"]
+    assert set(d1) == base | {"key"} and (d1["key"], d1["kind"], d1["path"]) == ("d1", "actor", "root/devices/d1")
+
+
 async def test_supervision_requires_the_ops_token(app: QuartTrio) -> None:
     response = await app.test_client().get("/v1/ops/supervision")
     assert response.status_code == 401
@@ -181,15 +209,18 @@ async def test_metrics_require_the_ops_token(app: QuartTrio) -> None:
 
 
 def test_collector_reports_keyed_groups_as_one_series() -> None:
+    mailbox = MailboxStatistics(depth=5, capacity=16, blocked_senders=0)
+    entity = NodeSnapshot(name="u1:phone", path="root/devices/u1:phone", kind="actor", state="running", restarts=0,
+                          crashes=0, last_failure=None, mailbox=mailbox, processed=3, dead_letters=0, key="u1:phone")
+    group = NodeSnapshot(name="devices", path="root/devices", kind="keyed", state="running", restarts=0, crashes=2,
+                         last_failure=None, mailbox=mailbox, processed=40, dead_letters=1, children=(entity,),
+                         live=2, max_live=10, passivated=0, children_truncated=False)
+
     class Fake:
-        def tree(self) -> dict[str, Any]:
-            return {"name": "root", "path": "root", "kind": "supervisor", "state": "running", "restarts": 0,
-                    "mailbox": None, "children": [
-                        {"name": "devices", "path": "root/devices", "kind": "keyed", "state": "running",
-                         "restarts": 0, "crashes": 2, "processed": 40, "deadLetters": 1, "live": 2,
-                         "mailbox": {"depth": 5, "capacity": 16},
-                         "children": [{"name": "u1:phone", "path": "root/devices/u1:phone", "kind": "actor",
-                                       "mailbox": {"depth": 5, "capacity": 16}, "children": []}]}]}
+        def tree(self) -> NodeSnapshot:
+            return NodeSnapshot(name="root", path="root", kind="supervisor", state="running", restarts=0, crashes=0,
+                                last_failure=None, mailbox=None, processed=0, dead_letters=0, children=(group,),
+                                strategy="one_for_one")
 
     families = {f.name: f for f in ActorTreeCollector(Fake()).collect()}
     by_path = {s.labels["path"]: s.value for s in families["vigil_actor_processed"].samples}

@@ -89,8 +89,8 @@ async def test_a_late_reply_is_dropped_and_the_actor_keeps_working(autojump_cloc
         assert trio.current_time() == 1.0
         assert await ref.ask("next") == ("ok", "next")
         assert trio.current_time() == 3.0
-        node = system.tree()["children"][0]
-        assert (node["processed"], node["restarts"], node["lastFailure"]) == (2, 0, None)
+        node = system.tree().children[0]
+        assert (node.processed, node.restarts, node.last_failure) == (2, 0, None)
         assert system.dead_letters.count == 0
 
 

@@ -146,10 +146,10 @@ async def test_tells_during_backoff_queue_and_are_handled_after_the_restart(auto
         delay = restarted.delay
         assert delay is not None and 1.6 <= delay <= 2.4
         await trio.sleep(0.5)
-        assert system.tree()["children"][0]["state"] == "restarting"
+        assert system.tree().children[0].state == "restarting"
         for i in range(5):
             await ref.tell(f"m{i}")
-        assert system.tree()["children"][0]["mailbox"]["depth"] == 5
+        assert system.tree().children[0].mailbox.depth == 5
         assert await ref.ask("q", timeout=10.0) == ("ok", "q")
         assert trio.current_time() == delay
         assert [(e.at, e.msg) for e in log.where("root/w", "recv")][1:] == [

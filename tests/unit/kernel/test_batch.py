@@ -49,7 +49,7 @@ async def test_queued_messages_are_taken_together_up_to_max_batch(autojump_clock
             "a": ("done a", 1.0), "b": ("done b", 2.0), "bad-c": ("ValueError bad-c", 2.0),
             "d": ("done d", 2.0), "e": ("done e", 3.0),
         }
-        assert system.tree()["children"][0]["processed"] == 5
+        assert system.tree().children[0].processed == 5
 
 
 async def test_a_crash_in_a_batch_fails_every_ask_of_the_batch(autojump_clock: Any) -> None:

@@ -6,14 +6,14 @@ from typing import Any
 
 import trio
 
-from kernel import DeadLetter, DeadLettered, Supervisor
+from kernel import DeadLetter, DeadLettered, NodeSnapshot, Supervisor
 from kernel.testing import open_test_system
 
 from ._helpers import Log, settle, worker
 
 
-def node(system: Any, name: str) -> dict[str, Any]:
-    return next(c for c in system.tree()["children"] if c["name"] == name)
+def node(system: Any, name: str) -> NodeSnapshot:
+    return next(c for c in system.tree().children if c.name == name)
 
 
 async def test_a_crash_interrupted_message_is_a_dead_letter_with_its_exception(autojump_clock: Any) -> None:
@@ -35,7 +35,7 @@ async def test_a_crash_interrupted_message_is_a_dead_letter_with_its_exception(a
             "dead_letter", "root/w", 1.5, "Boom", "kaput",
         )
         assert event.detail == system.dead_letters.recent[0].reason
-        assert (node(system, "w")["deadLetters"], node(system, "other")["deadLetters"]) == (1, 0)
+        assert (node(system, "w").dead_letters, node(system, "other").dead_letters) == (1, 0)
 
 
 async def test_drop_oldest_drops_are_dead_letters(autojump_clock: Any) -> None:
@@ -52,7 +52,7 @@ async def test_drop_oldest_drops_are_dead_letters(autojump_clock: Any) -> None:
         assert [d.message for d in system.dead_letters.recent] == [0, 1, 2]
         assert all(d.error_type is None and d.error_message is None for d in system.dead_letters.recent)
         assert [(e.path, e.at) for e in events] == [("root/w", 0.0)] * 3
-        assert node(system, "w")["deadLetters"] == 3
+        assert node(system, "w").dead_letters == 3
         await trio.sleep(1)
         await settle()
         assert log.received("root/w") == [("sleep", 1), 3]
@@ -73,8 +73,8 @@ async def test_messages_left_when_an_actor_stops_for_good_are_dead_letters(autoj
             events = system.telemetry.drain(sub)
         assert [(d.message, d.at) for d in system.dead_letters.recent] == [("left-1", 2.0), ("left-2", 2.0)]
         assert [e.path for e in events] == ["root/w", "root/w"]
-        assert node(system, "w")["deadLetters"] == 2
-        assert node(system, "w")["state"] == "stopped"
+        assert node(system, "w").dead_letters == 2
+        assert node(system, "w").state == "stopped"
 
 
 async def test_dead_letter_counts_add_up_across_nodes(autojump_clock: Any) -> None:
@@ -94,8 +94,8 @@ async def test_dead_letter_counts_add_up_across_nodes(autojump_clock: Any) -> No
         await b.tell("y")
         await settle()
         tree_now = system.tree()
-        a_letters = tree_now["children"][0]["deadLetters"]
-        b_letters = tree_now["children"][1]["children"][0]["deadLetters"]
+        a_letters = tree_now.children[0].dead_letters
+        b_letters = tree_now.children[1].children[0].dead_letters
         assert (a_letters, b_letters) == (2, 1)
         assert system.dead_letters.count == 3
         assert [d.path for d in system.dead_letters.recent] == ["root/a", "root/a", "root/sub/b"]

@@ -33,8 +33,8 @@ async def test_a_restart_exactly_within_seconds_old_has_left_the_window(autojump
     assert trio.current_time() == 0.0
     async with open_test_system(root(log)) as system:
         await crash_at(system, "root/w", [0.0, 1.0, 2.0, 5.0])
-        assert system.tree()["state"] == "running"
-        assert system.tree()["children"][0]["restarts"] == 4
+        assert system.tree().state == "running"
+        assert system.tree().children[0].restarts == 4
         assert await system.ref("root/w").ask("alive") == ("ok", "alive")
 
 
@@ -51,9 +51,9 @@ async def test_four_restarts_inside_the_window_give_up(autojump_clock: Any) -> N
     assert isinstance(info.value.__cause__, Boom) and str(info.value.__cause__) == "crash at 4.999"
     assert info.value.last_error is info.value.__cause__
     snapshot = holder[0].tree()
-    assert snapshot["state"] == "failed"
-    assert snapshot["lastFailure"]["type"] == "SupervisorGaveUp"
-    assert snapshot["children"][0]["state"] == "stopped"
+    assert snapshot.state == "failed"
+    assert snapshot.last_failure.type == "SupervisorGaveUp"
+    assert snapshot.children[0].state == "stopped"
     assert log.count("root/w", "started") == 4  # the fourth crash was not restarted
 
 
@@ -72,7 +72,7 @@ async def test_intensity_counts_crashes_of_all_children_together(autojump_clock:
         async with open_test_system(root(log, max_restarts=2, within=10.0, names="abc")) as system:
             await crash_at(system, "root/a", [0.0])
             await crash_at(system, "root/b", [1.0])
-            assert system.tree()["state"] == "running"  # two restarts: allowed
+            assert system.tree().state == "running"  # two restarts: allowed
             await crash_at(system, "root/c", [2.0])
             await trio.sleep(10_000)  # the give-up cancels this; a hang would fail instead
     assert trio.current_time() == 2.0
@@ -82,7 +82,7 @@ async def test_old_restarts_leave_the_window(autojump_clock: Any) -> None:
     log = Log()
     async with open_test_system(root(log, max_restarts=1, within=5.0)) as system:
         await crash_at(system, "root/w", [5.0 * i for i in range(10)])
-        assert system.tree()["state"] == "running"
+        assert system.tree().state == "running"
         assert log.count("root/w", "started") == 11
 
 
@@ -132,10 +132,10 @@ async def test_a_nested_supervisor_giving_up_escalates_to_its_parent(autojump_cl
         assert [(e.at, e.attempt) for e in restarted] == [(2.0, 1)]
         # The sub-tree came back: both of its children restarted; the root's other child did not.
         assert [log.count(p, "started") for p in ("root/z", "root/sub/w", "root/sub/v")] == [1, 3, 2]
-        sub_node = system.tree()["children"][1]
-        assert (sub_node["state"], sub_node["restarts"]) == ("running", 1)
-        assert sub_node["lastFailure"]["type"] == "SupervisorGaveUp"
-        assert system.tree()["state"] == "running"
+        sub_node = system.tree().children[1]
+        assert (sub_node.state, sub_node.restarts) == ("running", 1)
+        assert sub_node.last_failure.type == "SupervisorGaveUp"
+        assert system.tree().state == "running"
         assert await system.ref("root/sub/w").ask("back") == ("ok", "back")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from kernel import Actor, ActorStopped, ChildSpec, EntityRef, KeyedRef, NoSuchActor, Supervisor
+from kernel import Actor, ActorStopped, ChildSpec, EntityRef, KeyedRef, NodeSnapshot, NoSuchActor, Supervisor
 from kernel.testing import inject_crash, open_test_system
 
 from ._helpers import Device, Log, settle, tasks_living, worker
@@ -24,12 +24,12 @@ def keyed_tree(log: Log, **spec: Any) -> Supervisor:
     ])
 
 
-def keyed_node(system: Any) -> dict[str, Any]:
-    return system.tree()["children"][0]
+def keyed_node(system: Any) -> NodeSnapshot:
+    return system.tree().children[0]
 
 
 def live_keys(system: Any) -> list[str]:
-    return [c["key"] for c in keyed_node(system)["children"]]
+    return [c.key for c in keyed_node(system).children]
 
 
 async def test_key_ref_and_path_ref_address_the_same_actor(autojump_clock: Any) -> None:
@@ -71,14 +71,14 @@ async def test_a_keyed_actor_starts_on_its_first_message(autojump_clock: Any) ->
         await trio.sleep(3)
         await settle()
         assert log == []
-        assert keyed_node(system)["live"] == 0 and live_keys(system) == []
+        assert keyed_node(system).live == 0 and live_keys(system) == []
         with pytest.raises(NoSuchActor):
             system.node("root/devices/u1")
         await system.ref(D).key("u1").tell("first")
         await settle()
         assert [(e.at, e.event) for e in log] == [(3.0, "started"), (3.0, "recv")]
         assert live_keys(system) == ["u1"]
-        assert keyed_node(system)["kind"] == "keyed"
+        assert keyed_node(system).kind == "keyed"
 
 
 async def test_a_keyed_actor_is_passivated_after_idle_timeout(autojump_clock: Any) -> None:
@@ -95,7 +95,7 @@ async def test_a_keyed_actor_is_passivated_after_idle_timeout(autojump_clock: An
         await trio.sleep(0.001)
         await settle()
         assert log.times(path, "stopping") == [15.0]
-        assert live_keys(system) == [] and keyed_node(system)["live"] == 0
+        assert live_keys(system) == [] and keyed_node(system).live == 0
         with pytest.raises(NoSuchActor):
             system.node(path)
         # The ref stays valid: the next message starts a new incarnation (fresh state).
@@ -123,7 +123,7 @@ async def test_max_live_passivates_the_least_recently_used_first(autojump_clock:
             (2.0, "root/devices/a"), (4.0, "root/devices/c"),
         ]
         assert sorted(live_keys(system)) == ["b", "d"]
-        assert keyed_node(system)["live"] == 2
+        assert keyed_node(system).live == 2
 
 
 async def test_a_message_sent_while_passivating_goes_to_the_next_incarnation(autojump_clock: Any) -> None:
@@ -175,8 +175,8 @@ async def test_a_crash_in_one_keys_actor_does_not_affect_other_keys(autojump_clo
         assert await b.ask("b2") == ("b", 2, "b2")  # b kept its state: untouched
         assert log.count("root/devices/b", "started") == 1
         assert log.count("root/devices/a", "started") == 3
-        assert system.tree()["state"] == "running"
-        assert keyed_node(system)["restarts"] == 1
+        assert system.tree().state == "running"
+        assert keyed_node(system).restarts == 1
 
 
 async def test_inject_crash_reaches_a_keyed_actor(autojump_clock: Any) -> None:
@@ -187,7 +187,7 @@ async def test_inject_crash_reaches_a_keyed_actor(autojump_clock: Any) -> None:
         inject_crash(system, "root/devices/a")
         await settle()
         assert await ref.ask("y") == ("a", 1, "y")
-        assert keyed_node(system)["lastFailure"]["type"] == "InjectedCrash"
+        assert keyed_node(system).last_failure.type == "InjectedCrash"
 
 
 async def test_an_idle_keyed_actor_holds_no_task(autojump_clock: Any) -> None:
@@ -198,7 +198,7 @@ async def test_an_idle_keyed_actor_holds_no_task(autojump_clock: Any) -> None:
         for i in range(20):
             await system.ref(D).key(f"k{i}").ask("hi")
         await settle()
-        assert keyed_node(system)["live"] == 20
+        assert keyed_node(system).live == 20
         assert tasks_living() == baseline
         assert system.node("root/devices/k3").running is False
         await system.ref(D).key("k3").tell(("sleep", 5))
@@ -276,11 +276,11 @@ async def test_the_keyed_nodes_processed_count_survives_passivation(autojump_clo
         for i in range(3):
             await system.ref(D).key("a").ask(i)
         await system.ref(D).key("b").ask("x")
-        assert keyed_node(system)["processed"] == 4
+        assert keyed_node(system).processed == 4
         await trio.sleep(20)
         await settle()
-        assert keyed_node(system)["live"] == 0
-        assert keyed_node(system)["processed"] == 4
+        assert keyed_node(system).live == 0
+        assert keyed_node(system).processed == 4
 
 
 # -- regressions: found in review ---------------------------------------------------------------------
@@ -305,8 +305,8 @@ async def test_a_key_whose_actor_cannot_start_is_retired_without_starving_the_sy
             await ref.ask("hello", timeout=60)  # retired after max_restarts: the ask fails, never hangs
         with trio.fail_after(1):
             await trio.sleep(0.5)  # the event loop is still turning (a zero-delay loop would spin)
-        assert keyed_node(system)["restarts"] == 3
-        assert system.tree()["state"] == "running"
+        assert keyed_node(system).restarts == 3
+        assert system.tree().state == "running"
 
 
 async def test_a_blocked_sender_to_a_retired_key_is_told(autojump_clock: Any) -> None:

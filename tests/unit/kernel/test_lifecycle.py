@@ -62,7 +62,7 @@ async def test_stopping_runs_after_self_stop_once_the_current_message_is_done(au
         await system.ref(W).ask(("stop",))
         await settle()
         assert [e.event for e in log.where(W)] == ["started", "recv", "stopping"]
-        assert system.tree()["children"][0]["state"] == "stopped"
+        assert system.tree().children[0].state == "stopped"
 
 
 async def test_stopping_does_not_run_after_a_crash(autojump_clock: Any) -> None:
@@ -101,8 +101,8 @@ async def test_a_crash_in_started_restarts_the_actor(autojump_clock: Any) -> Non
     async with open_test_system(tree) as system:
         assert await system.ref("root/f").ask("up?") == "up?"
         assert len(attempts) == 3
-        node = system.tree()["children"][0]
-        assert (node["restarts"], node["lastFailure"]["type"]) == (2, "RuntimeError")
+        node = system.tree().children[0]
+        assert (node.restarts, node.last_failure.type) == (2, "RuntimeError")
 
 
 async def test_self_stop_inside_started_is_a_normal_exit_with_stopping(autojump_clock: Any) -> None:
@@ -124,4 +124,4 @@ async def test_self_stop_inside_started_is_a_normal_exit_with_stopping(autojump_
     async with open_test_system(tree) as system:
         await trio.sleep(5)
         assert steps == ["started finished", "stopping"]
-        assert system.tree()["children"][0]["state"] == "stopped"
+        assert system.tree().children[0].state == "stopped"

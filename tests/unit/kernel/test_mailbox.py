@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from kernel import ActorStopped, AskTimeout, KernelError, MailboxFull, NoSuchActor, Supervisor
+from kernel import ActorStopped, AskTimeout, KernelError, MailboxFull, MailboxStatistics, NoSuchActor, Supervisor
 from kernel.testing import open_test_system
 
 from ._helpers import Log, settle, worker
@@ -37,7 +37,7 @@ async def test_capacity_counts_queued_messages_not_the_one_being_handled(autojum
         await settle()  # the actor has taken it: it is being handled, no longer queued
         ref.tell_nowait("a")
         ref.tell_nowait("b")
-        assert system.tree()["children"][0]["mailbox"] == {"depth": 2, "capacity": 2}
+        assert system.tree().children[0].mailbox == MailboxStatistics(depth=2, capacity=2, blocked_senders=0)
         with pytest.raises(MailboxFull) as info:
             ref.tell_nowait("c")
         assert info.value.path == W and info.value.capacity == 2

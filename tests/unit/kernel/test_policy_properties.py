@@ -10,8 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel import (
+    RestartDecision,
+    Supervisor,
     backoff_delay,
     consecutive_restarts,
+    decide_restart,
     prune_window,
     record_restart,
     restart_group,
@@ -169,3 +172,67 @@ def test_should_restart_table(restart: str, reason: str, expected: bool) -> None
 def test_consecutive_restarts_resets_only_after_reset_after(previous: int, ran_for: float, reset_after: float) -> None:
     result = consecutive_restarts(previous, ran_for, reset_after)
     assert result == (0 if ran_for >= reset_after else previous)
+
+
+restart_types = st.sampled_from(["permanent", "transient", "temporary"])
+exit_reasons = st.sampled_from(["normal", "crash"])
+
+
+@st.composite
+def supervisors(draw: st.DrawFn) -> Supervisor:
+    return Supervisor(
+        "s", max_restarts=draw(limits), within=draw(windows), base_delay=draw(st.sampled_from([0.0, 0.01, 1.0])),
+        max_delay=draw(caps), reset_after=draw(st.floats(min_value=0.0, max_value=1e4, allow_nan=False)),
+    )
+
+
+@PROFILE
+@given(restart_types, exit_reasons, history_and_now(), finite_times, st.integers(min_value=0, max_value=70),
+       supervisors(), jitters)
+def test_decide_restart_is_the_composition_of_the_rules(
+    restart: str, reason: str, hn: tuple[tuple[float, ...], float], ran_for: float, consecutive: int,
+    limits: Supervisor, jitter: float,
+) -> None:
+    history, now = hn
+    decision = decide_restart(restart, reason, history=history, now=now, ran_for=ran_for,  # type: ignore[arg-type]
+                              consecutive=consecutive, limits=limits, jitter=jitter)
+    assert isinstance(decision, RestartDecision)
+    if not should_restart(restart, reason):  # type: ignore[arg-type]
+        # Retired: nothing is recorded, the streak is kept as it was.
+        assert decision == RestartDecision(action="retire", history=history, consecutive=consecutive)
+        return
+    window, exceeded = record_restart(history, now, max_restarts=limits.max_restarts, within=limits.within)
+    assert decision.history == window
+    if exceeded:
+        assert (decision.action, decision.consecutive, decision.delay) == ("give_up", consecutive, 0.0)
+        return
+    streak = consecutive_restarts(consecutive, ran_for, limits.reset_after)
+    assert decision.action == "restart"
+    assert decision.attempt == decision.consecutive == streak + 1  # attempt counts from 1
+    assert decision.delay == backoff_delay(streak, base_delay=limits.base_delay, max_delay=limits.max_delay,
+                                           jitter=jitter)
+    assert decision.delay <= max(limits.max_delay * 1.2, 0.0)
+
+
+@PROFILE
+@given(st.lists(st.floats(min_value=0.0, max_value=5.0, allow_nan=False), min_size=1, max_size=30), supervisors(),
+       jitters)
+def test_a_crash_loop_restarts_at_most_max_restarts_times_in_a_window_then_gives_up(
+    gaps: list[float], limits: Supervisor, jitter: float
+) -> None:
+    # Feeding each decision back in, as both shells do: the streak grows by one per restart until a
+    # long enough run resets it, and giving up comes exactly when the window holds too many restarts.
+    history: tuple[float, ...] = ()
+    consecutive, now = 0, 0.0
+    for gap in gaps:
+        now += gap
+        decision = decide_restart("permanent", "crash", history=history, now=now, ran_for=gap,
+                                  consecutive=consecutive, limits=limits, jitter=jitter)
+        history = decision.history
+        assert len(history) <= limits.max_restarts + 1
+        if decision.action == "give_up":
+            assert len(history) == limits.max_restarts + 1
+            return
+        expected = 1 if gap >= limits.reset_after else consecutive + 1
+        assert decision.consecutive == expected
+        consecutive = decision.consecutive

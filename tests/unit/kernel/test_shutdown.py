@@ -150,8 +150,8 @@ async def test_system_stop_is_graceful_and_idempotent(autojump_clock: Any) -> No
         await system.stop()
         assert trio.current_time() == 1.0
         assert log.lifecycle() == [("root/w", "started"), ("root/w", "stopping")]
-        assert system.tree()["state"] == "stopped"
-        assert system.tree()["children"][0]["state"] == "stopped"
+        assert system.tree().state == "stopped"
+        assert system.tree().children[0].state == "stopped"
         with pytest.raises(ActorStopped):
             await ref.tell("after stop")
         await system.stop()

@@ -50,19 +50,19 @@ async def test_restart_types(autojump_clock: Any, restart: str, exit_by: str, re
         await settle()
         await ref.tell(("crash", "x") if exit_by == "crash" else ("stop",))
         await settle()
-        node = system.tree()["children"][0]
+        node = system.tree().children[0]
         if restarted:
             assert log.count("root/w", "started") == 2
-            assert (node["state"], node["restarts"]) == ("running", 1)
+            assert (node.state, node.restarts) == ("running", 1)
             assert await ref.ask("still here") == ("ok", "still here")
         else:
             assert log.count("root/w", "started") == 1
-            assert (node["state"], node["restarts"]) == ("stopped", 0)
+            assert (node.state, node.restarts) == ("stopped", 0)
             with pytest.raises(ActorStopped):
                 await ref.tell("anyone?")
         # A sibling is never affected by a one_for_one decision.
         assert log.count("root/other", "started") == 1
-        assert system.tree()["state"] == "running"
+        assert system.tree().state == "running"
 
 
 async def test_one_for_one_restarts_only_the_crashed_child(autojump_clock: Any) -> None:
@@ -73,7 +73,7 @@ async def test_one_for_one_restarts_only_the_crashed_child(autojump_clock: Any) 
         inject_crash(system, "root/b")
         await settle()
         assert [log.count(f"root/{n}", "started") for n in "abc"] == [1, 2, 1]
-        assert [c["restarts"] for c in system.tree()["children"]] == [0, 1, 0]
+        assert [c.restarts for c in system.tree().children] == [0, 1, 0]
 
 
 async def test_one_for_all_restarts_every_child_and_keeps_their_queued_messages(autojump_clock: Any) -> None:
@@ -88,12 +88,12 @@ async def test_one_for_all_restarts_every_child_and_keeps_their_queued_messages(
         inject_crash(system, "root/b")
         await trio.sleep(10)
         assert [log.count(f"root/{n}", "started") for n in "abc"] == [2, 2, 2]
-        assert [c["restarts"] for c in system.tree()["children"]] == [1, 1, 1]
+        assert [c.restarts for c in system.tree().children] == [1, 1, 1]
         # a's queued message survived and went to a's new incarnation, exactly once.
         assert log.received("root/a").count("queued-for-a") == 1
         second_start = log.times("root/a", "started")[1]
         assert [e.at for e in log.where("root/a", "recv") if e.msg == "queued-for-a"] == [second_start]
-        assert all(c["state"] == "running" for c in system.tree()["children"])
+        assert all(c.state == "running" for c in system.tree().children)
 
 
 async def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_it(autojump_clock: Any) -> None:
@@ -107,7 +107,7 @@ async def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_i
         inject_crash(system, "root/d")
         await settle()
         assert [log.count(f"root/{n}", "started") for n in "abcd"] == [1, 2, 2, 3]
-        assert [c["restarts"] for c in system.tree()["children"]] == [0, 1, 1, 2]
+        assert [c.restarts for c in system.tree().children] == [0, 1, 1, 2]
 
 
 async def test_a_supervisor_nested_as_a_child(autojump_clock: Any) -> None:
@@ -123,9 +123,9 @@ async def test_a_supervisor_nested_as_a_child(autojump_clock: Any) -> None:
         await settle()
         # Handled inside sub (one_for_one): the root's one_for_all is not involved.
         assert [log.count(p, "started") for p in ("root/z", "root/sub/x", "root/sub/y")] == [1, 2, 1]
-        sub = system.tree()["children"][1]
-        assert (sub["kind"], sub["path"], sub["restarts"]) == ("supervisor", "root/sub", 0)
-        assert [c["restarts"] for c in sub["children"]] == [1, 0]
+        sub = system.tree().children[1]
+        assert (sub.kind, sub.path, sub.restarts) == ("supervisor", "root/sub", 0)
+        assert [c.restarts for c in sub.children] == [1, 0]
 
 
 async def test_spawn_at_run_time_under_the_root_and_a_nested_supervisor(autojump_clock: Any) -> None:
@@ -142,7 +142,7 @@ async def test_spawn_at_run_time_under_the_root_and_a_nested_supervisor(autojump
         await settle()
         assert log.count("root/dyn", "started") == 2
         assert await ref.ask("again") == ("ok", "again")
-        assert [c["name"] for c in system.tree()["children"]] == ["sub", "dyn"]
+        assert [c.name for c in system.tree().children] == ["sub", "dyn"]
         with pytest.raises(ValueError, match="already has a child"):
             await system.spawn("root", worker("dyn", log))
         with pytest.raises(NoSuchActor):

@@ -164,12 +164,21 @@ async def test_subscriptions_only_see_events_while_open_and_kinds_filter(autojum
         assert system.telemetry.subscriber_count == 0
 
 
-async def test_events_serialise_to_camel_case(autojump_clock: Any) -> None:
+async def test_events_are_plain_values_and_listening_says_whether_anyone_subscribed(autojump_clock: Any) -> None:
     event = Restarted(path="root/w", at=1.5, attempt=2, delay=0.25)
-    assert event.to_dict() == {
-        "kind": "restarted", "path": "root/w", "at": 1.5, "attempt": 2, "delay": 0.25,
-        "errorType": None, "errorMessage": None, "detail": None,
-    }
+    assert (event.kind, event.path, event.at, event.attempt, event.delay, event.error_type) == (
+        "restarted", "root/w", 1.5, 2, 0.25, None,
+    )
+    assert not hasattr(event, "to_dict")  # rendering for the wire is transport's
+    async with open_test_system(Supervisor("root")) as system:
+        telemetry = system.telemetry
+        assert not telemetry.listening
+        async with telemetry.subscribe() as _:
+            assert telemetry.listening
+        sub = telemetry.attach()
+        assert telemetry.listening
+        telemetry.detach(sub)
+        assert not telemetry.listening
 
 
 async def test_a_sender_blocking_on_a_full_mailbox_is_a_mailbox_full_event(autojump_clock: Any) -> None:

@@ -106,12 +106,12 @@ async def test_inject_crash_uses_injected_crash_or_the_given_error(autojump_cloc
         await settle()
         inject_crash(system, "root/w")
         await settle()
-        assert system.tree()["children"][0]["lastFailure"]["type"] == InjectedCrash.__name__
+        assert system.tree().children[0].last_failure.type == InjectedCrash.__name__
         inject_crash(system, "root/w", Boom("custom"))
         await settle()
-        failure = system.tree()["children"][0]["lastFailure"]
-        assert (failure["type"], failure["message"]) == ("Boom", "custom")
-        assert system.tree()["children"][0]["restarts"] == 2
+        failure = system.tree().children[0].last_failure
+        assert (failure.type, failure.message) == ("Boom", "custom")
+        assert system.tree().children[0].restarts == 2
         with pytest.raises(NoSuchActor):
             inject_crash(system, "root/sub")
         with pytest.raises(NoSuchActor):
