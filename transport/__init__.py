@@ -41,14 +41,14 @@ from ._routes import (
     current_request_id,
 )
 from ._samples import BatchUpsertResult, SamplesPage
-from ._services import ActorSystemLike, AppServices, begin_drain, domains, get_services, refuse_while_draining
+from ._context import ActorSystemLike, AppContext, begin_drain, domains, app_context, refuse_while_draining
 from ._settings import DEV_JWT_SECRET, DEV_OPS_TOKEN, ConfigError, Settings
 from ._users import SettingsBody
 
 
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",
-    "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppServices",
+    "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppContext",
     "BatchUpsertResult", "CheckResult", "ConfigError", "Conflict", "ErrorResponse", "Forbidden", "HealthRegistry",
     "HealthReport",
     "HealthResponse", "HttpMetrics", "InternalError", "JsonFormatter", "MethodNotAllowedError", "NotFound",
@@ -57,5 +57,5 @@ __all__ = [
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "VigilApp",
     "authenticate_ops", "authenticate_user", "bearer_token", "begin_drain", "build_openapi",
     "configure_logging", "create_app", "current_request_id", "domains", "event_to_dict",
-    "get_services", "issue_token", "refuse_while_draining", "to_api_error", "verify_user_token",
+    "app_context", "issue_token", "refuse_while_draining", "to_api_error", "verify_user_token",
 ]

@@ -23,7 +23,7 @@ from ._openapi import build_openapi
 from ._ops import ops_blueprint
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
-from ._services import EXTENSION_KEY, ActorSystemLike, AppServices, get_services
+from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._settings import Settings, warn_about_dev_defaults
 from ._users import users as users_api
 
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_check("server", draining_check(draining))
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
-    app.extensions[EXTENSION_KEY] = AppServices(
+    app.extensions[EXTENSION_KEY] = AppContext(
         settings=settings, system=system, health=health,
         metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
         async def write() -> None:
             with writer:
-                await get_services(app).access.run()
+                await app_context(app).access.run()
 
         app.nursery.start_soon(write)
         yield
@@ -120,7 +120,7 @@ def _collect_routes(blueprints: Sequence[ApiBlueprint]) -> tuple[RouteSpec, ...]
 async def _begin_request() -> None:
     g.started_at = trio.current_time()
     current_request_id()
-    limit = get_services().settings.max_body_bytes
+    limit = app_context().settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}", details={"maxBytes": limit})
@@ -141,9 +141,9 @@ async def _finish_request(response: Any) -> Any:
     state = g._get_current_object()
     rid = current_request_id()
     response.headers["X-Request-ID"] = rid
-    services = get_services()
+    context = app_context()
     now = trio.current_time()
-    if services.draining.is_set() or not getattr(state, "body_read", False) and (
+    if context.draining.is_set() or not getattr(state, "body_read", False) and (
             req.content_length or "chunked" in req.headers.get("Transfer-Encoding", "")):
         # Answered before the body was read (401, 413, 415, ...), or shutting down: close the
         # connection, so a keep-alive client neither sends its next request into an unread body
@@ -154,8 +154,8 @@ async def _finish_request(response: Any) -> Any:
     route = rule.rule if rule is not None else UNMATCHED_ROUTE
     method = req.method
     status = response.status_code
-    services.metrics.observe(method if method in _METRIC_METHODS else "OTHER", route, status, seconds)
-    services.access.add("request", {
+    context.metrics.observe(method if method in _METRIC_METHODS else "OTHER", route, status, seconds)
+    context.access.add("request", {
         "method": method, "path": req.path, "route": route, "status": status,
         "durationMs": round(seconds * 1000, 3), "requestId": rid, "userId": getattr(state, "user_id", None)})
     return response
@@ -171,4 +171,4 @@ async def _handle_error(exc: Exception) -> Any:
     return error_response(err, current_request_id())
 
 
-__all__ = ["VigilApp", "create_app", "get_services"]
+__all__ = ["VigilApp", "create_app", "app_context"]

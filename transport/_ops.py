@@ -16,7 +16,7 @@ from quart import websocket as current_websocket
 from kernel import NodeSnapshot
 
 from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
-from ._services import get_services
+from ._context import app_context
 
 
 class CheckModel(BaseModel):
@@ -113,13 +113,13 @@ def ops_blueprint() -> ApiBlueprint:
 
     @ops.get("/openapi.json", auth="none", summary="The OpenAPI 3.1 document of every HTTP endpoint")
     async def openapi() -> Any:
-        return current_app.response_class(get_services().openapi_json, content_type="application/json")
+        return current_app.response_class(app_context().openapi_json, content_type="application/json")
 
     @ops.get("/health", auth="none", response=HealthResponse, errors=[503],
              summary="Liveness and dependency checks; 503 when unhealthy")
     async def health() -> Any:
-        services = get_services()
-        report = await services.health.run(services.settings.health_check_timeout)
+        context = app_context()
+        report = await context.health.run(context.settings.health_check_timeout)
         if report.http_status == 503:
             return Reply(report.to_dict(), status=503, headers={"Retry-After": "1"})
         return report.to_dict()
@@ -127,32 +127,32 @@ def ops_blueprint() -> ApiBlueprint:
     @ops.get("/metrics", auth="ops", media_type=CONTENT_TYPE_LATEST.split(";")[0],
              summary="Prometheus metrics: actors (from the live tree) and HTTP latency")
     async def metrics() -> Any:
-        body = generate_latest(get_services().metrics.registry)
+        body = generate_latest(app_context().metrics.registry)
         return current_app.response_class(body, content_type=CONTENT_TYPE_LATEST)
 
     @ops.get("/v1/ops/supervision", auth="ops", response=SupervisionNode,
              summary="The live supervision tree")
     async def supervision() -> Any:
-        system = get_services().system
+        system = app_context().system
         return supervision_to_dict(system.tree(), getattr(system, "wall_time", None))
 
     @ops.websocket("/v1/ops/telemetry", auth="ops",
                    summary="Live lifecycle events (JSON frames); closes with 1001 on shutdown")
     async def telemetry() -> None:
-        services = get_services()
-        wall_time = getattr(services.system, "wall_time", None)
+        context = app_context()
+        wall_time = getattr(context.system, "wall_time", None)
         async with trio.open_nursery() as nursery:
 
             async def close_on_drain() -> None:
-                await services.draining.wait()
+                await context.draining.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(close_on_drain)
-            async with services.system.telemetry.subscribe() as events:
+            async with context.system.telemetry.subscribe() as events:
                 async for event in events:
                     await current_websocket.send(json.dumps(event_to_dict(event, wall_time), default=str))
             nursery.cancel_scope.cancel()  # the stream ended by itself
-        if services.draining.is_set():
+        if context.draining.is_set():
             await current_websocket.close(WS_GOING_AWAY, "server shutting down")
 
     return ops

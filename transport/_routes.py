@@ -40,7 +40,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ._auth import authenticate_ops, bearer_token
 from ._errors import Unauthenticated, UnsupportedMediaType, request_validation_error
-from ._services import get_services
+from ._context import app_context
 
 Auth = Literal["user", "ops", "none"]
 Handler = Callable[..., Awaitable[Any]]
@@ -104,7 +104,7 @@ def current_request_id() -> str:
     if rid is None:
         conn = request if has_request_context() else current_websocket
         given = (conn.headers.get("X-Request-ID") or "").strip()
-        rid = given if _REQUEST_ID.fullmatch(given) else get_services().request_ids.new()
+        rid = given if _REQUEST_ID.fullmatch(given) else app_context().request_ids.new()
         g.request_id = rid
     return rid
 
@@ -260,13 +260,13 @@ class ApiBlueprint:
                 ("body", body is not None and not raw_body), ("raw", raw_body)) if used])
 
             async def view(**path_params: Any) -> Any:
-                services = get_services()
-                settings = services.settings
+                context = app_context()
+                settings = context.settings
                 kwargs: dict[str, Any] = dict(path_params)
                 authorization = request.headers.get("Authorization")
                 # Auth first: an anonymous caller learns nothing about the body's validity.
                 if auth == "user":
-                    kwargs["user_id"] = g.user_id = services.tokens.user_id(bearer_token(authorization))
+                    kwargs["user_id"] = g.user_id = context.tokens.user_id(bearer_token(authorization))
                 elif auth == "ops":
                     authenticate_ops(settings.ops_token, authorization)
                 if query is not None:
@@ -326,7 +326,7 @@ class ApiBlueprint:
             _check_signature(handler, path, ["user_id"] if auth == "user" else [])
 
             async def view(**path_params: Any) -> None:
-                services = get_services()
+                context = app_context()
                 started = trio.current_time()
                 rid = current_request_id()
                 outcome = "closed"
@@ -336,10 +336,10 @@ class ApiBlueprint:
                 try:
                     try:
                         if auth == "user":
-                            kwargs["user_id"] = g.user_id = services.tokens.user_id(
+                            kwargs["user_id"] = g.user_id = context.tokens.user_id(
                                 bearer_token(authorization) or query_token)
                         elif auth == "ops":
-                            authenticate_ops(services.settings.ops_token, authorization, query_token)
+                            authenticate_ops(context.settings.ops_token, authorization, query_token)
                     except Unauthenticated as exc:
                         outcome = "unauthenticated"
                         await current_websocket.accept(headers={"X-Request-ID": rid})
@@ -354,7 +354,7 @@ class ApiBlueprint:
                                       extra={"fields": {"path": current_websocket.path, "requestId": rid}})
                         await current_websocket.close(WS_INTERNAL_ERROR, "internal error")
                 finally:
-                    services.access.add("websocket", {
+                    context.access.add("websocket", {
                         "method": "WEBSOCKET", "path": current_websocket.path, "route": spec.path, "outcome": outcome,
                         "durationMs": round((trio.current_time() - started) * 1000, 3),
                         "requestId": rid, "userId": g.get("user_id")})

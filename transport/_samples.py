@@ -17,7 +17,7 @@ from storage import HealthSample, SampleCursor
 
 from ._errors import ERROR_CODE_KEY
 from ._routes import ApiBlueprint, ApiModel, Reply
-from ._services import domains, refuse_while_draining
+from ._context import domains, refuse_while_draining
 
 
 class RejectionOut(ApiModel):

@@ -14,7 +14,7 @@ from actors.ingest import REGISTRY
 from storage import UserSettings
 
 from ._routes import ApiBlueprint, ApiModel
-from ._services import domains, refuse_while_draining
+from ._context import domains, refuse_while_draining
 
 
 def _known_metric(value: str) -> str:

@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 import transport._logging as logging_module
 from kernel import ActorSystem, Supervisor
-from transport import JsonFormatter, Settings, create_app, get_services
+from transport import JsonFormatter, Settings, create_app, app_context
 from transport._logging import AccessLog
 from transport._metrics import LATENCY_BUCKETS, RequestLatency
 from transport._routes import RequestIds
@@ -223,7 +223,7 @@ def test_generated_request_ids_are_uuid_shaped_and_unique() -> None:
 
 
 async def test_apps_generate_request_ids_of_their_own(app: QuartTrio) -> None:
-    other = create_app(SETTINGS, system=get_services(app).system)
+    other = create_app(SETTINGS, system=app_context(app).system)
     a = (await app.test_client().get("/health")).headers["X-Request-ID"]
     b = (await other.test_client().get("/health")).headers["X-Request-ID"]
     assert a[:24] != b[:24]

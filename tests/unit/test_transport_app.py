@@ -25,7 +25,7 @@ from transport import (
     Settings,
     Unavailable,
     create_app,
-    get_services,
+    app_context,
     issue_token,
 )
 from transport._openapi import openapi_path
@@ -375,7 +375,7 @@ async def test_openapi_carries_the_models(app: QuartTrio) -> None:
 
 
 async def test_duplicate_routes_are_refused(app: QuartTrio) -> None:
-    system = get_services(app).system
+    system = app_context(app).system
     with pytest.raises(ValueError, match="registered twice"):
         dup = ApiBlueprint("dup")
 
@@ -387,11 +387,11 @@ async def test_duplicate_routes_are_refused(app: QuartTrio) -> None:
 
 
 async def test_apps_do_not_share_state(app: QuartTrio) -> None:
-    other = create_app(SETTINGS, system=get_services(app).system)
-    assert get_services(other).metrics.registry is not get_services(app).metrics.registry
+    other = create_app(SETTINGS, system=app_context(app).system)
+    assert app_context(other).metrics.registry is not app_context(app).metrics.registry
     await app.test_client().get("/health")
     await trio.lowlevel.checkpoint()
-    assert list(get_services(other).metrics.request_duration.collect())[0].samples == []
+    assert list(app_context(other).metrics.request_duration.collect())[0].samples == []
 
 
 def test_handler_signatures_are_checked_at_registration() -> None:

@@ -24,7 +24,7 @@ from transport import (
     begin_drain,
     create_app,
     event_to_dict,
-    get_services,
+    app_context,
 )
 from transport._metrics import ActorTreeCollector
 
@@ -262,7 +262,7 @@ async def test_telemetry_closes_with_1001_when_draining(app: QuartTrio) -> None:
         await trio.testing.wait_all_tasks_blocked()
         begin_drain(app)
         assert await _expect_close(ws) == WS_GOING_AWAY
-    assert get_services(app).system.telemetry.subscriber_count == 0  # type: ignore[attr-defined]
+    assert app_context(app).system.telemetry.subscriber_count == 0  # type: ignore[attr-defined]
 
 
 def test_event_to_dict_uses_camel_case_and_tolerates_missing_fields() -> None:

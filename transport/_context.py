@@ -1,4 +1,4 @@
-"""What the app's handlers depend on, passed in explicitly and kept on the app object."""
+"""What the app's handlers depend on (``AppContext``), passed in explicitly and kept on the app object."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class ActorSystemLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class AppServices:
+class AppContext:
     settings: Settings
     system: ActorSystemLike
     health: HealthRegistry
@@ -51,18 +51,18 @@ class AppServices:
     domains: Services | None = None
 
 
-def get_services(app: Quart | None = None) -> AppServices:
-    """The services of ``app``, or of the app handling the current request."""
+def app_context(app: Quart | None = None) -> AppContext:
+    """What ``app`` (or the app handling the current request) was built with."""
     target = app if app is not None else current_app
-    services = target.extensions.get(EXTENSION_KEY)
-    if not isinstance(services, AppServices):
+    context = target.extensions.get(EXTENSION_KEY)
+    if not isinstance(context, AppContext):
         raise RuntimeError("this app was not built by transport.create_app")
-    return services
+    return context
 
 
 def domains() -> Services:
     """The domain facades of the app handling the current request."""
-    found = get_services().domains
+    found = app_context().domains
     if found is None:
         raise RuntimeError("this app was created without domain services (create_app(..., services=...)); "
                            "its user routes cannot run")
@@ -71,13 +71,13 @@ def domains() -> Services:
 
 def refuse_while_draining() -> None:
     """503 SHUTTING_DOWN for new work once shutdown has begun."""
-    if get_services().draining.is_set():
+    if app_context().draining.is_set():
         raise Unavailable("the server is shutting down; retry on another instance", code="SHUTTING_DOWN")
 
 
 def begin_drain(app: Quart) -> None:
     """Mark the app as shutting down (called by the server's shutdown trigger)."""
-    get_services(app).draining.set()
+    app_context(app).draining.set()
 
 
-__all__ = ["ActorSystemLike", "AppServices", "begin_drain", "domains", "get_services", "refuse_while_draining"]
+__all__ = ["ActorSystemLike", "AppContext", "begin_drain", "domains", "app_context", "refuse_while_draining"]
