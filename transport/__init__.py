@@ -8,6 +8,7 @@ modules starting with ``_`` are internal.
 
 from ._app import VigilApp, create_app
 from ._auth import authenticate_ops, authenticate_user, bearer_token, issue_token, verify_user_token
+from ._context import ActorSystemLike, AppContext, app_context, begin_drain, domains, refuse_while_draining
 from ._errors import (
     ApiError,
     Conflict,
@@ -41,10 +42,8 @@ from ._routes import (
     current_request_id,
 )
 from ._samples import BatchUpsertResult, SamplesPage
-from ._context import ActorSystemLike, AppContext, begin_drain, domains, app_context, refuse_while_draining
 from ._settings import DEV_JWT_SECRET, DEV_OPS_TOKEN, ConfigError, Settings
 from ._users import SettingsBody
-
 
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",

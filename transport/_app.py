@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from actors.supervisor import Services
 
 from ._auth import TokenVerifier
+from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._logging import AccessLog
@@ -23,7 +24,6 @@ from ._openapi import build_openapi
 from ._ops import ops_blueprint
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
-from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._settings import Settings, warn_about_dev_defaults
 from ._users import users as users_api
 

@@ -15,8 +15,8 @@ from quart import websocket as current_websocket
 
 from kernel import NodeSnapshot
 
-from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
 from ._context import app_context
+from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
 
 
 class CheckModel(BaseModel):

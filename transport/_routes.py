@@ -39,8 +39,8 @@ from quart import websocket as current_websocket
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ._auth import authenticate_ops, bearer_token
-from ._errors import Unauthenticated, UnsupportedMediaType, request_validation_error
 from ._context import app_context
+from ._errors import Unauthenticated, UnsupportedMediaType, request_validation_error
 
 Auth = Literal["user", "ops", "none"]
 Handler = Callable[..., Awaitable[Any]]

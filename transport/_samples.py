@@ -15,9 +15,9 @@ from pydantic import Field, StrictStr
 from actors.ingest import RFC3339DateTime, UploadBody, UploadResult
 from storage import HealthSample, SampleCursor
 
+from ._context import domains, refuse_while_draining
 from ._errors import ERROR_CODE_KEY
 from ._routes import ApiBlueprint, ApiModel, Reply
-from ._context import domains, refuse_while_draining
 
 
 class RejectionOut(ApiModel):

@@ -13,8 +13,8 @@ from actors.accounts import known_timezones
 from actors.ingest import REGISTRY
 from storage import UserSettings
 
-from ._routes import ApiBlueprint, ApiModel
 from ._context import domains, refuse_while_draining
+from ._routes import ApiBlueprint, ApiModel
 
 
 def _known_metric(value: str) -> str:

@@ -53,8 +53,8 @@ from ._units import REGISTRY, SLEEP_STAGES, Metric, OutOfRange, UnknownMetric, U
 from ._upload import (
     MAX_ITEMS,
     REQUEST_ID_PATTERN,
-    RFC3339DateTime,
     DeletionBody,
+    RFC3339DateTime,
     SampleBody,
     UploadBody,
     UploadSamples,

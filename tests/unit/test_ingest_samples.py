@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from actors.ingest import (
     REGISTRY,
     DrainRate,
+    OutOfRange,
     SampleInput,
+    UnknownMetric,
+    UnknownUnit,
     affected_keys,
     local_date,
     local_keys,
@@ -22,7 +25,6 @@ from actors.ingest import (
     sample_minutes,
     to_canonical,
 )
-from actors.ingest import OutOfRange, UnknownMetric, UnknownUnit
 from storage import InvalidData, open_store
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)

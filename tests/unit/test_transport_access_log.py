@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 import transport._logging as logging_module
 from kernel import ActorSystem, Supervisor
-from transport import JsonFormatter, Settings, create_app, app_context
+from transport import JsonFormatter, Settings, app_context, create_app
 from transport._logging import AccessLog
 from transport._metrics import LATENCY_BUCKETS, RequestLatency
 from transport._routes import RequestIds

@@ -24,8 +24,8 @@ from transport import (
     Reply,
     Settings,
     Unavailable,
-    create_app,
     app_context,
+    create_app,
     issue_token,
 )
 from transport._openapi import openapi_path

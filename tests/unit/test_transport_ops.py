@@ -21,10 +21,10 @@ from transport import (
     CheckResult,
     HealthRegistry,
     Settings,
+    app_context,
     begin_drain,
     create_app,
     event_to_dict,
-    app_context,
 )
 from transport._metrics import ActorTreeCollector
 
