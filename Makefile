@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/python run.py serve
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
