@@ -92,6 +92,7 @@ class ActorSystem:
         """
         system = cls(tree, seed=seed)
         system._wall_anchor = time.time() - trio.current_time()
+        system.timers.clock = trio.lowlevel.current_clock()
         try:
             async with trio.open_nursery() as nursery:
                 system._nursery = nursery
