@@ -59,8 +59,8 @@ class SupervisorNode(Node):
         self._wakeup = trio.Event()
         # The initial children of this incarnation not yet running: it runs once there are none.
         self.coming_up: set[Node] = set()
-        # Set (and replaced) whenever this supervisor starts, comes up, ends an incarnation or retires:
-        # a spawn waiting for it to take children looks again then.
+        # Set (and replaced) whenever this supervisor comes up, ends an incarnation or retires: a spawn
+        # waiting for it to take children looks again then.
         self._changed = trio.Event()
 
     # -- what children and the parent call ----------------------------------------------------------
