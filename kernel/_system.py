@@ -16,8 +16,8 @@ import trio
 from ._cell import Cell
 from ._errors import NoSuchActor, SupervisorGaveUp
 from ._keyed import KeyedNode
-from ._refs import ActorRef, EntityRef
 from ._node import Node
+from ._refs import ActorRef, EntityRef
 from ._snapshot import NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._supervisor import SupervisorNode

@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 import trio
 
-from kernel import ActorStopped, AskTimeout, KernelError, MailboxFull, MailboxStatistics, NoSuchActor, Supervisor
+from kernel import (
+    ActorStopped,
+    AskTimeout,
+    KernelError,
+    MailboxFull,
+    MailboxStatistics,
+    NoSuchActor,
+    Supervisor,
+)
 from kernel.testing import open_test_system
 
 from ._helpers import Log, settle, worker
