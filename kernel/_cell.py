@@ -100,8 +100,9 @@ class Cell(Node):
         self.overflow: Overflow = spec.overflow
         # An idle cell (an entity until its first message) holds no mailbox buffer: a deque costs ~600 B.
         self.q: deque[Any] = None if idle else deque()  # type: ignore[assignment]
-        # The system lane, made on the first control message: most actors never get one.
-        self.sysq: deque[_SystemMessage] | None = None
+        # The system lane: a list, not a deque (an empty deque costs ~600 B); it holds a message or two
+        # at most. An idle cell (an entity while it has no task) holds none.
+        self.sysq: list[_SystemMessage] | None = None if idle else []
         self.senders: OrderedDict[Task, Any] | None = None
         # The parked loop's task (an entity keeps a launch marker here instead).
         self.waiter: Any = None
@@ -130,7 +131,8 @@ class Cell(Node):
             self.waiter = None
             reschedule(task)
 
-    def _unpark(self, _raise_cancel: Any) -> Abort:
+    def __call__(self, _raise_cancel: Any) -> Abort:
+        # A parked cell is its own abort function: parking allocates nothing (no bound method).
         self.waiter = None
         return Abort.SUCCEEDED
 
@@ -212,7 +214,7 @@ class Cell(Node):
     # -- control ----------------------------------------------------------------------------------
     def _control(self, message: _SystemMessage) -> None:
         if self.sysq is None:
-            self.sysq = deque()
+            self.sysq = []
         self.sysq.append(message)
         if self.waiter is not None:
             self._wake()
@@ -309,14 +311,15 @@ class Cell(Node):
         if actor.max_batch > 1:
             return await self._loop_batched(actor)
         q = self.q
+        sysq = self.sysq
+        assert sysq is not None, "a running cell has its system lane"
         receive = actor.receive
         parks = self.parks
         task = current_task()
-        unpark = self._unpark
         item: Any = _NOTHING
         try:
             while True:
-                if self.sysq:
+                if sysq:
                     if self._take_control():
                         return "normal", None
                     continue
@@ -326,7 +329,7 @@ class Cell(Node):
                     if not parks:
                         return "idle", None
                     self.waiter = task
-                    await wait_task_rescheduled(unpark)
+                    await wait_task_rescheduled(self)
                     continue
                 budget = BATCH
                 while q:
@@ -340,7 +343,7 @@ class Cell(Node):
                         await receive(item)
                     item = _NOTHING
                     self.processed += 1
-                    if self.sysq:
+                    if sysq:
                         break
                     budget -= 1
                     if not budget:
@@ -410,7 +413,7 @@ class Cell(Node):
     def _take_control(self) -> bool:
         """Apply one system-lane message; True means "stop now" (after the current message)."""
         assert self.sysq is not None
-        control = self.sysq.popleft()
+        control = self.sysq.pop(0)
         if control is _STOP_NOW:
             return True
         if control is _STOP_DRAIN:
@@ -422,7 +425,7 @@ class Cell(Node):
     async def _park(self) -> None:
         """Wait for a message or a control message."""
         self.waiter = current_task()
-        await wait_task_rescheduled(self._unpark)
+        await wait_task_rescheduled(self)
 
     def _crashed(self, item: Any, exc: Exception) -> tuple[ExitReason, BaseException]:
         self.record_failure(exc)

@@ -103,7 +103,7 @@ class Entity(Cell):
         if self.q is None:
             self.q = deque()
         if self.sysq is None:
-            self.sysq = deque()
+            self.sysq = []
         try:
             while True:
                 if self.actor is None:

@@ -29,7 +29,7 @@ NodeState = Literal[
 class Node(ABC):
     __slots__ = (
         "system", "parent", "name", "path", "state", "restarts", "crashes", "last_failure", "consecutive",
-        "started_at", "scope", "active", "_stopped_event", "stop_by_parent", "exit_reason", "exit_error",
+        "started_at", "scope", "_stopped_event", "stop_by_parent", "exit_reason", "exit_error",
         "retired", "delay_scope",
     )
     kind: str = "node"
@@ -46,10 +46,10 @@ class Node(ABC):
         # Consecutive restarts: the backoff exponent, reset after a long enough run.
         self.consecutive = 0
         self.started_at = 0.0
+        # The scope of the incarnation that is scheduled or running (None: none is).
         self.scope: trio.CancelScope | None = None
-        # An incarnation is scheduled or running. Whoever waits for its end gets an Event, made
-        # only then: most nodes are never waited for, and an Event per start would cost each spawn.
-        self.active = False
+        # Whoever waits for the incarnation's end gets an Event, made only then: most nodes are never
+        # waited for, and an Event per start would cost each spawn.
         self._stopped_event: trio.Event | None = None
         # Set by the parent while it stops this node on purpose: the exit is then not a failure
         # to act on, the parent is already waiting for it.
@@ -62,7 +62,6 @@ class Node(ABC):
 
     # -- what the parent calls ------------------------------------------------------------------
     def start(self, nursery: trio.Nursery, delay: float) -> None:
-        self.active = True
         self.stop_by_parent = False
         self.scope = trio.CancelScope()
         self.state = "restarting" if delay > 0 else "starting"
@@ -71,6 +70,11 @@ class Node(ABC):
     @abstractmethod
     def request_stop(self, *, drain: bool) -> None:
         """Ask the running incarnation to end: after draining the mailbox, or after the current message."""
+
+    @property
+    def active(self) -> bool:
+        """An incarnation is scheduled or running."""
+        return self.scope is not None
 
     async def wait_stopped(self) -> None:
         """Return once no incarnation runs (at once if none does)."""
@@ -119,7 +123,6 @@ class Node(ABC):
             if self.state in ("running", "starting", "restarting", "stopping"):
                 self.state = "crashed" if reason == "crash" else "stopped"
             self.scope = None
-            self.active = False
             event, self._stopped_event = self._stopped_event, None
             if event is not None:
                 event.set()

@@ -139,7 +139,8 @@ class ActorRef:
         """
         cell = self._target()
         timers = cell.system.timers
-        if not (cell.accepting and len(cell.q) < cell.capacity and not cell.senders) or timers.stopped:
+        if (not (cell.accepting and len(cell.q) < cell.capacity and not cell.senders) or timers.stopped
+                or not timeout >= 0):  # a NaN or negative timeout gets trio's own checks and handling
             return await _ask_waiting(cell, msg, timeout)
         # The common case, without a checkpoint before parking: room in the mailbox. The deadline
         # goes on the system's timer heap; the envelope is the abort function and the heap entry.
@@ -148,9 +149,8 @@ class ActorRef:
         if cell.waiter is not None:
             cell._wake()
         env.task = current_task()
-        deadline = trio.current_time() + timeout
-        if deadline != math.inf:
-            timers.expire_at(deadline, env)
+        if timeout != math.inf:
+            timers.expire_after(timeout, env)
         result = await wait_task_rescheduled(env)
         if result is _TIMED_OUT:
             raise AskTimeout(cell.path, timeout)

@@ -28,11 +28,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def _positive(what: str, value: float, *, allow_inf: bool = True) -> None:
-    if not isinstance(value, int | float) or math.isnan(value) or value < 0:
+def _positive(kind: str, name: str, field_name: str, value: float, *, allow_inf: bool = True) -> None:
+    # The message is formatted only on failure: specs are built at every spawn.
+    if isinstance(value, (int, float)) and value >= 0 and (allow_inf or value != math.inf):
+        return  # NaN fails ``value >= 0``
+    what = f"{kind} {name!r}: {field_name}"
+    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
         raise ValueError(f"{what} must be a number >= 0, got {value!r}")
-    if not allow_inf and math.isinf(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
+    raise ValueError(f"{what} must be finite, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +66,11 @@ class ChildSpec:
             raise ValueError(f"ChildSpec {self.name!r}: mailbox capacity must be an int >= 1, got {self.mailbox!r}")
         if not isinstance(self.max_live, int) or self.max_live < 1:
             raise ValueError(f"ChildSpec {self.name!r}: max_live must be an int >= 1, got {self.max_live!r}")
-        _positive(f"ChildSpec {self.name!r}: shutdown_timeout", self.shutdown_timeout)
-        _positive(f"ChildSpec {self.name!r}: idle_timeout", self.idle_timeout)
+        _positive("ChildSpec", self.name, "shutdown_timeout", self.shutdown_timeout)
+        _positive("ChildSpec", self.name, "idle_timeout", self.idle_timeout)
         # Frozen copies: a spec is shared by every incarnation.
-        object.__setattr__(self, "args", tuple(self.args))
+        if type(self.args) is not tuple:
+            object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kwargs", dict(self.kwargs))
 
 
@@ -92,12 +96,12 @@ class Supervisor:
             raise ValueError(f"Supervisor {self.name!r}: max_restarts must be an int >= 0, got {self.max_restarts!r}")
         if self.restart not in RESTART_TYPES:
             raise ValueError(f"Supervisor {self.name!r}: restart must be one of {RESTART_TYPES}, got {self.restart!r}")
-        _positive(f"Supervisor {self.name!r}: within", self.within, allow_inf=False)
+        _positive("Supervisor", self.name, "within", self.within, allow_inf=False)
         if self.within == 0:
             raise ValueError(f"Supervisor {self.name!r}: within must be > 0 (the restart window's length)")
-        _positive(f"Supervisor {self.name!r}: base_delay", self.base_delay, allow_inf=False)
-        _positive(f"Supervisor {self.name!r}: max_delay", self.max_delay)
-        _positive(f"Supervisor {self.name!r}: reset_after", self.reset_after)
+        _positive("Supervisor", self.name, "base_delay", self.base_delay, allow_inf=False)
+        _positive("Supervisor", self.name, "max_delay", self.max_delay)
+        _positive("Supervisor", self.name, "reset_after", self.reset_after)
         children = tuple(self.children)
         seen: set[str] = set()
         for child in children:

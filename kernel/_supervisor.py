@@ -59,8 +59,8 @@ class SupervisorNode(Node):
         self._wakeup = trio.Event()
         # The initial children of this incarnation not yet running: it runs once there are none.
         self.coming_up: set[Node] = set()
-        # Set (and replaced) whenever this supervisor starts, comes up, ends an incarnation or retires:
-        # a spawn waiting for it to take children looks again then.
+        # Set (and replaced) whenever this supervisor comes up, ends an incarnation or retires: a spawn
+        # waiting for it to take children looks again then.
         self._changed = trio.Event()
 
     # -- what children and the parent call ----------------------------------------------------------
@@ -83,7 +83,8 @@ class SupervisorNode(Node):
         self._notify()
         self._came_up()
 
-    def _takes_children(self) -> bool:
+    def takes_children(self) -> bool:
+        """Running (or starting, for a spawn from inside it): a new child can start now."""
         if self.nursery is None or self.stop_requested:
             return False
         if self.state == "running":
@@ -112,9 +113,9 @@ class SupervisorNode(Node):
     def child(self, name: str) -> Node | None:
         return self.by_name.get(name)
 
-    async def add_child(self, spec: ChildSpec | Supervisor) -> Node:
-        """Start a child now if this supervisor runs; if it is starting or between restarts, once it runs."""
-        while not self._takes_children():
+    async def wait_takes_children(self) -> None:
+        """Wait while this supervisor is starting or between restarts; raise if it stops or gives up."""
+        while not self.takes_children():
             if not self.alive:
                 raise RuntimeError(f"cannot spawn under {self.path!r}: the supervisor has stopped")
             if self.nursery is not None and self.stop_requested:
@@ -123,6 +124,10 @@ class SupervisorNode(Node):
                 cause = self.last_failure.message if self.last_failure else "restart intensity exceeded"
                 raise RuntimeError(f"cannot spawn under {self.path!r}: the supervisor gave up ({cause})")
             await self._changed.wait()
+
+    def add_child(self, spec: ChildSpec | Supervisor) -> Node:
+        """Start a child now; the caller made sure this supervisor ``takes_children()``."""
+        assert self.nursery is not None, "add_child() before the supervisor takes children"
         existing = self.child(spec.name)
         if existing is not None and existing.alive:
             raise ValueError(f"{self.path!r} already has a child named {spec.name!r}")
@@ -132,7 +137,6 @@ class SupervisorNode(Node):
         self.children.append(node)
         self.by_name[node.name] = node
         self.dynamic.add(spec.name)
-        assert self.nursery is not None
         node.start(self.nursery, 0.0)
         return node
 

@@ -63,6 +63,8 @@ class TimerService:
         self._sweep_at = SWEEP_SLACK
         # Once the service task has ended no deadline fires: callers fall back to their own.
         self.stopped = False
+        # The run's clock, set by the system when it starts inside trio.
+        self.clock: trio.abc.Clock | None = None
 
     def add(self, cell: Cell, incarnation: int, delay: float, msg: Any, interval: float | None) -> Timer:
         if not math.isfinite(delay) or delay < 0:
@@ -71,9 +73,12 @@ class TimerService:
         self._push(trio.current_time() + delay, timer)
         return timer
 
-    def expire_at(self, deadline: float, item: Deadline) -> None:
-        """Call ``item.expire()`` at ``deadline`` if it is still ``pending`` then."""
-        self._push(deadline, item)
+    def expire_after(self, timeout: float, item: Deadline) -> None:
+        """Call ``item.expire()`` in ``timeout`` seconds if it is still ``pending`` then.
+
+        One per ask: the clock is read directly (``trio.current_time()`` is three calls deeper)."""
+        clock = self.clock
+        self._push((clock.current_time() if clock is not None else trio.current_time()) + timeout, item)
 
     def _push(self, deadline: float, item: Any) -> None:
         heap = self._heap

@@ -121,3 +121,31 @@ async def test_crash_with_queued_asks_only_the_handled_one_fails(autojump_clock:
         assert [(e.event, e.msg) for e in log.where(W) if e.event in ("started", "recv")][-3:] == [
             ("started", None), ("recv", "a"), ("recv", "b"),
         ]
+
+
+async def test_an_ask_times_out_at_exactly_its_deadline_and_a_late_reply_is_dropped(autojump_clock: Any) -> None:
+    from kernel.testing import TestProbe
+
+    async with open_test_system(Supervisor("root")) as system:
+        probe = TestProbe(system)
+        for timeout in (0.25, 3.0, 0.25):  # a short deadline after a long one still fires on time
+            started = trio.current_time()
+            with pytest.raises(AskTimeout):
+                await probe.ref.ask("q", timeout=timeout)
+            assert trio.current_time() - started == timeout
+            assert await probe.expect_message() == "q"
+            probe.reply("late")  # dropped: nobody waits any more
+        assert len(system.timers) <= 3
+
+
+async def test_a_cancelled_asker_gets_cancelled_and_its_reply_is_dropped(autojump_clock: Any) -> None:
+    from kernel.testing import TestProbe
+
+    async with open_test_system(Supervisor("root")) as system:
+        probe = TestProbe(system)
+        with trio.move_on_after(1.0) as scope:
+            await probe.ref.ask("q", timeout=10.0)
+        assert scope.cancelled_caught and trio.current_time() == 1.0
+        assert await probe.expect_message() == "q"
+        probe.reply("late")  # no one to hand it to: dropped, nothing raised
+        await trio.sleep(20)  # the old deadline passes without waking anyone
