@@ -384,11 +384,11 @@ class Cell(Node):
                 items = []
         except Exception as exc:
             for env in items:
+                self.dead_letter(env, "crashed while handling its batch", exc)
                 if type(env) is _Ask:
                     crashed = ActorCrashed(self.path, exc)
                     crashed.__cause__ = exc
                     env.settle(outcome.Error(crashed))
-                self.dead_letter(env, "crashed while handling its batch", exc)
             return self._crashed(_NOTHING, exc)
         except BaseException:
             for env in items:
@@ -430,13 +430,11 @@ class Cell(Node):
     def _crashed(self, item: Any, exc: Exception) -> tuple[ExitReason, BaseException]:
         self.record_failure(exc)
         if item is not _NOTHING:
+            self.dead_letter(item, "crashed while handling it", exc)
             if type(item) is _Ask:
                 crashed = ActorCrashed(self.path, exc)
                 crashed.__cause__ = exc
                 item.settle(outcome.Error(crashed))
-                self.dead_letter(item.msg, "crashed while handling it", exc)
-            else:
-                self.dead_letter(item, "crashed while handling it", exc)
         self.system.publish(Crashed, self.path, error=exc)
         return "crash", exc
 

@@ -47,6 +47,9 @@ class _Ask:
         self.result: Any = None
 
     def settle(self, result: outcome.Outcome[Any]) -> None:
+        """Answer the asker (once). The message is let go: the envelope may stay on the timer heap
+        until its deadline or the next sweep, and must not keep a large message alive that long."""
+        self.msg = None
         if self.result is not None:
             return
         task = self.task

@@ -28,7 +28,7 @@ import trio
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PriorityConfig:
-    quiet: float = 0.005
+    quiet: float = 0.02
     max_wait: float = 1.0
 
     def __post_init__(self) -> None:
@@ -37,14 +37,16 @@ class PriorityConfig:
 
 
 def background_wait(*, active: int, quiet_until: float, waiting_since: float, now: float,
-                    max_wait: float) -> float:
+                    max_wait: float, last_starved: float = -math.inf) -> float:
     """Seconds a background unit that began waiting at ``waiting_since`` should still wait (0: go).
 
     ``active`` foreground requests are in flight; with none, the last one ended ``quiet`` before
     ``quiet_until``. While one is active the answer is the starvation bound: the shell wakes earlier
-    when the last foreground request ends and asks again.
+    when the last foreground request ends and asks again. Starvation passes are rationed across all
+    waiting units: one per ``max_wait`` (``last_starved`` is when the previous one went), so many
+    units that began waiting together do not all break into a busy foreground at once.
     """
-    starved_at = waiting_since + max_wait
+    starved_at = max(waiting_since, last_starved) + max_wait
     if now >= starved_at:
         return 0.0
     if active > 0:
@@ -63,6 +65,7 @@ class LanePriority:
         self._idle.set()
         self._background_cpu = trio.Lock()
         self.starved_turns = 0  # background units that went because they had waited max_wait
+        self._last_starved = -math.inf
 
     @property
     def foreground_active(self) -> int:
@@ -88,10 +91,11 @@ class LanePriority:
         while True:
             now = trio.current_time()
             wait = background_wait(active=self._active, quiet_until=self._quiet_until, waiting_since=since,
-                                   now=now, max_wait=self.config.max_wait)
+                                   now=now, max_wait=self.config.max_wait, last_starved=self._last_starved)
             if wait <= 0.0:
                 if self._active > 0:
                     self.starved_turns += 1
+                    self._last_starved = now
                 await trio.lowlevel.checkpoint()
                 return
             if self._active > 0:

@@ -20,15 +20,18 @@ from typing import Annotated, Any, Literal, overload
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictFloat,
     StrictStr,
     ValidationError,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from ._errors import InvalidUpload, PayloadHashMismatch, Problem, TooManyItems
 from ._messages import LANES, IngestBatch, Lane
@@ -41,18 +44,29 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 # RFC 3339's date-time (section 5.6): seconds and an offset required, "T"/"Z" in either case.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
 
 
-def _rfc3339_text(value: object) -> object:
-    # pydantic alone also takes epoch numbers, numeric strings, a space for "T" and missing seconds:
-    # API.md (and the published schema's format) say RFC 3339, so only that passes.
-    if type(value) is str and _RFC3339.fullmatch(value):
-        return value
-    raise ValueError("expected an RFC 3339 date-time with seconds and a timezone offset, e.g. 2026-11-24T08:00:00Z")
+class _RFC3339Text:
+    """pydantic alone also takes epoch numbers, numeric strings, a space for "T" and missing seconds;
+    API.md (and the published ``format: date-time``) say RFC 3339, so the value must first be text of
+    that shape. Both checks run in pydantic-core: no Python call per value (5,000 per upload)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        text = core_schema.custom_error_schema(
+            core_schema.str_schema(pattern=RFC3339_PATTERN, strict=True), custom_error_type="rfc3339_date_time",
+            custom_error_message="expected an RFC 3339 date-time with seconds and a timezone offset, "
+                                 "e.g. 2026-11-24T08:00:00Z")
+        return core_schema.chain_schema([text, handler(source)])
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time"}
 
 
-RFC3339DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+RFC3339DateTime = Annotated[AwareDatetime, _RFC3339Text]
 """A timezone-aware datetime given as RFC 3339 text (``format: date-time`` in the schema), nothing looser."""
 
 

@@ -25,6 +25,18 @@ def test_background_wait(active: int, quiet_until: float, since: float, now: flo
                            max_wait=10.0) == expected
 
 
+@pytest.mark.parametrize(("since", "last_starved", "now", "expected"), [
+    (0.0, -math.inf, 10.0, 0.0),  # nobody went by starvation yet: the unit's own bound
+    (0.0, 5.0, 10.0, 5.0),  # another unit went at 5: this one waits until 15
+    (0.0, 5.0, 15.0, 0.0),
+    (8.0, 5.0, 15.0, 3.0),  # its own bound (18) is the later one
+])
+def test_starvation_passes_are_rationed_across_units(since: float, last_starved: float, now: float,
+                                                     expected: float) -> None:
+    assert background_wait(active=1, quiet_until=-math.inf, waiting_since=since, now=now, max_wait=10.0,
+                           last_starved=last_starved) == expected
+
+
 def test_config_refuses_negative_times() -> None:
     with pytest.raises(ValueError, match="quiet and max_wait"):
         PriorityConfig(quiet=-1)
@@ -104,6 +116,19 @@ async def test_a_foreground_that_never_ends_delays_background_by_max_wait_only(
         assert trio.current_time() == began + 2.0 and gate.starved_turns == 1
         await gate.background_turn()  # each unit waits its own bound
         assert trio.current_time() == began + 4.0 and gate.starved_turns == 2
+
+
+async def test_units_that_waited_together_break_in_one_per_max_wait(autojump_clock: trio.testing.MockClock) -> None:
+    """Many backfill units queued at once under a steady foreground: one goes per max_wait, not all at once
+    (a burst of them would each hold the single database writer a hot request then waits behind)."""
+    gate = LanePriority(PriorityConfig(quiet=0.01, max_wait=2.0))
+    went: list[float] = []
+    with gate.foreground():
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(take_turn, gate, went)
+    assert [t - began for t in went] == [2.0, 4.0, 6.0, 8.0] and gate.starved_turns == 4
 
 
 async def test_a_failed_foreground_request_still_ends_its_turn(autojump_clock: trio.testing.MockClock) -> None:

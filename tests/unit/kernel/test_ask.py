@@ -149,3 +149,28 @@ async def test_a_cancelled_asker_gets_cancelled_and_its_reply_is_dropped(autojum
         assert await probe.expect_message() == "q"
         probe.reply("late")  # no one to hand it to: dropped, nothing raised
         await trio.sleep(20)  # the old deadline passes without waking anyone
+
+
+async def test_an_answered_ask_lets_its_message_go(autojump_clock: Any) -> None:
+    """The ask's deadline stays on the timer heap until it passes or is swept; the answered envelope
+    must not keep its (possibly large) message alive that long."""
+    import gc
+    import weakref
+
+    from kernel import Actor, ChildSpec
+
+    class Payload:
+        pass
+
+    class Sizer(Actor):
+        async def receive(self, msg: Any) -> Any:
+            return "seen"
+
+    async with open_test_system(Supervisor("root", children=[ChildSpec("s", Sizer)])) as system:
+        payload = Payload()
+        gone = weakref.ref(payload)
+        assert await system.ref("root/s").ask(payload, timeout=1000.0) == "seen"
+        del payload
+        gc.collect()
+        assert len(system.timers) >= 1  # the deadline is still on the heap ...
+        assert gone() is None  # ... without the message
