@@ -1,0 +1,68 @@
+"""Messages of the projection domain's actors and what each one answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from storage import Checkpoint
+
+from ._work import EventDigest
+
+
+# -- to a handler's worker --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Work:
+    """Checkpoints the dispatcher created already leased to this process, with their events."""
+
+    items: tuple[tuple[Checkpoint, EventDigest | None], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick:
+    """Claim what is due (retries, expired leases, dependents whose dependency completed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerStatus:
+    """Ask: reply is a ``HandlerReport``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerReport:
+    handler: str
+    breaker: str
+    completed: int
+    failed: int
+
+
+# -- to the dispatcher --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wake:
+    """An outbox event committed (a local commit, or PostgreSQL's NOTIFY): dispatch now."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dispatch:
+    """The dispatcher's own poll (the fallback when no wake-up arrives)."""
+
+
+# -- to a user's reader -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRollups:
+    """Reply: ``RollupsView``."""
+
+    metric: str
+    start: date
+    end: date
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadNights:
+    """Reply: ``NightsView``."""
+
+    start: date
+    end: date
+
+
+__all__ = ["Dispatch", "HandlerReport", "HandlerStatus", "ReadNights", "ReadRollups", "Tick", "Wake", "Work"]

@@ -1,0 +1,163 @@
+"""Reading the read models with their freshness (one keyed actor per user), and the outbox's operators' side.
+
+A read returns the rows and, from the same read-only transaction, the user's watermark, the projection's
+projected watermark and the state of its unfinished checkpoints, so the freshness it reports describes exactly
+the rows it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from kernel import Actor
+from storage import (
+    DailyRollup,
+    DeadLetterItem,
+    HandlerLag,
+    OutboxStats,
+    SleepNight,
+    Store,
+    StoreError,
+    Transaction,
+)
+
+from ._freshness import Freshness, decide_freshness
+from ._messages import ReadNights, ReadRollups
+from ._worker import HandlerGate
+
+log = logging.getLogger("vigil.projection")
+
+ROLLUPS = "daily_rollups"
+NIGHTS = "sleep_nights"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollupsView:
+    items: tuple[DailyRollup, ...]
+    freshness: Freshness
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NightsView:
+    items: tuple[SleepNight, ...]
+    freshness: Freshness
+
+
+async def read_freshness(tx: Transaction, user_id: str, handler: str, gate: HandlerGate | None) -> Freshness:
+    marks, projected, state = await tx.run(tx.watermarks.get(user_id), tx.watermarks.projected(user_id, handler),
+                                           tx.checkpoints.state(user_id, handler))
+    held_back = gate is not None and not gate.taking_work
+    return decide_freshness(watermark=marks.watermark, projected=projected, has_dead=state.has_dead,
+                            retry_waiting=state.retry_waiting, held_back=held_back)
+
+
+class ProjectionReader(Actor):
+    """One user's reads (keyed by user id; costs nothing while idle)."""
+
+    def __init__(self, user_id: str, *, store: Store, gates: Mapping[str, HandlerGate]) -> None:
+        self.user_id = user_id
+        self.store = store
+        self.gates = gates
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case ReadRollups(metric=metric, start=start, end=end):
+                async with self.store.transaction(readonly=True) as tx:
+                    (rows,) = await tx.run(tx.rollups.read(self.user_id, metric, start, end))
+                    freshness = await read_freshness(tx, self.user_id, ROLLUPS, self.gates.get(ROLLUPS))
+                return RollupsView(items=tuple(rows), freshness=freshness)
+            case ReadNights(start=start, end=end):
+                async with self.store.transaction(readonly=True) as tx:
+                    (nights,) = await tx.run(tx.sleep.read(self.user_id, start, end))
+                    freshness = await read_freshness(tx, self.user_id, NIGHTS, self.gates.get(NIGHTS))
+                return NightsView(items=tuple(nights), freshness=freshness)
+            case _:
+                raise TypeError(f"projection reader: unexpected message {msg!r}")
+
+
+# -- the outbox for operators ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListDeadLetters:
+    """Reply: a list of ``DeadLetterItem`` (keyset paging: ``after`` is the last item's (event id, handler))."""
+
+    after: tuple[int, str] | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    """Reply: how many dead letters of that event went back to pending (0: no such dead letter)."""
+
+    event_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discard:
+    """Reply: how many dead letters of that event were discarded (0: no such dead letter)."""
+
+    event_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Refresh:
+    pass
+
+
+class ProjectionGauges:
+    """The outbox's and the handlers' figures, refreshed by ``OutboxAdmin`` for metrics and the ops views
+    (a scrape must not wait for the database)."""
+
+    def __init__(self) -> None:
+        self.outbox: OutboxStats | None = None
+        self.lag: tuple[HandlerLag, ...] = ()
+        self.refreshed_at = -math.inf  # trio clock
+
+
+class OutboxAdmin(Actor):
+    """Dead letters (list, replay, discard) and the figures behind ``ProjectionGauges``."""
+
+    def __init__(self, *, store: Store, gauges: ProjectionGauges, refresh_interval: float = 2.0) -> None:
+        self.store = store
+        self.gauges = gauges
+        self.refresh_interval = refresh_interval
+
+    async def started(self) -> None:
+        self.every(self.refresh_interval, _Refresh())
+        self.send_after(0.0, _Refresh())
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case ListDeadLetters(after=after, limit=limit):
+                async with self.store.transaction(readonly=True) as tx:
+                    (items,) = await tx.commit(tx.checkpoints.list_dead(after=after, limit=limit))
+                return list[DeadLetterItem](items)
+            case Replay(event_id=event_id):
+                async with self.store.transaction() as tx:
+                    (count,) = await tx.commit(tx.checkpoints.replay(event_id))
+                return int(count)
+            case Discard(event_id=event_id):
+                async with self.store.transaction() as tx:
+                    (count,) = await tx.commit(tx.checkpoints.discard(event_id))
+                return int(count)
+            case _Refresh():
+                try:
+                    async with self.store.transaction(readonly=True) as tx:
+                        stats, lag = await tx.commit(tx.outbox.stats(), tx.checkpoints.lag())
+                except StoreError as exc:  # keep the last figures (their age shows); the database is sick
+                    log.warning("outbox figures not refreshed: %s", exc)
+                    return None
+                self.gauges.outbox, self.gauges.lag = stats, tuple(lag)
+                self.gauges.refreshed_at = trio.current_time()
+                return None
+            case _:
+                raise TypeError(f"outbox admin: unexpected message {msg!r}")
+
+
+__all__ = ["NIGHTS", "ROLLUPS", "Discard", "ListDeadLetters", "NightsView", "OutboxAdmin", "ProjectionGauges",
+           "ProjectionReader", "Replay", "RollupsView", "read_freshness"]

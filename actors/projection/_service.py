@@ -1,0 +1,194 @@
+"""The projection domain's wiring and its facade.
+
+    projection (one_for_one)
+     ├── readers (keyed by user)   ProjectionReader: read models with their freshness
+     ├── admin                     OutboxAdmin: dead letters; the outbox and lag figures
+     │   -- the worker role only: --
+     ├── workers (one_for_one)     a ProjectionWorker per handler (daily_rollups, sleep_nights, ...)
+     ├── dispatcher                OutboxDispatcher: outbox events -> checkpoints, handed to the workers
+     ├── relay                     NotificationRelay: local commits and PostgreSQL NOTIFY -> dispatcher
+     └── reaper                    ProjectionReaper: completed events and checkpoints past retention
+
+``run.py serve --role web`` runs readers and admin (reads, operators' endpoints), ``--role worker`` adds the
+rest; any number of each share one database. ``ProjectionDomain`` builds the subtree (and the state its actors
+share: handler gates with their breakers, the figures) before the system starts; ``service(system)`` gives the
+``ProjectionService`` the HTTP layer calls.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from actors.ingest import REGISTRY
+from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
+from storage import DeadLetterItem, Store
+
+from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
+from ._errors import InvalidRange, NoRollup, UnknownDeadLetter
+from ._messages import HandlerReport, HandlerStatus, ReadNights, ReadRollups
+from ._projections import default_projections, has_rollup
+from ._reader import (
+    Discard,
+    ListDeadLetters,
+    NightsView,
+    OutboxAdmin,
+    ProjectionGauges,
+    ProjectionReader,
+    Replay,
+    RollupsView,
+)
+from ._reaper import ProjectionReaper, ReaperConfig
+from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
+
+MAX_READ_DAYS = 366
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectionConfig:
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    handler: HandlerConfig = field(default_factory=HandlerConfig)
+    reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    reader_idle_timeout: float = 300.0
+    ask_timeout: float = 10.0
+    figures_interval: float = 2.0
+    run_workers: bool = True  # False in the web role: reads and operators' endpoints only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterPage:
+    items: tuple[DeadLetterItem, ...]
+    next_cursor: str | None  # "<event id>.<handler>" of the last item, when there may be more
+
+
+def process_owner() -> str:
+    """This process's name on the leases it takes (host, pid and a random part: a restarted pid is another owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class ProjectionDomain:
+    name = "projection"
+
+    def __init__(self, store: Store, config: ProjectionConfig | None = None, *, publisher: Publishes | None = None,
+                 projections: Sequence[Projection] | None = None, owner: str | None = None) -> None:
+        self.store = store
+        self.config = config or ProjectionConfig()
+        self.publisher = publisher
+        self.projections = tuple(projections if projections is not None else default_projections())
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two projections share a name: {names}")
+        self.gates = {p.name: HandlerGate(p.name, self.config.handler) for p in self.projections}
+        self.gauges = ProjectionGauges()
+        self.owner = owner or process_owner()
+
+    def subtree(self) -> Supervisor:
+        cfg = self.config
+        children: list[ChildSpec | Supervisor] = [
+            ChildSpec("readers", ProjectionReader, kwargs={"store": self.store, "gates": self.gates}, keyed=True,
+                      idle_timeout=cfg.reader_idle_timeout, mailbox=64),
+            ChildSpec("admin", OutboxAdmin, kwargs={"store": self.store, "gauges": self.gauges,
+                                                    "refresh_interval": cfg.figures_interval}, mailbox=64),
+        ]
+        if cfg.run_workers:
+            lock_users = self.store.backend == "postgresql"  # SQLite's single writer already serializes them
+            workers = [ChildSpec(p.name, ProjectionWorker,
+                                 kwargs={"store": self.store, "projection": p, "gate": self.gates[p.name],
+                                         "owner": self.owner, "publisher": self.publisher,
+                                         "lock_users": lock_users},
+                                 mailbox=32, overflow="reject", shutdown_timeout=cfg.handler.timeout)
+                       for p in self.projections]
+            routes = [Route(name=p.name, depends_on=p.depends_on, subscribes=p.subscribes,
+                            worker=f"workers/{p.name}", gate=self.gates[p.name]) for p in self.projections]
+            children += [
+                Supervisor("workers", strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
+                           max_delay=5.0, children=workers),
+                ChildSpec("dispatcher", OutboxDispatcher,
+                          kwargs={"store": self.store, "routes": routes, "owner": self.owner,
+                                  "config": cfg.dispatcher}, mailbox=64, overflow="reject"),
+                ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
+                          mailbox=4, shutdown_timeout=0.5),
+                ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper}, mailbox=8,
+                          overflow="drop_oldest"),
+            ]
+        return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
+                          max_delay=5.0, children=children)
+
+    def service(self, system: ActorSystem, *, under: str = "root") -> ProjectionService:
+        path = f"{under}/{self.name}"
+        readers = system.ref(f"{path}/readers")
+        if not isinstance(readers, KeyedRef):
+            raise TypeError(f"{readers.path!r} is not the keyed readers child this domain builds")
+        workers = {p.name: system.ref(f"{path}/workers/{p.name}") for p in self.projections} \
+            if self.config.run_workers else {}
+        return ProjectionService(readers=readers, admin=system.ref(f"{path}/admin"), workers=workers, domain=self)
+
+
+class ProjectionService:
+    """Read models with their freshness; dead letters for operators; figures for metrics."""
+
+    def __init__(self, *, readers: KeyedRef, admin: ActorRef, workers: dict[str, ActorRef],
+                 domain: ProjectionDomain) -> None:
+        self._readers = readers
+        self._admin = admin
+        self._workers = workers
+        self._timeout = domain.config.ask_timeout
+        self.gauges = domain.gauges
+        self.gates = domain.gates
+
+    async def daily_rollups(self, user_id: str, metric: str, start: date, end: date) -> RollupsView:
+        if metric not in REGISTRY:
+            raise NoRollup(metric, "unknown metric")
+        if not has_rollup(metric):
+            raise NoRollup(metric, "sleep stages have nights, not daily rollups (GET /v1/health/sleep/nights)")
+        _check_range(start, end)
+        view = await self._readers.key(user_id).ask(ReadRollups(metric=metric, start=start, end=end),
+                                                    timeout=self._timeout)
+        assert isinstance(view, RollupsView)
+        return view
+
+    async def sleep_nights(self, user_id: str, start: date, end: date) -> NightsView:
+        _check_range(start, end)
+        view = await self._readers.key(user_id).ask(ReadNights(start=start, end=end), timeout=self._timeout)
+        assert isinstance(view, NightsView)
+        return view
+
+    async def dead_letters(self, *, cursor: tuple[int, str] | None = None, limit: int = 100) -> DeadLetterPage:
+        items = await self._admin.ask(ListDeadLetters(after=cursor, limit=limit + 1), timeout=self._timeout)
+        more = len(items) > limit
+        items = items[:limit]
+        last = items[-1] if items else None
+        return DeadLetterPage(items=tuple(items),
+                              next_cursor=f"{last.event_id}.{last.handler or ''}" if more and last else None)
+
+    async def replay(self, event_id: int) -> None:
+        if not await self._admin.ask(Replay(event_id=event_id), timeout=self._timeout):
+            raise UnknownDeadLetter(event_id)
+
+    async def discard(self, event_id: int) -> None:
+        if not await self._admin.ask(Discard(event_id=event_id), timeout=self._timeout):
+            raise UnknownDeadLetter(event_id)
+
+    async def handler_reports(self) -> list[HandlerReport]:
+        """Each local worker's breaker and counts (empty in the web role)."""
+        reports = []
+        for ref in self._workers.values():
+            report = await ref.ask(HandlerStatus(), timeout=self._timeout)
+            assert isinstance(report, HandlerReport)
+            reports.append(report)
+        return reports
+
+
+def _check_range(start: date, end: date) -> None:
+    if end < start:
+        raise InvalidRange(f"from ({start}) is after to ({end})")
+    if (end - start).days >= MAX_READ_DAYS:
+        raise InvalidRange(f"at most {MAX_READ_DAYS} days per read")
+
+
+__all__ = ["MAX_READ_DAYS", "DeadLetterPage", "ProjectionConfig", "ProjectionDomain", "ProjectionService",
+           "process_owner"]

@@ -1,0 +1,265 @@
+"""A projection handler's actor: runs its checkpoints, per user, in units of work that commit the read model,
+the checkpoints' completion and the watermark's advance together.
+
+Work arrives two ways: the dispatcher hands over checkpoints it created already leased to this process
+(``Work``), and the worker claims due ones itself on its tick (retries after their backoff, a crashed process's
+expired leases, dependents whose dependency completed). A batch is one unit of work for all its users (group
+commit, as the ingest lanes do); if it fails, each user is tried alone, so one user's bad data holds back no one
+else. Each user's read model is recomputed from raw samples (``Projection.project``), never patched with deltas,
+so a redelivered or reordered event gives the same answer; on PostgreSQL the unit first takes a transaction-scoped
+lock per (user, handler), so two processes never interleave a read and a write of the same read model.
+
+While a unit runs, a heartbeat renews the leases (``lease_seconds`` / 3), so a short lease is safe and a crashed
+process's checkpoints are claimed again within about two lease periods. Each unit runs under the handler's
+timeout and its circuit breaker: after consecutive failures the breaker opens, the worker stops taking work
+(the read models show ``stale``), and after ``open_for`` one probe decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from kernel import Actor, BreakerConfig, CircuitBreaker, CircuitOpen
+from storage import Checkpoint, CheckpointKey, InvalidData, Store, StoreError, Transaction
+
+from ._messages import HandlerReport, HandlerStatus, Tick, Work
+from ._work import EventDigest, UserWork, group_work, split
+
+log = logging.getLogger("vigil.projection")
+
+
+class Projection(Protocol):
+    """What a concrete read model provides; the worker does the leasing, batching, retries and bookkeeping."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def depends_on(self) -> str | None:
+        """Another handler that must have completed the same event first (or None)."""
+        ...
+
+    def subscribes(self, event_type: str) -> bool: ...
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        """Bring ``work.user_id``'s read model up to date for ``work`` inside ``tx`` (the worker holds the
+        user's lock and commits): read with ``tx.run``, compute, ``tx.defer`` the writes."""
+        ...
+
+
+class Publishes(Protocol):
+    """Where "this user's read model caught up" goes (the realtime hub); see ``_service``."""
+
+    def projection_updated(self, *, user_id: str, handler: str, projected: int, correlation_id: str | None) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerConfig:
+    batch: int = 500  # checkpoints claimed at once
+    lease_seconds: float = 10.0
+    timeout: float = 30.0  # one unit of work (a batch, or one user when retried alone)
+    poll_interval: float = 2.0  # due retries and expired leases; fresh work is handed over at once
+    breaker: BreakerConfig = field(default_factory=lambda: BreakerConfig(
+        window=30.0, min_calls=1_000_000, failure_rate=1.0, consecutive_failures=5, open_for=30.0,
+        half_open_probes=1))
+
+    @property
+    def heartbeat(self) -> float:
+        return self.lease_seconds / 3
+
+
+class HandlerGate:
+    """The handler's state shared with the dispatcher (which leases new work only to a worker that can take it)."""
+
+    def __init__(self, name: str, config: HandlerConfig,
+                 on_transition: Callable[[str, str, str, float], None] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.breaker = CircuitBreaker(f"projection:{name}", config.breaker, on_transition=on_transition)
+        self.completed = 0
+        self.failed = 0
+
+    @property
+    def taking_work(self) -> bool:
+        return self.breaker.snapshot().state == "closed"
+
+
+class _Failed(Exception):
+    """A unit of work that failed; ``retryable`` says whether its checkpoints may run again."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ProjectionWorker(Actor):
+    max_batch = 64
+
+    def __init__(self, *, store: Store, projection: Projection, gate: HandlerGate, owner: str,
+                 publisher: Publishes | None = None, lock_users: bool = True) -> None:
+        self.store = store
+        self.projection = projection
+        self.gate = gate
+        self.config = gate.config
+        self.owner = owner
+        self.publisher = publisher
+        self.lock_users = lock_users
+
+    async def started(self) -> None:
+        self.every(self.config.poll_interval, Tick())
+        self.send_after(0.0, Tick())  # what a previous incarnation or process left due
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        handed: list[tuple[Checkpoint, EventDigest | None]] = []
+        claim = False
+        answers: list[Any] = []
+        for msg in messages:
+            match msg:
+                case Work(items=items):
+                    handed.extend(items)
+                    answers.append(None)
+                case Tick():
+                    claim = True
+                    answers.append(None)
+                case HandlerStatus():
+                    answers.append(self._report())
+                case _:
+                    answers.append(None)
+                    log.error("projection worker %s: unexpected message %r", self.projection.name, msg)
+        if handed and not self.gate.taking_work:
+            # The breaker opened after the dispatcher leased these: hand them back, unattempted.
+            await self._release([c for c, _ in handed])
+            handed = []
+        if claim and self.gate.taking_work:
+            handed.extend(await self._claim())
+        if handed:
+            await self._run(handed)
+        return answers
+
+    def _report(self) -> HandlerReport:
+        snap = self.gate.breaker.snapshot()
+        return HandlerReport(handler=self.projection.name, breaker=snap.state, completed=self.gate.completed,
+                             failed=self.gate.failed)
+
+    # -- getting work ----------------------------------------------------------------------------------
+    async def _claim(self) -> list[tuple[Checkpoint, EventDigest | None]]:
+        async with self.store.transaction() as tx:
+            (claimed,) = await tx.commit(tx.checkpoints.claim(self.projection.name, self.owner,
+                                                              limit=self.config.batch,
+                                                              lease_seconds=self.config.lease_seconds))
+        return [(c, None) for c in claimed]
+
+    async def _release(self, checkpoints: Sequence[Checkpoint]) -> None:
+        keys = [CheckpointKey(c.event_id, c.handler) for c in checkpoints]
+        async with self.store.transaction() as tx:
+            await tx.commit(tx.checkpoints.release(self.owner, keys))
+
+    async def _events(self, handed: Sequence[tuple[Checkpoint, EventDigest | None]]) -> dict[int, EventDigest]:
+        events = {digest.event_id: digest for _, digest in handed if digest is not None}
+        missing = sorted({c.event_id for c, digest in handed if digest is None} - set(events))
+        if missing:
+            async with self.store.transaction(readonly=True) as tx:
+                (found,) = await tx.commit(tx.outbox.get_many(missing))
+            for event in found:
+                events[event.id] = EventDigest(event_id=event.id, type=event.type, payload=event.payload)
+        return events
+
+    # -- running it ------------------------------------------------------------------------------------
+    async def _run(self, handed: list[tuple[Checkpoint, EventDigest | None]]) -> None:
+        work = group_work((c for c, _ in handed), await self._events(handed))
+        try:
+            await self._attempt(work)
+        except _Failed as failure:
+            if len(work) == 1:
+                await self._fail(work[0], failure)
+                return
+            for alone in split(work):  # nothing of the batch was written: each user on its own
+                if not self.gate.taking_work:
+                    await self._release([c for w in alone for c in w.checkpoints])
+                    continue
+                try:
+                    await self._attempt(alone)
+                except _Failed as failure_alone:
+                    await self._fail(alone[0], failure_alone)
+
+    async def _attempt(self, work: list[UserWork]) -> None:
+        """One unit of work for ``work`` under the breaker, the timeout and a heartbeat."""
+        keys = [key for w in work for key in w.keys_of_checkpoints]
+        try:
+            async with self.gate.breaker.guard():
+                projected = await self._with_heartbeat(keys, work)
+        except CircuitOpen as exc:
+            raise _Failed(f"held back: {exc}", retryable=True) from exc
+        except trio.TooSlowError as exc:
+            raise _Failed(f"timed out after {self.config.timeout:g} s", retryable=True) from exc
+        except InvalidData as exc:
+            raise _Failed(f"{type(exc).__name__}: {exc}", retryable=False) from exc
+        except StoreError as exc:
+            raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        except Exception as exc:  # a bug in the projection: retried with backoff, then dead-lettered
+            log.exception("projection %s failed", self.projection.name)
+            raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        self.gate.completed += len(keys)
+        if self.publisher is not None:
+            for w in work:
+                correlation = next((c.correlation_id for c in w.checkpoints if c.correlation_id), None)
+                self.publisher.projection_updated(user_id=w.user_id, handler=self.projection.name,
+                                                  projected=projected[w.user_id], correlation_id=correlation)
+
+    async def _with_heartbeat(self, keys: list[CheckpointKey], work: list[UserWork]) -> dict[str, int]:
+        """The unit of work, with the leases renewed beside it; its own exception comes out as is (not
+        wrapped in an exception group), so the caller can tell a timeout from bad data."""
+        failure: Exception | None = None
+        projected: dict[str, int] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._heartbeat, keys)
+            try:
+                with trio.fail_after(self.config.timeout):
+                    projected = await self.store.transact(lambda tx: self._unit(tx, work))
+            except Exception as exc:
+                failure = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return projected
+
+    async def _unit(self, tx: Transaction, work: list[UserWork]) -> dict[str, int]:
+        name = self.projection.name
+        if self.lock_users:
+            await tx.run(*(tx.checkpoints.lock_user(w.user_id, name) for w in work))
+        for w in work:
+            await self.projection.project(tx, w)
+        keys = [key for w in work for key in w.keys_of_checkpoints]
+        results = await tx.commit(tx.checkpoints.complete_many(self.owner, keys),
+                                  *(tx.watermarks.advance(w.user_id, name, w.ranges) for w in work))
+        return {w.user_id: int(mark) for w, mark in zip(work, results[1:], strict=True)}
+
+    async def _heartbeat(self, keys: list[CheckpointKey]) -> None:
+        while True:
+            await trio.sleep(self.config.heartbeat)
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.commit(tx.checkpoints.renew(self.owner, keys, lease_seconds=self.config.lease_seconds))
+            except Exception as exc:  # the unit itself will fail or succeed on its own terms
+                log.warning("projection %s: heartbeat failed: %s", self.projection.name, exc)
+
+    async def _fail(self, work: UserWork, failure: _Failed) -> None:
+        self.gate.failed += len(work.checkpoints)
+        try:
+            async with self.store.transaction() as tx:
+                await tx.commit(*(tx.checkpoints.fail(key, self.owner, str(failure), retryable=failure.retryable)
+                                  for key in work.keys_of_checkpoints))
+        except StoreError as exc:
+            # The leases expire and another claim retries them: nothing is lost, only delayed.
+            log.warning("projection %s: could not record a failure for %s: %s", self.projection.name,
+                        work.user_id, exc)
+
+
+__all__ = ["HandlerConfig", "HandlerGate", "Projection", "ProjectionWorker", "Publishes"]
