@@ -5,7 +5,13 @@
      ├── ingest (one_for_one)
      │    ├── hot, cold, change    IngestLane: group-committing lanes, bounded, 429 when full
      │    └── reaper               frees requests a dead process left "processing"
-     └── accounts (keyed by user)  settings and sample reads, serialized per user
+     ├── accounts (keyed by user)  settings and sample reads, serialized per user
+     └── projection (one_for_one)  read models with freshness; in the worker role also the outbox
+                                   dispatcher, a worker per projection handler and the reaper
+
+``role`` (``run.py serve --role``) picks what this process runs: ``web`` the domains HTTP calls
+(ingestion, accounts, projection reads), ``worker`` the projection pipeline (dispatcher, handlers,
+reapers), ``all`` both. Any number of each share one PostgreSQL.
 
 Each domain is its own subtree, so a failing one restarts without touching the others. A domain
 package builds its subtree before the system starts (``XDomain``) and, once it runs, the facade
@@ -14,10 +20,13 @@ package builds its subtree before the system starts (``XDomain``) and, once it r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
+from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
 
@@ -35,6 +44,11 @@ class TreeConfig:
     telemetry_interval: float = 1.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+
+Role = Literal["all", "web", "worker"]
+ROLES: tuple[Role, ...] = ("all", "web", "worker")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +57,7 @@ class Services:
 
     ingest: IngestService
     accounts: AccountsService
+    projection: ProjectionService
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +67,15 @@ class Application:
     tree: Supervisor
     ingest: IngestDomain
     accounts: AccountsDomain
+    projection: ProjectionDomain
+    role: Role = "all"
 
     def services(self, system: ActorSystem, *, decode_pool: DecodePool | None = None) -> Services:
         """The facades over ``system``, which must be running this application's tree."""
         root = self.tree.name
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
-                        accounts=self.accounts.service(system, under=root))
+                        accounts=self.accounts.service(system, under=root),
+                        projection=self.projection.service(system, under=root))
 
 
 def _telemetry(config: TreeConfig) -> ChildSpec:
@@ -76,10 +94,16 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
     return _root(config, [_telemetry(config)])
 
 
-def application(store: Store, config: TreeConfig | None = None) -> Application:
-    """The whole application over ``store``."""
+def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
+                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None) -> Application:
+    """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
+    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
     ingest = IngestDomain(store, config.ingest)
     accounts = AccountsDomain(store, config.accounts)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec()])
-    return Application(tree=tree, ingest=ingest, accounts=accounts)
+    projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=publisher,
+                                  projections=projections)
+    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree()])
+    return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, role=role)
