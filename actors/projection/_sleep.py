@@ -63,11 +63,11 @@ def _night_of(cluster: list[RollupSample], zone: ZoneInfo, ranks: Mapping[str, i
     cover = Cover()
     stages: dict[str, float] = {}
     for sample in chosen:  # earliest first: where the source overlaps itself, the earlier sample counts
-        name = STAGE_NAMES.get(int(sample.value)) if sample.value == int(sample.value) else None
+        name = STAGE_NAMES[int(sample.value)]
         span = (micros(sample.start_at), micros(sample.end_at))
         counted = sum(end - start for start, end in cover.uncovered(span))
         cover.add(span)
-        if name is not None and counted > 0:
+        if counted > 0:
             stages[name] = stages.get(name, 0.0) + counted / 60_000_000
     start = min(cluster, key=lambda s: s.start_at).start_at
     night = (start.astimezone(zone) - NIGHT_SHIFT).date()
@@ -84,7 +84,8 @@ def sleep_nights(user_id: str, samples: Sequence[RollupSample], zone: ZoneInfo,
                  ranks: Mapping[str, int]) -> list[SleepNight]:
     """The nights the samples make, in date order (naps dropped, same-date clusters merged)."""
     merged: dict[date, _Night] = {}
-    for cluster in clusters(samples):
+    known = [s for s in samples if s.value in STAGE_NAMES]  # ingest admits only the codes; be safe anyway
+    for cluster in clusters(known):
         night = _night_of(cluster, zone, ranks)
         if _is_nap(night, cluster[0].start_at, zone):
             continue

@@ -123,13 +123,22 @@ def samples_of(draw: st.DrawFn, source: str, max_size: int = 30) -> list[RollupS
     return out
 
 
+def _overlap(x: RollupSample, k: RollupSample) -> bool:
+    def covers(span: RollupSample, at: datetime) -> bool:
+        return span.start_at <= at < span.end_at
+
+    if x.start_at == x.end_at:
+        return covers(k, x.start_at)
+    if k.start_at == k.end_at:
+        return covers(x, k.start_at)
+    return x.start_at < k.end_at and k.start_at < x.end_at
+
+
 def _disjoint(samples: list[RollupSample]) -> list[RollupSample]:
     """Keep samples that overlap none kept before them (so every moment has one sample)."""
     kept: list[RollupSample] = []
     for x in samples:
-        if all(x.end_at <= k.start_at or k.end_at <= x.start_at or (x.start_at == x.end_at and not (
-                k.start_at <= x.start_at < k.end_at)) and not (k.start_at == k.end_at and x.start_at <= k.start_at
-                                                                < x.end_at) for k in kept):
+        if not any(_overlap(x, k) for k in kept):
             kept.append(x)
     return kept
 
@@ -149,8 +158,9 @@ def test_a_lower_ranked_source_fully_covered_changes_nothing(samples: list[Rollu
     spans = [x for x in samples if x.end_at > x.start_at]
     covered = []
     for x in spans[:10]:  # a phone sample inside each watch sample
-        a = data.draw(st.integers(0, (x.end_at - x.start_at) // timedelta(minutes=1)))
-        b = data.draw(st.integers(a, (x.end_at - x.start_at) // timedelta(minutes=1)))
+        length = (x.end_at - x.start_at) // timedelta(minutes=1)
+        a = data.draw(st.integers(0, length - 1))  # an instant at the end would be outside [start, end)
+        b = data.draw(st.integers(a, length))
         covered.append(RollupSample("phone", x.start_at + timedelta(minutes=a), x.start_at + timedelta(minutes=b),
                                     data.draw(st.floats(0.0, 1e4))))
     ranks = rank_sources(["w"], ["phone"])
