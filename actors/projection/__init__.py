@@ -14,7 +14,14 @@ from ._ranking import rank_sources
 from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader, RollupsView
 from ._reaper import ProjectionReaper, PurgeNow, ReaperConfig
 from ._rollups import CUMULATIVE, RollupSample, daily_rollups, has_rollup, rollup_metrics
-from ._service import MAX_READ_DAYS, DeadLetterPage, ProjectionConfig, ProjectionDomain, ProjectionService
+from ._service import (
+    MAX_READ_DAYS,
+    DeadLetterPage,
+    ProjectionConfig,
+    ProjectionDomain,
+    ProjectionFigures,
+    ProjectionService,
+)
 from ._sleep import STAGE_NAMES, sleep_nights
 from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, EventDigest, UserWork, group_work
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
@@ -45,6 +52,7 @@ __all__ = [
     "ProjectionConfig",
     "ProjectionDomain",
     "ProjectionError",
+    "ProjectionFigures",
     "ProjectionGauges",
     "ProjectionReader",
     "ProjectionReaper",
