@@ -22,6 +22,7 @@ from ._logging import AccessLog
 from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
+from ._realtime import realtime as realtime_api
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
@@ -59,7 +60,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     )
     warn_about_dev_defaults(settings, log)
 
-    user_api = [users_api, health_api] if services is not None else []
+    user_api = [users_api, health_api, realtime_api] if services is not None else []
     all_blueprints = [ops_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()

@@ -5,7 +5,10 @@
      ├── ingest (one_for_one)
      │    ├── hot, cold, change    IngestLane: group-committing lanes, bounded, 429 when full
      │    └── reaper               frees requests a dead process left "processing"
-     └── accounts (keyed by user)  settings and sample reads, serialized per user
+     ├── accounts (keyed by user)  settings and sample reads, serialized per user
+     └── realtime (one_for_one)
+          ├── hub                  envelopes to the users' local WebSocket connections
+          └── bridge               with a Redis URL: envelopes to and from the other processes
 
 Each domain is its own subtree, so a failing one restarts without touching the others. A domain
 package builds its subtree before the system starts (``XDomain``) and, once it runs, the facade
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
+from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
 
@@ -35,6 +39,7 @@ class TreeConfig:
     telemetry_interval: float = 1.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +48,7 @@ class Services:
 
     ingest: IngestService
     accounts: AccountsService
+    realtime: RealtimeService
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +58,14 @@ class Application:
     tree: Supervisor
     ingest: IngestDomain
     accounts: AccountsDomain
+    realtime: RealtimeDomain
 
     def services(self, system: ActorSystem, *, decode_pool: DecodePool | None = None) -> Services:
         """The facades over ``system``, which must be running this application's tree."""
         root = self.tree.name
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
-                        accounts=self.accounts.service(system, under=root))
+                        accounts=self.accounts.service(system, under=root),
+                        realtime=self.realtime.service(system, under=root))
 
 
 def _telemetry(config: TreeConfig) -> ChildSpec:
@@ -81,5 +89,6 @@ def application(store: Store, config: TreeConfig | None = None) -> Application:
     config = config or TreeConfig()
     ingest = IngestDomain(store, config.ingest)
     accounts = AccountsDomain(store, config.accounts)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec()])
-    return Application(tree=tree, ingest=ingest, accounts=accounts)
+    realtime = RealtimeDomain(config.realtime)
+    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), realtime.subtree()])
+    return Application(tree=tree, ingest=ingest, accounts=accounts, realtime=realtime)
