@@ -152,6 +152,10 @@ class RealtimeService:
                                   entity_id=entity_id, version=version, payload=payload,
                                   origin_device=origin_device, correlation_id=correlation_id))
 
+    def connected(self, user_id: str) -> int:
+        """How many connections ``user_id`` has in this process."""
+        return len(self._rooms.connections(user_id))
+
     def status(self) -> RealtimeStatus:
         bridge = None
         if self._bridge is not None:
