@@ -66,11 +66,10 @@ async def client(served: Served, user: str, *, device: str | None = None, header
     headers = [] if query_token else bearer(user)
     if header_device is not None:
         headers.append((b"X-Device-ID", header_device.encode()))
-    before = served.realtime.connected(user)
     async with open_websocket_url(served.url("&".join(params)), extra_headers=headers, **kw) as ws:
-        with trio.fail_after(5):  # the handler registers after the handshake: wait for it
-            while served.realtime.connected(user) <= before:
-                await trio.sleep(0.005)
+        # The handler registers before it reads frames: a pong proves the connection is in its room.
+        await ws.send_message('{"type":"ping"}')
+        assert await next_json(ws) == {"type": "pong"}
         yield ws
 
 
