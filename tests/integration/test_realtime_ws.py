@@ -138,3 +138,12 @@ async def test_a_slow_client_is_cut_off_with_4408_while_another_keeps_up(tmp_pat
                 assert json.loads(await slow.get_message())["type"] == "sync.changed"
         assert closed.value.reason.code == 4408
         assert sent > 4 and lag < 2.0
+
+
+async def test_the_openapi_document_declares_the_websocket(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served:
+        response = await served.harness.client.get("/openapi.json")
+        ws = (await response.get_json())["x-websockets"]["/v1/ws"]
+    assert {"1000", "1001", "1011", "4400", "4401", "4408"} <= set(ws["closeCodes"])
+    assert {p["name"] for p in ws["parameters"]} == {"token", "deviceId"}
+    assert ws["security"] == [{"userBearer": []}]
