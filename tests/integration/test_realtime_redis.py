@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from actors.realtime import BridgeState, Connection, Envelope, RealtimeConfig, R
 from kernel import ActorSystem, Supervisor
 from storage.coordination import RedisConfig
 from tests.integration.test_coordination_redis import REDIS_URL, free_port, require_redis
+from tests.realtime_helpers import client, next_json, serving
 
 
 @asynccontextmanager
@@ -114,3 +116,19 @@ async def test_local_delivery_goes_on_while_redis_is_unreachable() -> None:
         state = bridge(service)
         assert not state.connected and state.connects == 0 and state.published == 0
         assert state.dropped == 16  # its queue holds 4: the rest never waited for Redis
+
+
+@pytest.mark.redis
+async def test_two_servers_share_envelopes_over_redis(prefix: str, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with serving(tmp_path / "a", bridged(prefix, "server-a")) as a, \
+            serving(tmp_path / "b", bridged(prefix, "server-b")) as b:
+        await eventually(lambda: bridge(a.realtime).connected and bridge(b.realtime).connected)
+        async with client(a, "alice", device="phone") as phone, client(b, "alice", device="laptop") as laptop:
+            a.realtime.sync_changed(event_id="o:1", user_id="alice", entity_type="goal", entity_id="g", version=1,
+                                    payload={}, origin_device="phone", correlation_id="req-7")
+            got = await next_json(laptop)
+            assert (got["eventId"], got["type"], got["correlationId"]) == ("o:1", "sync.changed", "req-7")
+            b.realtime.projection_updated(user_id="alice", handler="h", projected=2, correlation_id=None)
+            assert (await next_json(phone))["eventId"] == "h:alice:2"  # not o:1: its own device's change
