@@ -12,6 +12,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from actors.realtime import RealtimeConfig
 from tests.realtime_helpers import bearer, client, next_json, serving
+from transport import begin_drain
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +148,10 @@ async def test_the_openapi_document_declares_the_websocket(tmp_path: Path) -> No
     assert {"1000", "1001", "1011", "4400", "4401", "4408"} <= set(ws["closeCodes"])
     assert {p["name"] for p in ws["parameters"]} == {"token", "deviceId"}
     assert ws["security"] == [{"userBearer": []}]
+
+
+async def test_shutting_down_closes_with_1001(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served, client(served, "alice") as ws:
+        begin_drain(served.harness.app)
+        assert await close_code(ws) == 1001
+        assert served.realtime.connected("alice") == 0
