@@ -27,7 +27,8 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
 from actors.ingest import default_processes, open_decode_pool, tune_gc
-from actors.supervisor import ROLES, Services, application
+from actors.realtime import RealtimeConfig
+from actors.supervisor import ROLES, Services, TreeConfig, application
 from kernel import ActorSystem, Supervisor, SupervisorGaveUp
 from storage import Store, StoreError, open_store
 from storage.coordination import Coordination, CoordinationConfig, open_coordination
@@ -145,7 +146,9 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     open_coordination(settings.redis_url, config=CoordinationConfig()))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
-                application_parts = application(store, role=settings.role)
+                # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
+                application_parts = application(
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

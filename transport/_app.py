@@ -23,6 +23,7 @@ from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
 from ._projections import outbox_ops, read_side
+from ._realtime import realtime as realtime_api
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
@@ -62,7 +63,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
-    user_api = [users_api, health_api, read_side, outbox_ops] if serves_users else []
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api] if serves_users else []
     all_blueprints = [ops_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
