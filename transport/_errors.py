@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
-from actors.projection import InvalidRange, NoRollup, ProjectionError, UnknownDeadLetter
 from actors.ingest import (
     IngestError,
     IngestUnavailable,
@@ -31,6 +30,7 @@ from actors.ingest import (
     TooManyItems,
     UploadDisabled,
 )
+from actors.projection import InvalidRange, NoRollup, ProjectionError, UnknownDeadLetter
 from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
 from storage import InvalidData, StoreError, StoreUnavailable
 
