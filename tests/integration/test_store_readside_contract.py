@@ -418,11 +418,12 @@ async def test_concurrent_claimers_skip_each_others_checkpoints(clocked: Store, 
         await tx.checkpoints.create_many([cp(i) for i in range(1, 21)])
     first = clocked.transaction()
     second = clocked.transaction()
-    async with first, second:
-        # Both transactions stay open: the first's row locks are held while the second claims.
-        a = await first.checkpoints.claim(ROLLUPS, "a", limit=8)
-        b = await second.checkpoints.claim(ROLLUPS, "b", limit=100)
-        c = await first.checkpoints.claim(ROLLUPS, "a", limit=100)
+    with trio.fail_after(10):  # without SKIP LOCKED the second claim would wait for the first's locks
+        async with first, second:
+            # Both transactions stay open: the first's row locks are held while the second claims.
+            a = await first.checkpoints.claim(ROLLUPS, "a", limit=8)
+            b = await second.checkpoints.claim(ROLLUPS, "b", limit=100)
+            c = await first.checkpoints.claim(ROLLUPS, "a", limit=100)
     assert [x.event_id for x in a] == list(range(1, 9))
     assert [x.event_id for x in b] == list(range(9, 21)) and c == []
 
@@ -462,8 +463,7 @@ async def test_lock_user_blocks_a_second_transaction_until_the_first_ends(clocke
 
 async def test_lock_user_returns_nothing_and_checks_its_arguments(store: Store) -> None:
     async with store.transaction() as tx:
-        locked: object = await tx.checkpoints.lock_user(USER, ROLLUPS)
-        assert locked is None
+        assert await tx.run(tx.checkpoints.lock_user(USER, ROLLUPS)) == (None,)
         with pytest.raises(InvalidData):
             tx.checkpoints.lock_user("", ROLLUPS)
 
