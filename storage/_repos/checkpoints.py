@@ -316,18 +316,17 @@ class Checkpoints(Repo):
         event_id, handler = v.integer("key.event_id", raw_id, 1), self._id("key.handler", raw_handler)
         who = self._id("owner", owner)
         message = self._error(error)
-        policy = self._tx.config.outbox
-        now_dt = self._now()
-        draw = self._tx._rng.random()  # drawn here so the schedule follows the store's seed
+        plan = self._retry_plan(retryable)
+        # PostgreSQL: hold the row until the reschedule, so a concurrent fail cannot interleave.
         held = _HELD_ATTEMPTS + " FOR UPDATE" if self._d.name == "postgresql" else _HELD_ATTEMPTS
 
         def steps() -> Steps[str | None]:
             attempts = yield fetchval(held, event_id, handler, who)
             if attempts is None:
                 return None
-            status = "dead" if not retryable or attempts >= policy.max_attempts else "failed"
-            due = self._d.ts(now_dt + timedelta(seconds=policy.delay(attempts, draw)))
-            yield execute(_RESCHEDULE, event_id, handler, status, due, message, self._d.ts(now_dt))
+            dead, due, now = plan(attempts)
+            status = "dead" if dead else "failed"
+            yield execute(_RESCHEDULE, event_id, handler, status, due, message, now)
             return status
 
         return self._op(steps)

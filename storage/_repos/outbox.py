@@ -258,9 +258,7 @@ class Outbox(Repo):
         ident = v.integer("event_id", event_id, 1)
         who = self._id("owner", owner)
         message = self._error(error)
-        policy = self._tx.config.outbox
-        now_dt = self._now()
-        draw = self._tx._rng.random()  # drawn here so the schedule follows the store's seed
+        plan = self._retry_plan(retryable)
         # PostgreSQL: hold the row until the reschedule, so a concurrent fail cannot interleave.
         held = _HELD_ATTEMPTS + " FOR UPDATE" if self._d.name == "postgresql" else _HELD_ATTEMPTS
 
@@ -268,16 +266,9 @@ class Outbox(Repo):
             attempts = yield fetchval(held, ident, who)
             if attempts is None:
                 return None
-            status = "dead" if not retryable or attempts >= policy.max_attempts else "pending"
-            delay = policy.delay(attempts, draw)
-            yield execute(
-                _RESCHEDULE,
-                ident,
-                status,
-                self._d.ts(now_dt + timedelta(seconds=delay)),
-                message,
-                self._d.ts(now_dt),
-            )
+            dead, due, now = plan(attempts)
+            status = "dead" if dead else "pending"
+            yield execute(_RESCHEDULE, ident, status, due, message, now)
             return status
 
         return self._op(steps)
