@@ -36,10 +36,14 @@ _COLS = (
 _LEASE_EXPIRED = "lease expired on the last attempt"
 
 # A set of keys is two parameters, event ids and handlers side by side: arrays on PostgreSQL,
-# JSON arrays on SQLite. Statements take it as {keys}, with the parameters' numbers filled in.
+# JSON arrays on SQLite. Statements take it as {keys}, with the parameters' numbers filled in:
+# the event ids alone first, so the primary key's leading column finds the rows whatever the
+# planner guesses about the pairs (PostgreSQL without fresh statistics scanned the table per key).
 _KEYS = {
-    "postgresql": "SELECT * FROM unnest(${a}::bigint[], ${b}::text[])",
-    "sqlite": "SELECT e.value, h.value FROM json_each(${a}) AS e JOIN json_each(${b}) AS h ON h.key = e.key",
+    "postgresql": "event_id = ANY(${a}::bigint[])"
+    " AND (event_id, handler) IN (SELECT * FROM unnest(${a}::bigint[], ${b}::text[]))",
+    "sqlite": "event_id IN (SELECT value FROM json_each(${a})) AND (event_id, handler) IN"
+    " (SELECT e.value, h.value FROM json_each(${a}) AS e JOIN json_each(${b}) AS h ON h.key = e.key)",
 }
 
 
@@ -92,7 +96,7 @@ _CLAIM = (
     " lease_expires_at = $4, updated_at = $2"
     f" WHERE (event_id, handler) IN (SELECT event_id, handler FROM due) RETURNING {_COLS}"
 )
-_HELD = "status = 'processing' AND lease_owner = $1 AND (event_id, handler) IN ({keys})"
+_HELD = "status = 'processing' AND lease_owner = $1 AND {keys}"
 _RENEW = _per_dialect(f"UPDATE projection_checkpoints SET lease_expires_at = $2, updated_at = $3 WHERE {_HELD}", 4, 5)
 _COMPLETE_MANY = _per_dialect(
     "UPDATE projection_checkpoints SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL,"
