@@ -519,3 +519,45 @@ async def test_migration_2_renames_done_and_keeps_ids_and_one_unfinished_event_p
     assert [(e.id, e.status) for e in events] == [(1, "completed"), (2, "pending"), (3, "completed"),
                                                   (4, "pending")]
     assert fresh.id == 41 and settings.source_priority == ()
+
+
+@pytest.mark.postgres
+def test_migration_2_on_postgresql_renames_done_and_keeps_one_unfinished_event_per_hash(
+    postgres_dsn: str, postgres_schema: str
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from storage._migrations.postgres import MIGRATIONS as PG_MIGRATIONS
+
+    async def at_version_1() -> None:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{postgres_schema}"; SET search_path TO "{postgres_schema}"')
+            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for statement in PG_MIGRATIONS[0].statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'initial schema')")
+            for digest, status in [("h1", "done"), ("h2", "pending"), ("h2", "processing"), ("h1", "pending")]:
+                await conn.execute(
+                    "INSERT INTO outbox_events (user_id, type, payload, event_hash, status, attempts,"
+                    " next_attempt_at, created_at, updated_at) VALUES ('u', 'e', '{}', $1, $2, 0, now(), now(), now())",
+                    digest, status)
+        finally:
+            await conn.close()
+
+    async def after_migration_2() -> None:
+        config = StoreConfig(seed=7, pg_schema=postgres_schema, pg_max_size=2)
+        async with open_store(postgres_dsn, config=config) as store:
+            assert store.applied_migrations == [2]
+            async with store.transaction() as tx:
+                events = await tx.outbox.get_many([1, 2, 3, 4])
+                settings = await tx.users.get_settings("u")
+        assert [(e.id, e.status) for e in events] == [(1, "completed"), (2, "pending"), (3, "completed"),
+                                                      (4, "pending")]
+        assert settings.source_priority == ()
+
+    asyncio.run(at_version_1())
+    trio.run(after_migration_2)
