@@ -1,6 +1,7 @@
 """Vigil's one entry point.
 
-    python run.py serve [--host H] [--port P] [--database URL] [--redis URL] [--tree MODULE:FUNCTION]
+    python run.py serve [--role all|web|worker] [--host H] [--port P] [--database URL] [--redis URL]
+                        [--tree MODULE:FUNCTION]
     python run.py token --user USER [--ttl SECONDS]
     python run.py migrate [--database URL]
 
@@ -26,7 +27,8 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
 from actors.ingest import default_processes, open_decode_pool, tune_gc
-from actors.supervisor import Services, application
+from actors.realtime import RealtimeConfig
+from actors.supervisor import ROLES, Services, TreeConfig, application
 from kernel import ActorSystem, Supervisor, SupervisorGaveUp
 from storage import Store, StoreError, open_store
 from storage.coordination import Coordination, CoordinationConfig, open_coordination
@@ -144,7 +146,9 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     open_coordination(settings.redis_url, config=CoordinationConfig()))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
-                application_parts = application(store)
+                # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
+                application_parts = application(
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:
@@ -224,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-processes", dest="decode_processes", type=int,
                    help="worker processes decoding uploads, 0 for none (VIGIL_DECODE_PROCESSES, default one per "
                         "core, at most 4)")
-    p.set_defaults(func=cmd_serve, overrides=("host", "port", "database_url", "redis_url", "decode_processes"))
+    p.add_argument("--role", choices=ROLES,
+                   help="what this process runs (VIGIL_ROLE, default all): web serves HTTP and WebSocket, worker "
+                        "runs the outbox dispatcher, projections and reapers (its HTTP port serves only /health, "
+                        "/metrics and the operators' endpoints)")
+    p.set_defaults(func=cmd_serve,
+                   overrides=("host", "port", "database_url", "redis_url", "decode_processes", "role"))
 
     p = sub.add_parser("token", help="print a user JWT for local use, signed with the configured secret")
     p.add_argument("--user", required=True, help="the user id (the token's sub claim)")

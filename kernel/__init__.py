@@ -7,6 +7,16 @@ clock, so ``trio.testing.MockClock`` drives the whole system deterministically. 
 
 from . import testing
 from ._actor import Actor
+from ._breaker import (
+    BreakerConfig,
+    BreakerEvent,
+    BreakerSnapshot,
+    BreakerState,
+    BreakerStateName,
+    CircuitBreaker,
+    CircuitOpen,
+    breaker_step,
+)
 from ._cell import Failed, InjectedCrash, Terminated
 from ._errors import (
     ActorCrashed,
@@ -53,8 +63,15 @@ __all__ = [
     "ActorRef",
     "ActorStopped",
     "ActorSystem",
-    "AskTimeout",
+    "BreakerConfig",
+    "BreakerEvent",
+    "BreakerSnapshot",
+    "BreakerState",
+    "BreakerStateName",
     "ChildSpec",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "AskTimeout",
     "Crashed",
     "DeadLetter",
     "DeadLettered",
@@ -85,6 +102,7 @@ __all__ = [
     "Timer",
     "testing",
     "backoff_delay",
+    "breaker_step",
     "consecutive_restarts",
     "decide_restart",
     "prune_window",

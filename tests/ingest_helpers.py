@@ -32,6 +32,7 @@ import trio_asyncio
 
 from actors.accounts import Account, AccountsConfig
 from actors.ingest import IngestConfig, payload_hash
+from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig, ReaperConfig
 from actors.supervisor import Application, Services, TreeConfig, application
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store, StoreConfig, open_store
@@ -138,18 +139,28 @@ FOREVER = math.inf
 FAR = 1e12
 
 
+def mock_clock_projection_config() -> ProjectionConfig:
+    """The read side with no timer a test would notice: work moves on commits (the dispatcher's wake-ups) and
+    the handed-over leases, never on a poll, a timeout or a reaper."""
+    return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=FAR),
+                            handler=HandlerConfig(poll_interval=FAR, timeout=FOREVER, lease_seconds=3600.0),
+                            reaper=ReaperConfig(interval=FAR), reader_idle_timeout=FAR, ask_timeout=FOREVER,
+                            figures_interval=FAR)
+
+
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:
     ingest = {"ask_timeout": FOREVER, "reap_interval": FAR, **ingest}
     return fast_tree_config(tree={"telemetry_interval": FAR, "accounts": AccountsConfig(idle_timeout=FAR,
-                                                                                         ask_timeout=FOREVER)},
+                                                                                         ask_timeout=FOREVER),
+                                  "projection": mock_clock_projection_config()},
                             **ingest)
 
 
 def build_application(store: Store, config: TreeConfig,
-                      lane_stores: Mapping[str, Store] | None = None) -> Application:
-    """``application(store, config)``, optionally giving some lanes a different store (a gated
+                      lane_stores: Mapping[str, Store] | None = None, **options: Any) -> Application:
+    """``application(store, config, **options)``, optionally giving some lanes a different store (a gated
     wrapper) — the only way to block exactly one lane while the others share the real store."""
-    app = application(store, config)
+    app = application(store, config, **options)
     if not lane_stores:
         return app
     root = app.tree
@@ -197,11 +208,13 @@ class Harness:
 async def running_app(tmp_path: Path, *, config: TreeConfig | None = None,
                       store_config: StoreConfig | None = None,
                       lane_stores: Callable[[Store], Mapping[str, Store]] | None = None,
-                      settings: Settings = SETTINGS, asyncio_loop: bool = True) -> AsyncIterator[Harness]:
+                      settings: Settings = SETTINGS, asyncio_loop: bool = True,
+                      **options: Any) -> AsyncIterator[Harness]:
+    """``options`` go to ``actors.supervisor.application`` (role, publisher, projections)."""
     db_path = tmp_path / "v.db"
     async with _maybe_loop(asyncio_loop), open_store(f"sqlite:///{db_path}", config=store_config) as store:
         parts = build_application(store, config or fast_tree_config(),
-                                  lane_stores(store) if lane_stores else None)
+                                  lane_stores(store) if lane_stores else None, **options)
         async with ActorSystem.start(parts.tree, seed=1) as system:
             services = parts.services(system)
             app = create_app(settings, system=system, services=services)

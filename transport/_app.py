@@ -22,6 +22,8 @@ from ._logging import AccessLog
 from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
+from ._projections import outbox_ops, read_side
+from ._realtime import realtime as realtime_api
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
@@ -59,7 +61,9 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     )
     warn_about_dev_defaults(settings, log)
 
-    user_api = [users_api, health_api] if services is not None else []
+    # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
+    serves_users = services is not None and settings.role != "worker"
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api] if serves_users else []
     all_blueprints = [ops_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
@@ -72,7 +76,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppContext(
         settings=settings, system=system, health=health,
-        metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None), draining=draining,
+        metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None,
+                            projection=services.projection if services is not None else None), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
         request_ids=RequestIds(), domains=services)

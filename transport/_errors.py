@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
+from actors.projection import InvalidRange, NoRollup, ProjectionError, UnknownDeadLetter
 from actors.ingest import (
     IngestError,
     IngestUnavailable,
@@ -231,7 +232,7 @@ def to_api_error(exc: BaseException) -> ApiError:
         err = ApiError(exc.description or exc.name or "error", code=_http_exception_code(exc))
         err.status = status
         return err
-    if isinstance(exc, IngestError | AccountsError):
+    if isinstance(exc, IngestError | AccountsError | ProjectionError):
         return _domain_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
@@ -242,7 +243,7 @@ def to_api_error(exc: BaseException) -> ApiError:
     return InternalError("internal error")
 
 
-def _domain_error(exc: IngestError | AccountsError) -> ApiError:
+def _domain_error(exc: IngestError | AccountsError | ProjectionError) -> ApiError:
     """The domains' errors, each with its place in API.md."""
     match exc:
         case InvalidUpload():
@@ -267,6 +268,12 @@ def _domain_error(exc: IngestError | AccountsError) -> ApiError:
         case InvalidSettings():
             return ValidationFailed("the request body is invalid", details=[
                 {"in": "body", "path": field, "problem": problem} for field, problem in exc.problems.items()])
+        case NoRollup():
+            return ValidationFailed(str(exc), details=[{"in": "query", "path": "metric", "problem": str(exc)}])
+        case InvalidRange():
+            return ValidationFailed(str(exc), details=[{"in": "query", "path": "from", "problem": str(exc)}])
+        case UnknownDeadLetter():
+            return NotFound(str(exc))
     return InternalError("internal error")
 
 

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from actors.ingest import IngestService
+from actors.projection import ProjectionService
 from kernel import NodeSnapshot
 
 # Seconds; spans a cache hit to a slow durable batch write.
@@ -128,6 +129,62 @@ class LaneCollector(Collector):
         yield starved
 
 
+class ProjectionCollector(Collector):
+    """The outbox by status (one vocabulary: pending, processing, completed, dead) and the oldest pending
+    event's age; per projection handler its unfinished checkpoints by status and how far behind it is; the
+    handlers' breakers in this process (0 closed, 1 half open, 2 open). From ``ProjectionService.figures``,
+    refreshed in the background (``vigil_outbox_figures_age_seconds`` says how long ago)."""
+
+    _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+    def __init__(self, projection: ProjectionService) -> None:
+        self._projection = projection
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "events": GaugeMetricFamily("vigil_outbox_events", "Outbox events by status", labels=["status"]),
+            "oldest": GaugeMetricFamily("vigil_outbox_oldest_pending_age_seconds",
+                                        "Age of the oldest pending outbox event (0 when none)"),
+            "age": GaugeMetricFamily("vigil_outbox_figures_age_seconds", "How old the outbox figures are"),
+            "checkpoints": GaugeMetricFamily("vigil_projection_checkpoints",
+                                             "Unfinished projection checkpoints by handler and status",
+                                             labels=["handler", "status"]),
+            "lag_events": GaugeMetricFamily("vigil_projection_lag_events",
+                                            "Events a handler has not completed yet", labels=["handler"]),
+            "lag_seconds": GaugeMetricFamily("vigil_projection_lag_seconds",
+                                             "Age of the oldest event a handler has not completed",
+                                             labels=["handler"]),
+            "breaker": GaugeMetricFamily("vigil_projection_breaker_state",
+                                         "Handler breaker in this process: 0 closed, 1 half open, 2 open",
+                                         labels=["handler"]),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        figures = self._projection.figures()
+        if figures.outbox is not None:
+            o = figures.outbox
+            for status, count in (("pending", o.pending), ("processing", o.processing),
+                                  ("completed", o.completed), ("dead", o.dead)):
+                fam["events"].add_metric([status], float(count))
+            fam["oldest"].add_metric([], o.oldest_pending_age_seconds or 0.0)
+        if figures.age is not None:
+            fam["age"].add_metric([], figures.age)
+        for lag in figures.lag:
+            for status, count in (("pending", lag.pending), ("processing", lag.processing),
+                                  ("failed", lag.failed), ("dead", lag.dead)):
+                fam["checkpoints"].add_metric([lag.handler, status], float(count))
+            fam["lag_events"].add_metric([lag.handler], float(lag.pending + lag.processing + lag.failed))
+            fam["lag_seconds"].add_metric([lag.handler], lag.oldest_age_seconds or 0.0)
+        for handler, state in figures.breakers.items():
+            fam["breaker"].add_metric([handler], self._BREAKER.get(state, 2.0))
+        yield from fam.values()
+
+
 class RequestLatency(Collector):
     """``vigil_http_request_duration_seconds``: a histogram by (method, route template, status).
 
@@ -171,16 +228,19 @@ class RequestLatency(Collector):
 class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
-    def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None) -> None:
+    def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
+                 projection: ProjectionService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
         self.registry.register(ActorTreeCollector(system))
         if ingest is not None:
             self.registry.register(LaneCollector(ingest))
+        if projection is not None:
+            self.registry.register(ProjectionCollector(projection))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector", "RequestLatency"]
+__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector", "ProjectionCollector", "RequestLatency"]

@@ -89,7 +89,8 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
                 **op, "parameters": params,
                 "closeCodes": {"1000": "normal closure", "1001": "server shutting down",
                                "1011": "internal error",
-                               **({"4401": "missing or bad credentials"} if spec.auth != "none" else {})},
+                               **({"4401": "missing or bad credentials"} if spec.auth != "none" else {}),
+                               **{str(code): meaning for code, meaning in spec.close_codes}},
             }
             continue
         if spec.body is not None:

@@ -16,6 +16,7 @@ from quart import websocket as current_websocket
 from kernel import NodeSnapshot
 
 from ._context import app_context
+from ._projections import figures_to_dict
 from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
 
 
@@ -133,8 +134,11 @@ def ops_blueprint() -> ApiBlueprint:
     @ops.get("/v1/ops/supervision", auth="ops", response=SupervisionNode,
              summary="The live supervision tree")
     async def supervision() -> Any:
-        system = app_context().system
-        return supervision_to_dict(system.tree(), getattr(system, "wall_time", None))
+        context = app_context()
+        tree = supervision_to_dict(context.system.tree(), getattr(context.system, "wall_time", None))
+        if context.domains is not None:  # outbox and projection lag beside the tree (API.md "Operators")
+            tree["projection"] = figures_to_dict(context.domains.projection.figures())
+        return tree
 
     @ops.websocket("/v1/ops/telemetry", auth="ops",
                    summary="Live lifecycle events (JSON frames); closes with 1001 on shutdown")

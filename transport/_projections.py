@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictStr, WithJsonSchema
 
-from actors.projection import DeadLetterPage, Freshness, NightsView, RollupsView, rollup_metrics
+from actors.projection import (
+    DeadLetterPage,
+    Freshness,
+    NightsView,
+    ProjectionFigures,
+    RollupsView,
+    rollup_metrics,
+)
 from storage import DailyRollup, SleepNight
 
 from ._context import domains
@@ -135,6 +142,23 @@ def _dead_letters_out(page: DeadLetterPage) -> DeadLettersOut:
                           next_cursor=page.next_cursor)
 
 
+def figures_to_dict(figures: ProjectionFigures) -> dict[str, Any]:
+    """The outbox and handler lag for ``/v1/ops/supervision`` (the same figures /metrics shows)."""
+    outbox = figures.outbox
+    return {
+        "figuresAgeSeconds": figures.age,
+        "outbox": None if outbox is None else {
+            "pending": outbox.pending, "processing": outbox.processing, "completed": outbox.completed,
+            "dead": outbox.dead, "oldestPendingAgeSeconds": outbox.oldest_pending_age_seconds},
+        "handlers": [{"handler": lag.handler, "pending": lag.pending, "processing": lag.processing,
+                      "failed": lag.failed, "dead": lag.dead,
+                      "lagEvents": lag.pending + lag.processing + lag.failed,
+                      "lagSeconds": lag.oldest_age_seconds or 0.0,
+                      "breaker": figures.breakers.get(lag.handler)} for lag in figures.lag],
+        "breakers": dict(figures.breakers),
+    }
+
+
 read_side = ApiBlueprint("projections", url_prefix="/v1/health", tags=["health"])
 
 
@@ -182,4 +206,4 @@ async def discard(*, event_id: int) -> Any:
     return ReplayedOut(id=event_id, status="discarded")
 
 
-__all__ = ["outbox_ops", "read_side"]
+__all__ = ["figures_to_dict", "outbox_ops", "read_side"]

@@ -90,6 +90,7 @@ class RouteSpec:
     media_type: str = "application/json"
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
+    close_codes: tuple[tuple[int, str], ...] = ()  # a WebSocket's own close codes, beyond the common ones
 
     @property
     def websocket(self) -> bool:
@@ -311,18 +312,22 @@ class ApiBlueprint:
     def delete(self, path: str, **kw: Any) -> Callable[[H], H]:
         return self.route("DELETE", path, **kw)
 
-    def websocket(self, path: str, *, summary: str, auth: Auth = "user",
-                  tags: Sequence[str] = ()) -> Callable[[H], H]:
+    def websocket(self, path: str, *, summary: str, auth: Auth = "user", tags: Sequence[str] = (),
+                  query: type[BaseModel] | None = None,
+                  close_codes: Mapping[int, str] | None = None) -> Callable[[H], H]:
         """A WebSocket route. Credentials come from ``Authorization`` or ``?token=``; a bad one is
         accepted then closed with 4401 (a close code is the only error a browser client can read).
-        The handler is called after the accept, with the path parameters and ``user_id``."""
+        The handler is called after the accept, with the path parameters and ``user_id``. ``query``
+        and ``close_codes`` document the handler's own parameters and closes (it checks them itself:
+        its errors are close codes too)."""
         if auth not in ("user", "ops", "none"):
             raise ValueError(f"auth is 'user', 'ops' or 'none', got {auth!r}")
 
         def decorator(handler: H) -> H:
             spec = RouteSpec(method="WEBSOCKET", path=self.url_prefix + path,
                              endpoint=f"{self.name}.{handler.__name__}", summary=summary, auth=auth,
-                             status=101, tags=tuple(tags) or self.tags)
+                             status=101, tags=tuple(tags) or self.tags, query=query,
+                             close_codes=tuple(sorted((close_codes or {}).items())))
             _check_signature(handler, path, ["user_id"] if auth == "user" else [])
 
             async def view(**path_params: Any) -> None:

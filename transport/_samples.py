@@ -17,7 +17,7 @@ from storage import HealthSample, SampleCursor
 
 from ._context import domains, refuse_while_draining
 from ._errors import ERROR_CODE_KEY
-from ._routes import ApiBlueprint, ApiModel, Reply
+from ._routes import ApiBlueprint, ApiModel, Reply, current_request_id
 
 
 class RejectionOut(ApiModel):
@@ -82,7 +82,7 @@ health = ApiBlueprint("health", url_prefix="/v1/health", tags=["health"])
              errors=[400, 403, 409, 413, 415, 422, 429, 503])
 async def batch_upsert(*, user_id: str, raw: bytes) -> Any:
     refuse_while_draining()
-    result = await domains().ingest.accept_upload(user_id, raw)
+    result = await domains().ingest.accept_upload(user_id, raw, correlation_id=current_request_id())
     if result.replayed:
         return Reply(_result_out(result), headers={"Idempotent-Replay": "true"})
     return _result_out(result)

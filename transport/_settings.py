@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 # Development-only secrets: long enough for HS256 (pyjwt warns below 32 bytes), named so that
 # nobody mistakes them for real ones when they show up in a log or a token.
@@ -37,6 +37,9 @@ class Settings:
     max_body_bytes: int = 5 * 1024 * 1024
     # Worker processes that decode uploads (0: in the server process); None: one per core, at most 4.
     decode_processes: int | None = None
+    # What this process runs (run.py serve --role): "web" HTTP and WebSocket, "worker" the outbox dispatcher,
+    # projections and reapers, "all" both.
+    role: Literal["all", "web", "worker"] = "all"
     log_level: str = "INFO"
     # How long in-flight HTTP requests and WebSockets get to finish after a shutdown signal.
     drain_timeout: float = 10.0
@@ -52,6 +55,8 @@ class Settings:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if self.decode_processes is not None and not 0 <= self.decode_processes <= 64:
             raise ConfigError(f"decode_processes must be 0..64, got {self.decode_processes}")
+        if self.role not in ("all", "web", "worker"):
+            raise ConfigError(f"role must be one of all, web, worker; got {self.role!r}")
         if self.drain_timeout < 0 or self.health_check_timeout <= 0:
             raise ConfigError("drain_timeout must be >= 0 and health_check_timeout > 0")
         if self.production:
@@ -106,6 +111,7 @@ class Settings:
             ("ops_token", "VIGIL_OPS_TOKEN", str),
             ("max_body_bytes", "VIGIL_MAX_BODY_BYTES", _int("VIGIL_MAX_BODY_BYTES")),
             ("decode_processes", "VIGIL_DECODE_PROCESSES", _int("VIGIL_DECODE_PROCESSES")),
+            ("role", "VIGIL_ROLE", str),
             ("log_level", "VIGIL_LOG_LEVEL", str),
         ):
             raw = environ.get(var)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StrictBool, StrictStr, WithJsonSchema
+from pydantic import AfterValidator, Field, StrictBool, StrictStr, WithJsonSchema, field_validator
 
 from actors.accounts import known_timezones
 from actors.ingest import REGISTRY
 from storage import UserSettings
 
 from ._context import domains, refuse_while_draining
-from ._routes import ApiBlueprint, ApiModel
+from ._routes import ApiBlueprint, ApiModel, current_request_id
 
 
 def _known_metric(value: str) -> str:
@@ -36,10 +36,22 @@ ZoneName = Annotated[StrictStr, AfterValidator(_known_zone),
                      WithJsonSchema({"type": "string", "enum": sorted(known_timezones())})]
 
 
+SourceId = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
 class SettingsBody(ApiModel):
     allow_health_data_upload: StrictBool = True
     blocked_metrics: list[MetricName] = Field(default_factory=list, max_length=64)
     timezone: ZoneName = "UTC"
+    # The user's sourceIds, most trusted first (overlapping data counts once, from the highest ranked).
+    source_priority: list[SourceId] = Field(default_factory=list, max_length=64)
+
+    @field_validator("source_priority")
+    @classmethod
+    def _distinct_sources(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("sourcePriority names a source more than once")
+        return value
 
 
 class Me(ApiModel):
@@ -48,7 +60,8 @@ class Me(ApiModel):
 
 def _settings_out(settings: UserSettings) -> SettingsBody:
     return SettingsBody(allow_health_data_upload=settings.allow_health_data_upload,
-                        blocked_metrics=list(settings.blocked_metrics), timezone=settings.timezone)
+                        blocked_metrics=list(settings.blocked_metrics), timezone=settings.timezone,
+                        source_priority=list(settings.source_priority))
 
 
 users = ApiBlueprint("users", url_prefix="/v1/users", tags=["settings"])
@@ -73,7 +86,8 @@ async def put_settings(*, user_id: str, body: SettingsBody) -> SettingsBody:
         allow_health_data_upload=body.allow_health_data_upload,
         blocked_metrics=tuple(sorted(set(body.blocked_metrics))),
         timezone=body.timezone,
-    ))
+        source_priority=tuple(body.source_priority),
+    ), correlation_id=current_request_id())
     return _settings_out(stored)
 
 

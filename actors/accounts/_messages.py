@@ -18,6 +18,7 @@ class PutSettings:
     """Reply: the stored ``UserSettings``."""
 
     settings: UserSettings
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -84,11 +84,13 @@ class AccountsService:
         assert isinstance(settings, UserSettings)
         return settings
 
-    async def put_settings(self, user_id: str, settings: UserSettings) -> UserSettings:
+    async def put_settings(self, user_id: str, settings: UserSettings, *,
+                           correlation_id: str | None = None) -> UserSettings:
+        """Replace the settings; a new timezone or source priority recomputes the user's read models."""
         problems = settings_problems(settings)
         if problems:
             raise InvalidSettings(problems)
-        stored = await self._accounts.key(user_id).ask(PutSettings(settings=settings), timeout=self._timeout)
+        stored = await self._accounts.key(user_id).ask(PutSettings(settings=settings, correlation_id=correlation_id), timeout=self._timeout)
         assert isinstance(stored, UserSettings)
         return stored
 

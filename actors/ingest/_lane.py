@@ -278,14 +278,18 @@ class IngestLane(Actor):
                 timezone = settings[msg.user_id].timezone
                 touched = set(local_keys(upload.minutes, timezone))
                 touched.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
+                # The event names the watermark range (from, to] it covers: a projection that completes it
+                # may claim those changes, and only those (events of one user complete out of order).
+                mark = yield tx.watermarks.bump(msg.user_id, changes)
                 yield tx.outbox.enqueue(
                     msg.user_id,
                     SAMPLES_CHANGED,
                     {"requestId": msg.request_id, "lane": msg.lane, "changes": changes,
+                     "watermark": {"from": mark - changes, "to": mark},
                      "keys": [{"metric": m, "date": d} for m, d in sorted(touched)]},
                     dedupe_key=f"ingest:{msg.user_id}:{msg.request_id}",
+                    correlation_id=msg.correlation_id,
                 )
-                yield tx.watermarks.bump(msg.user_id, changes)
             yield tx.ingest.complete(msg.user_id, msg.request_id, result.to_record())
             decided[i] = (IngestOutcome(kind="completed", result=result), len(upload.rows))
         return decided

@@ -27,6 +27,8 @@ class IngestBatch:
     # ``samples`` judged and store-checked on the way in (``preparing_upload``); the lane
     # prepares them itself when this is None or was made without the user's blocked metrics.
     prepared: PreparedUpload | None = None
+    # The HTTP request's X-Request-ID: the outbox event and what it causes later carry it.
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

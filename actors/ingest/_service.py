@@ -115,7 +115,7 @@ class IngestService:
         self._pool = decode_pool
 
     # -- uploads --------------------------------------------------------------------------------------
-    async def accept_upload(self, user_id: str, raw: bytes) -> UploadResult:
+    async def accept_upload(self, user_id: str, raw: bytes, *, correlation_id: str | None = None) -> UploadResult:
         """Decode ``raw`` (an upload document), commit it through its lane, answer what it did.
 
         A full lane refuses before the body is parsed (under a flood, parsing is most of the CPU).
@@ -128,7 +128,8 @@ class IngestService:
             self._refuse_if_full(lane)
         if lane is not None and lane not in self._config.background:
             with self._priority.foreground():
-                return await self.submit(await run_steps_async(decoding_upload(user_id, raw, self._preparer)))
+                batch = await run_steps_async(decoding_upload(user_id, raw, self._preparer))
+                return await self.submit(replace(batch, correlation_id=correlation_id))
         if self._pool is None:
             async with self._priority.background_cpu():
                 batch = await run_steps_async(decoding_upload(user_id, raw, self._preparer))
@@ -139,7 +140,7 @@ class IngestService:
             except DecodePoolBroken:
                 raise IngestUnavailable("decoding this upload failed on the server's side; retry") from None
             batch = replace(batch, samples=UploadSamples(raw))
-        return await self.submit(batch)
+        return await self.submit(replace(batch, correlation_id=correlation_id))
 
     async def submit(self, batch: IngestBatch) -> UploadResult:
         """Commit an upload already decoded (``accept_upload`` does that from raw bytes)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import trio
 
 from kernel import Actor
 from storage import (
+    Checkpoint,
     DailyRollup,
     DeadLetterItem,
     HandlerLag,
@@ -109,6 +110,16 @@ class _Refresh:
     pass
 
 
+def discarded_ranges(checkpoints: Iterable[Checkpoint]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """Per (user, handler), the watermark ranges discarded checkpoints covered: an operator who gives up on a
+    change lets the read model's freshness move past it (the change is not reflected, by decision). Pure."""
+    ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for c in checkpoints:
+        if c.wm_from is not None and c.wm_to is not None:
+            ranges.setdefault((c.user_id, c.handler), []).append((c.wm_from, c.wm_to))
+    return ranges
+
+
 class ProjectionGauges:
     """The outbox's and the handlers' figures, refreshed by ``OutboxAdmin`` for metrics and the ops views
     (a scrape must not wait for the database)."""
@@ -131,6 +142,17 @@ class OutboxAdmin(Actor):
         self.every(self.refresh_interval, _Refresh())
         self.send_after(0.0, _Refresh())
 
+    async def _discard(self, event_id: int) -> int:
+        async with self.store.transaction() as tx:
+            # Dead events have no lease holder; the per-(user, handler) lock keeps the watermark advance
+            # serialized with a worker recomputing the same read model.
+            (discarded,) = await tx.run(tx.checkpoints.discard(event_id))
+            ranges = discarded_ranges(discarded)
+            for user, handler in sorted(ranges):
+                await tx.run(tx.checkpoints.lock_user(user, handler))
+            await tx.commit(*(tx.watermarks.advance(user, handler, r) for (user, handler), r in sorted(ranges.items())))
+        return len(discarded)
+
     async def receive(self, msg: Any) -> Any:
         match msg:
             case ListDeadLetters(after=after, limit=limit):
@@ -142,9 +164,7 @@ class OutboxAdmin(Actor):
                     (count,) = await tx.commit(tx.checkpoints.replay(event_id))
                 return int(count)
             case Discard(event_id=event_id):
-                async with self.store.transaction() as tx:
-                    (count,) = await tx.commit(tx.checkpoints.discard(event_id))
-                return int(count)
+                return await self._discard(event_id)
             case _Refresh():
                 try:
                     async with self.store.transaction(readonly=True) as tx:

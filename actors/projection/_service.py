@@ -17,6 +17,7 @@ share: handler gates with their breakers, the figures) before the system starts;
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
@@ -24,13 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+import trio
+
 from actors.ingest import REGISTRY
 from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
-from storage import DeadLetterItem, Store
+from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
 from ._errors import InvalidRange, NoRollup, UnknownDeadLetter
-from ._messages import HandlerReport, HandlerStatus, ReadNights, ReadRollups
+from ._messages import Dispatch, HandlerReport, HandlerStatus, ReadNights, ReadRollups, Tick
 from ._projections import default_projections, has_rollup
 from ._reader import (
     Discard,
@@ -57,6 +60,19 @@ class ProjectionConfig:
     ask_timeout: float = 10.0
     figures_interval: float = 2.0
     run_workers: bool = True  # False in the web role: reads and operators' endpoints only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectionFigures:
+    """What operators and /metrics read: the outbox's counts, each handler's lag, the local breakers.
+
+    Refreshed in the background every ``figures_interval`` (a scrape never waits for the database);
+    ``age`` says how old they are (None: not read yet)."""
+
+    outbox: OutboxStats | None
+    lag: tuple[HandlerLag, ...]
+    breakers: dict[str, str]  # handler -> closed | open | half_open, for the handlers this process runs
+    age: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,15 +141,18 @@ class ProjectionDomain:
             raise TypeError(f"{readers.path!r} is not the keyed readers child this domain builds")
         workers = {p.name: system.ref(f"{path}/workers/{p.name}") for p in self.projections} \
             if self.config.run_workers else {}
-        return ProjectionService(readers=readers, admin=system.ref(f"{path}/admin"), workers=workers, domain=self)
+        dispatcher = system.ref(f"{path}/dispatcher") if self.config.run_workers else None
+        return ProjectionService(readers=readers, admin=system.ref(f"{path}/admin"), workers=workers,
+                                 dispatcher=dispatcher, domain=self)
 
 
 class ProjectionService:
     """Read models with their freshness; dead letters for operators; figures for metrics."""
 
     def __init__(self, *, readers: KeyedRef, admin: ActorRef, workers: dict[str, ActorRef],
-                 domain: ProjectionDomain) -> None:
+                 dispatcher: ActorRef | None, domain: ProjectionDomain) -> None:
         self._readers = readers
+        self._dispatcher = dispatcher
         self._admin = admin
         self._workers = workers
         self._timeout = domain.config.ask_timeout
@@ -168,10 +187,25 @@ class ProjectionService:
     async def replay(self, event_id: int) -> None:
         if not await self._admin.ask(Replay(event_id=event_id), timeout=self._timeout):
             raise UnknownDeadLetter(event_id)
+        await self.process_due()  # due now: no need to wait for the next poll
 
     async def discard(self, event_id: int) -> None:
         if not await self._admin.ask(Discard(event_id=event_id), timeout=self._timeout):
             raise UnknownDeadLetter(event_id)
+
+    async def process_due(self) -> None:
+        """Dispatch and claim what is due now instead of at the next poll (retries whose backoff ended,
+        expired leases, replayed dead letters); a no-op in the web role, which runs no workers."""
+        if self._dispatcher is not None:
+            await self._dispatcher.tell(Dispatch())
+        for ref in self._workers.values():
+            await ref.tell(Tick())
+
+    def figures(self) -> ProjectionFigures:
+        refreshed = self.gauges.refreshed_at
+        age = trio.current_time() - refreshed if math.isfinite(refreshed) else None
+        breakers = {name: gate.breaker.snapshot().state for name, gate in self.gates.items()} if self._workers else {}
+        return ProjectionFigures(outbox=self.gauges.outbox, lag=self.gauges.lag, breakers=breakers, age=age)
 
     async def handler_reports(self) -> list[HandlerReport]:
         """Each local worker's breaker and counts (empty in the web role)."""
@@ -190,5 +224,5 @@ def _check_range(start: date, end: date) -> None:
         raise InvalidRange(f"at most {MAX_READ_DAYS} days per read")
 
 
-__all__ = ["MAX_READ_DAYS", "DeadLetterPage", "ProjectionConfig", "ProjectionDomain", "ProjectionService",
+__all__ = ["MAX_READ_DAYS", "DeadLetterPage", "ProjectionFigures", "ProjectionConfig", "ProjectionDomain", "ProjectionService",
            "process_owner"]

@@ -87,7 +87,8 @@ class HandlerGate:
 
     @property
     def taking_work(self) -> bool:
-        return self.breaker.snapshot().state == "closed"
+        # half_open takes work too: the breaker admits the probe(s), and only a probe can close it again.
+        return self.breaker.snapshot().state != "open"
 
 
 class _Failed(Exception):

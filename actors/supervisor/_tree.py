@@ -5,7 +5,17 @@
      ├── ingest (one_for_one)
      │    ├── hot, cold, change    IngestLane: group-committing lanes, bounded, 429 when full
      │    └── reaper               frees requests a dead process left "processing"
-     └── accounts (keyed by user)  settings and sample reads, serialized per user
+     ├── accounts (keyed by user)  settings and sample reads, serialized per user
+     ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
+     │                             dispatcher, a worker per projection handler and the reaper
+     └── realtime (one_for_one)
+          ├── hub                  envelopes to the users' local WebSocket connections
+          └── bridge               with a Redis URL: envelopes to and from the other processes
+
+``role`` (``run.py serve --role``) picks what this process runs: ``web`` the domains HTTP calls
+(ingestion, accounts, projection reads, realtime), ``worker`` the projection pipeline (dispatcher,
+handlers, reapers), ``all`` both. Any number of each share one PostgreSQL (and Redis, which carries
+the realtime envelopes between them).
 
 Each domain is its own subtree, so a failing one restarts without touching the others. A domain
 package builds its subtree before the system starts (``XDomain``) and, once it runs, the facade
@@ -14,10 +24,14 @@ package builds its subtree before the system starts (``XDomain``) and, once it r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
+from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
+from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
 
@@ -35,6 +49,12 @@ class TreeConfig:
     telemetry_interval: float = 1.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+
+
+Role = Literal["all", "web", "worker"]
+ROLES: tuple[Role, ...] = ("all", "web", "worker")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +63,8 @@ class Services:
 
     ingest: IngestService
     accounts: AccountsService
+    projection: ProjectionService
+    realtime: RealtimeService
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +74,40 @@ class Application:
     tree: Supervisor
     ingest: IngestDomain
     accounts: AccountsDomain
+    projection: ProjectionDomain
+    realtime: RealtimeDomain
+    # Where the projection workers say a read model caught up; bound to the realtime service on start.
+    hub_link: HubLink
+    role: Role = "all"
 
     def services(self, system: ActorSystem, *, decode_pool: DecodePool | None = None) -> Services:
         """The facades over ``system``, which must be running this application's tree."""
         root = self.tree.name
+        realtime = self.realtime.service(system, under=root)
+        self.hub_link.bind(realtime)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
-                        accounts=self.accounts.service(system, under=root))
+                        accounts=self.accounts.service(system, under=root),
+                        projection=self.projection.service(system, under=root), realtime=realtime)
+
+
+class HubLink:
+    """The projection workers' ``Publishes``: the realtime hub of this process once the system runs (the
+    workers are built before it), plus an extra listener if one was given (tests, benchmarks). Before
+    ``bind`` (the first moments of start-up) an update reaches only that listener: a client that connects
+    later reads the freshness anyway."""
+
+    def __init__(self, *, also: Publishes | None = None) -> None:
+        self._hub: Publishes | None = None
+        self._also = also
+
+    def bind(self, hub: Publishes) -> None:
+        self._hub = hub
+
+    def projection_updated(self, *, user_id: str, handler: str, projected: int, correlation_id: str | None) -> None:
+        for target in (self._hub, self._also):
+            if target is not None:
+                target.projection_updated(user_id=user_id, handler=handler, projected=projected,
+                                          correlation_id=correlation_id)
 
 
 def _telemetry(config: TreeConfig) -> ChildSpec:
@@ -76,10 +126,20 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
     return _root(config, [_telemetry(config)])
 
 
-def application(store: Store, config: TreeConfig | None = None) -> Application:
-    """The whole application over ``store``."""
+def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
+                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None) -> Application:
+    """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
+    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
     ingest = IngestDomain(store, config.ingest)
     accounts = AccountsDomain(store, config.accounts)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec()])
-    return Application(tree=tree, ingest=ingest, accounts=accounts)
+    hub_link = HubLink(also=publisher)
+    projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
+                                  projections=projections)
+    realtime = RealtimeDomain(config.realtime)
+    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
+                          realtime.subtree()])
+    return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
+                       hub_link=hub_link, role=role)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .. import _validate as v
@@ -93,6 +93,19 @@ _GET = (
 )
 # query() appends its conditions (joined by AND) and "ORDER BY start_at, id LIMIT $n".
 _QUERY_WHERE = f"SELECT {_SAMPLE_COLS} FROM health_samples WHERE "
+# The read side's queries (for_projection, sources); $3 is the scan floor, start - lookback.
+_FOR_PROJECTION = (
+    "SELECT source_id, start_at, end_at, value FROM health_samples WHERE user_id = $1 AND metric = $2"
+    " AND deleted_at IS NULL AND start_at >= $3 AND start_at < $5 AND (end_at > $4 OR start_at >= $4)"
+    " ORDER BY start_at, id"
+)
+_SOURCES = (
+    "SELECT source_id FROM health_samples WHERE user_id = $1 GROUP BY source_id"
+    " ORDER BY min(created_at), min(id), source_id"
+)
+# A sample longer than this that starts before a projection's window is not seen (see for_projection).
+LOOKBACK = timedelta(days=2)
+_MIN_TS = datetime(1, 1, 2, tzinfo=UTC)
 _PURGE_DELETED = (
     "DELETE FROM health_samples WHERE id IN (SELECT id FROM health_samples"
     " WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2)"
@@ -261,3 +274,28 @@ class Samples(Repo):
         return self._op(
             execute(_PURGE_DELETED, self._older_than(older_than_seconds), self._limit(limit))
         )
+
+    # --- read side: what projections recompute from (kept apart from the upsert path above) -------------
+
+    def for_projection(
+        self, user_id: str, metric: str, start: datetime, end: datetime, *, lookback: timedelta = LOOKBACK
+    ) -> Op[list[tuple[str, datetime, datetime, float]]]:
+        """Live samples of ``metric`` overlapping [start, end) (an instant sample: ``start <= start_at <
+        end``), as (source_id, start_at, end_at, value) ordered by (start_at, id).
+
+        The scan reads only samples starting at most ``lookback`` before ``start`` (so it stays on the
+        (user, metric, start_at) index): a longer sample that began earlier is not seen.
+        """
+        d = self._d
+        first, last = aware("start", start), aware("end", end)
+        floor = first - lookback if first - _MIN_TS > lookback else _MIN_TS
+        ts = d.ts_out
+        return self._op(
+            fetch(_FOR_PROJECTION, self._id("user_id", user_id), self._name("metric", metric), d.ts(floor),
+                  d.ts(first), d.ts(last)),
+            post=lambda rows: [(r["source_id"], ts(r["start_at"]), ts(r["end_at"]), r["value"]) for r in rows],
+        )
+
+    def sources(self, user_id: str) -> Op[list[str]]:
+        """The user's source ids in the order they were first seen (deleted samples count: seen is seen)."""
+        return self._op(fetch(_SOURCES, self._id("user_id", user_id)), post=lambda rows: [r["source_id"] for r in rows])

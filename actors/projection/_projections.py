@@ -1,0 +1,144 @@
+"""The read models the worker runs: daily rollups and sleep nights, recomputed from raw samples.
+
+Each ``project`` reads the user's settings (timezone, source priority) and sources, reads the samples the work
+touches, computes with the pure functions (``_rollups``, ``_sleep``) and defers the ``replace_range`` writes;
+the worker commits them with the checkpoints. Full work (settings changed, or an event that named no keys)
+recomputes everything the user has: the replaced range is every date, so rows whose samples are gone vanish.
+
+Keyed work recomputes exactly the named (metric, local date) keys, one contiguous run of days at a time. A
+day's samples are those overlapping its local [00:00, 24:00); the scan reaches back ``LOOKBACK`` (2 days) for
+samples that began earlier, so a sample longer than that which started before the day is not seen there.
+Sleep recomputes the nights [first - 1, last] of each run (a sample on day d belongs to night d - 1 or d),
+reading stage samples from 12:00 two days before the first day to 12:00 two days after the last, so each of those nights' clusters is
+seen whole unless a chain of samples under 3 h apart runs on for more than a day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from storage import Transaction
+
+from ._ranking import rank_sources
+from ._rollups import RollupSample, daily_rollups, has_rollup, rollup_metrics
+from ._sleep import sleep_nights
+from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, UserWork
+from ._worker import Projection
+
+SLEEP_METRIC = "sleep_stage"
+FIRST_DAY, LAST_DAY = date(1, 1, 2), date(9999, 12, 30)  # "every date" for a full recompute
+_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _UserContext:
+    zone: ZoneInfo
+    ranks: dict[str, int]
+
+
+async def _context(tx: Transaction, user_id: str) -> _UserContext:
+    settings, sources = await tx.run(tx.users.get_settings(user_id), tx.samples.sources(user_id))
+    # readside-storage adds UserSettings.source_priority; a store without it ranks by first seen only.
+    priority: tuple[str, ...] = tuple(getattr(settings, "source_priority", ()))
+    return _UserContext(zone=ZoneInfo(settings.timezone), ranks=rank_sources(priority, sources))
+
+
+def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Sorted distinct days as inclusive runs of consecutive days."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if runs and runs[-1][1] + _DAY == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def _local(day: date, zone: ZoneInfo, at: time = time(0)) -> datetime:
+    return datetime.combine(day, at, zone)
+
+
+async def _samples(tx: Transaction, user_id: str, metric: str, start: datetime | None,
+                   end: datetime | None) -> list[RollupSample]:
+    first = start if start is not None else _local(FIRST_DAY, ZoneInfo("UTC"))
+    last = end if end is not None else _local(LAST_DAY, ZoneInfo("UTC"))
+    (rows,) = await tx.run(tx.samples.for_projection(user_id, metric, first, last))
+    return [RollupSample._make(row) for row in rows]
+
+
+class _Subscribed:
+    __slots__ = ()
+
+    @property
+    def depends_on(self) -> str | None:
+        return None
+
+    def subscribes(self, event_type: str) -> bool:
+        return event_type in (SAMPLES_CHANGED, SETTINGS_CHANGED)
+
+
+class DailyRollups(_Subscribed):
+    """Per (metric, local day) totals or averages: ``tx.rollups``."""
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return "daily_rollups"
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        user = work.user_id
+        context = await _context(tx, user)
+        if work.full:
+            for metric in sorted(rollup_metrics()):
+                samples = await _samples(tx, user, metric, None, None)
+                rows = daily_rollups(user, metric, samples, None, context.zone, context.ranks)
+                tx.defer(tx.rollups.replace_range(user, metric, FIRST_DAY, LAST_DAY, rows))
+            return
+        for metric in sorted({m for m, _ in work.keys if has_rollup(m)}):
+            for first, last in day_runs(work.dates_of(metric)):
+                samples = await _samples(tx, user, metric, _local(first, context.zone),
+                                         _local(last + _DAY, context.zone))
+                days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+                rows = daily_rollups(user, metric, samples, days, context.zone, context.ranks)
+                tx.defer(tx.rollups.replace_range(user, metric, first, last, rows))
+
+
+class SleepNights(_Subscribed):
+    """Per night: stages, asleep and awake minutes from the most trusted source: ``tx.sleep``."""
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return "sleep_nights"
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        user = work.user_id
+        runs = [] if work.full else day_runs(work.dates_of(SLEEP_METRIC))
+        if not work.full and not runs:
+            return  # the events changed no sleep samples
+        context = await _context(tx, user)
+        if work.full:
+            samples = await _samples(tx, user, SLEEP_METRIC, None, None)
+            tx.defer(tx.sleep.replace_range(user, FIRST_DAY, LAST_DAY,
+                                            sleep_nights(user, samples, context.zone, context.ranks)))
+            return
+        for first, last in runs:
+            nights_from, nights_to = first - _DAY, last
+            samples = await _samples(tx, user, SLEEP_METRIC, _local(nights_from - _DAY, context.zone, time(12)),
+                                     _local(nights_to + 2 * _DAY, context.zone, time(12)))
+            nights = [n for n in sleep_nights(user, samples, context.zone, context.ranks)
+                      if nights_from <= n.night_date <= nights_to]
+            tx.defer(tx.sleep.replace_range(user, nights_from, nights_to, nights))
+
+
+def default_projections() -> list[Projection]:
+    return [DailyRollups(), SleepNights()]
+
+
+__all__ = ["FIRST_DAY", "LAST_DAY", "DailyRollups", "SleepNights", "day_runs", "default_projections", "has_rollup",
+           "rollup_metrics"]

@@ -1,0 +1,199 @@
+"""A circuit breaker: stop calling something that keeps failing, then let a few probes decide.
+
+    closed ──(consecutive_failures in a row, or >= min_calls in the window with failure share >= failure_rate)──▶ open
+    open ──(open_for seconds later, on the next look)──▶ half_open   (at most half_open_probes calls in flight)
+    half_open ──(a probe succeeds)──▶ closed        half_open ──(a probe fails)──▶ open
+
+The decisions are one pure function, ``breaker_step(state, event, now, config)``, property-tested on its own;
+``CircuitBreaker`` is the thin shell that keeps the state, reads trio's clock and reports transitions.
+Errors (one, an ``Exception`` but not a ``KernelError``: it is the caller's policy, not the runtime's):
+
+    Exception
+     └── CircuitOpen   the breaker refused the call; ``.name``, ``.retry_after`` (seconds, 0 while probing)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import trio
+
+BreakerStateName = Literal["closed", "open", "half_open"]
+# "call": may a call start?  "success"/"failure": an admitted call ended so.  "abandon": an admitted call
+# ended without an outcome (cancelled): it frees its probe slot and counts for nothing.
+BreakerEvent = Literal["call", "success", "failure", "abandon"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    window: float  # seconds of outcomes the failure rate looks at
+    min_calls: int  # outcomes in the window before the rate may open the breaker
+    failure_rate: float  # 0..1
+    consecutive_failures: int  # this many failures in a row open it whatever the rate
+    open_for: float  # seconds before the first probe
+    half_open_probes: int  # probes in flight at once
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.open_for < 0:
+            raise ValueError("window must be > 0 and open_for >= 0")
+        if self.min_calls < 1 or self.consecutive_failures < 1 or self.half_open_probes < 1:
+            raise ValueError("min_calls, consecutive_failures and half_open_probes must be >= 1")
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError("failure_rate must be within 0..1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerState:
+    """Everything a decision reads; ``outcomes`` are (time, failed) inside the window, oldest first."""
+
+    state: BreakerStateName = "closed"
+    consecutive_failures: int = 0
+    outcomes: tuple[tuple[float, bool], ...] = ()
+    opened_at: float | None = None
+    probes: int = 0  # probes admitted and not yet ended (half_open only)
+
+
+def _prune(outcomes: tuple[tuple[float, bool], ...], now: float, window: float) -> tuple[tuple[float, bool], ...]:
+    horizon = now - window  # an outcome exactly ``window`` old has left, as prune_window's restarts do
+    if not outcomes or outcomes[0][0] > horizon:
+        return outcomes
+    return tuple(o for o in outcomes if o[0] > horizon)
+
+
+def _trips(state: BreakerState, config: BreakerConfig) -> bool:
+    if state.consecutive_failures >= config.consecutive_failures:
+        return True
+    calls = len(state.outcomes)
+    failures = sum(1 for _, failed in state.outcomes if failed)
+    return calls >= config.min_calls and failures >= config.failure_rate * calls
+
+
+def _opened(now: float) -> BreakerState:
+    return BreakerState(state="open", opened_at=now)
+
+
+def breaker_step(state: BreakerState, event: BreakerEvent, now: float,
+                 config: BreakerConfig) -> tuple[BreakerState, bool]:
+    """The state after ``event`` at ``now``, and (for "call") whether the call may run.
+
+    An open breaker turns half_open on the first event at least ``open_for`` after it opened. Outcomes that
+    arrive while open (calls admitted before it opened) change nothing: the open period is already decided.
+    """
+    if state.state == "open" and state.opened_at is not None and now >= state.opened_at + config.open_for:
+        state = BreakerState(state="half_open", opened_at=state.opened_at)
+    if state.state == "open":
+        return state, False
+    if state.state == "half_open":
+        if event == "call":
+            if state.probes >= config.half_open_probes:
+                return state, False
+            return replace(state, probes=state.probes + 1), True
+        if event == "success":
+            return BreakerState(), False
+        if event == "failure":
+            return _opened(now), False
+        return replace(state, probes=max(0, state.probes - 1)), False
+    # closed
+    if event in ("call", "abandon"):
+        return state, event == "call"
+    failed = event == "failure"
+    after = BreakerState(
+        consecutive_failures=state.consecutive_failures + 1 if failed else 0,
+        outcomes=(*_prune(state.outcomes, now, config.window), (now, failed)),
+    )
+    if failed and _trips(after, config):
+        return _opened(now), False
+    return after, False
+
+
+def retry_after(state: BreakerState, now: float, config: BreakerConfig) -> float:
+    """Seconds until an open breaker lets a probe through (0 when closed or half_open)."""
+    if state.state != "open" or state.opened_at is None:
+        return 0.0
+    return max(0.0, state.opened_at + config.open_for - now)
+
+
+class CircuitOpen(Exception):  # noqa: N818 - the name the contract uses
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is open (retry after {retry_after:g} s)")
+        self.name = name
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerSnapshot:
+    name: str
+    state: BreakerStateName
+    consecutive_failures: int
+    calls: int  # outcomes inside the window
+    failures: int
+    opened_at: float | None
+    retry_after: float
+
+
+class CircuitBreaker:
+    """The shell over ``breaker_step``: keeps the state, reads ``trio.current_time()``, reports transitions
+    to ``on_transition(name, old, new, now)``. Not thread-safe; one trio run at a time."""
+
+    def __init__(self, name: str, config: BreakerConfig,
+                 on_transition: Callable[[str, str, str, float], None] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._on_transition = on_transition
+        self._state = BreakerState()
+
+    def _apply(self, event: BreakerEvent) -> bool:
+        now = trio.current_time()
+        before = self._state.state
+        self._state, admitted = breaker_step(self._state, event, now, self.config)
+        if self._state.state != before and self._on_transition is not None:
+            self._on_transition(self.name, before, self._state.state, now)
+        return admitted
+
+    def allow(self) -> bool:
+        """Whether a call may start now (a probe slot is taken when half_open: end it with record_*)."""
+        return self._apply("call")
+
+    def record_success(self) -> None:
+        self._apply("success")
+
+    def record_failure(self) -> None:
+        self._apply("failure")
+
+    def record_abandoned(self) -> None:
+        """An allowed call ended without an outcome (cancelled): frees its probe slot, counts for nothing."""
+        self._apply("abandon")
+
+    def snapshot(self) -> BreakerSnapshot:
+        # "abandon" is a no-op apart from the time-driven open -> half_open, which a look should show.
+        if self._state.state == "open":
+            self._apply("abandon")
+        now = trio.current_time()
+        outcomes = _prune(self._state.outcomes, now, self.config.window)
+        return BreakerSnapshot(
+            name=self.name, state=self._state.state, consecutive_failures=self._state.consecutive_failures,
+            calls=len(outcomes), failures=sum(1 for _, failed in outcomes if failed),
+            opened_at=self._state.opened_at, retry_after=retry_after(self._state, now, self.config))
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run the body as one call: CircuitOpen before it when refused; an ``Exception`` from it is a
+        failure (re-raised), a normal exit a success; Cancelled and other BaseExceptions count for nothing."""
+        if not self.allow():
+            raise CircuitOpen(self.name, retry_after(self._state, trio.current_time(), self.config))
+        try:
+            yield
+        except Exception:
+            self.record_failure()
+            raise
+        except BaseException:
+            self.record_abandoned()
+            raise
+        self.record_success()
+
+
+__all__ = ["BreakerConfig", "BreakerEvent", "BreakerSnapshot", "BreakerState", "BreakerStateName",
+           "CircuitBreaker", "CircuitOpen", "breaker_step", "retry_after"]
