@@ -16,22 +16,30 @@ __all__ = [
     "Change",
     "ChangeIn",
     "Checkpoint",
+    "CHECKPOINT_STATUSES",
+    "CheckpointIn",
+    "CheckpointKey",
     "CheckpointStatus",
     "Conflict",
     "DailyRollup",
     "DeadLetter",
+    "DeadLetterItem",
     "DeletedSamples",
     "DeviceState",
     "Enqueued",
+    "HandlerLag",
     "HealthSample",
     "IngestBegin",
     "IngestRequest",
     "IngestStatus",
     "Json",
+    "OUTBOX_STATUSES",
     "OutboxEvent",
+    "OutboxStats",
     "OutboxStatus",
     "Page",
     "PreparedSamples",
+    "ProjectionState",
     "SampleCursor",
     "SampleIn",
     "SampleKey",
@@ -48,8 +56,12 @@ T = TypeVar("T")
 Json = Any
 
 IngestStatus = Literal["processing", "completed", "failed"]
-OutboxStatus = Literal["pending", "processing", "done", "dead"]
-CheckpointStatus = Literal["pending", "processing", "completed", "failed"]
+# The read side's one vocabulary. Outbox: pending → processing → completed | dead. Checkpoints add
+# 'failed': waiting for its retry after backoff (next_attempt_at in the future).
+OutboxStatus = Literal["pending", "processing", "completed", "dead"]
+CheckpointStatus = Literal["pending", "processing", "completed", "failed", "dead"]
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "processing", "completed", "dead")
+CHECKPOINT_STATUSES: tuple[CheckpointStatus, ...] = ("pending", "processing", "completed", "failed", "dead")
 ConflictStatus = Literal["open", "resolved"]
 
 
@@ -63,6 +75,8 @@ class UserSettings:
     allow_health_data_upload: bool = True
     blocked_metrics: tuple[str, ...] = ()
     timezone: str = "UTC"
+    # The user's source ids, most trusted first (at most 64, no repeats); unnamed sources follow.
+    source_priority: tuple[str, ...] = ()
 
 
 # --- health samples ----------------------------------------------------------------------
@@ -231,24 +245,109 @@ class OutboxEvent:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     id: int
-    created: bool  # False: an event with the same dedupe key already existed (``id`` is its id)
+    # False: an event with the same dedupe key, or the same content still unfinished, already
+    # existed (``id`` is its id).
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Events per status, and how long the oldest pending one has waited (None: none pending)."""
+
+    pending: int
+    processing: int
+    completed: int
+    dead: int
+    oldest_pending_age_seconds: float | None
+
+
+class CheckpointKey(NamedTuple):
+    event_id: int
+    handler: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointIn:
+    """One checkpoint to create: ``handler``'s work on outbox event ``event_id``.
+
+    ``depends_on`` names the handler that must complete the same event first; (``wm_from``,
+    ``wm_to``] is the watermark range the event covers (both None when it covers none).
+    """
+
+    event_id: int
+    handler: str
+    user_id: str
+    event_type: str
+    depends_on: str | None = None
+    wm_from: int | None = None
+    wm_to: int | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     event_id: int
     handler: str
+    user_id: str
+    event_type: str
+    depends_on: str | None
+    wm_from: int | None
+    wm_to: int | None
+    correlation_id: str | None
     status: CheckpointStatus
     attempts: int
+    next_attempt_at: datetime
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    created_at: datetime
     updated_at: datetime
+
+    @property
+    def key(self) -> CheckpointKey:
+        return CheckpointKey(self.event_id, self.handler)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterItem:
+    """A dead checkpoint, or a dead outbox event (``handler`` None)."""
+
+    event_id: int
+    type: str
+    user_id: str
+    handler: str | None
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerLag:
+    """A handler's unfinished checkpoints; the age is that of the oldest not completed nor dead."""
+
+    handler: str
+    pending: int
+    processing: int
+    failed: int
+    dead: int
+    oldest_age_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionState:
+    """What a read needs to judge its freshness: any dead checkpoint, any retry waiting for its
+    backoff, and how many are not completed."""
+
+    has_dead: bool
+    retry_waiting: bool
+    unfinished: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ def _nights_out(view: NightsView) -> NightsOut:
 
 
 def _dead_letters_out(page: DeadLetterPage) -> DeadLettersOut:
-    return DeadLettersOut(items=[DeadLetterOut(id=d.event_id, type=d.event_type, user_id=d.user_id, handler=d.handler,
+    return DeadLettersOut(items=[DeadLetterOut(id=d.event_id, type=d.type, user_id=d.user_id, handler=d.handler,
                                                attempts=d.attempts, last_error=d.last_error, created_at=d.created_at,
                                                correlation_id=d.correlation_id) for d in page.items],
                           next_cursor=page.next_cursor)

@@ -44,7 +44,7 @@ class SettingsBody(ApiModel):
     blocked_metrics: list[MetricName] = Field(default_factory=list, max_length=64)
     timezone: ZoneName = "UTC"
     # The user's sourceIds, most trusted first (overlapping data counts once, from the highest ranked).
-    source_priority: list[SourceId] = Field(default_factory=list, max_length=64)
+    source_priority: list[SourceId] = Field(default_factory=list, max_length=64, json_schema_extra={"uniqueItems": True})
 
     @field_validator("source_priority")
     @classmethod

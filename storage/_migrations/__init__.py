@@ -12,7 +12,40 @@ from typing import NamedTuple
 
 from .._errors import StoreError
 
-__all__ = ["Migration", "check_sequence", "pending_migrations"]
+__all__ = [
+    "CHECKPOINT_INDEXES",
+    "COMPLETE_UNFINISHED_DUPLICATES",
+    "Migration",
+    "check_sequence",
+    "pending_migrations",
+]
+
+# Statements both dialects' migration 2 share (plain SQL that reads the same in both).
+COMPLETE_UNFINISHED_DUPLICATES = (
+    "UPDATE outbox_events SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL,"
+    " last_error = 'content duplicate of an earlier unfinished event (migration 2)'"
+    " WHERE status IN ('pending', 'processing') AND EXISTS (SELECT 1 FROM outbox_events AS o"
+    " WHERE o.event_hash = outbox_events.event_hash AND o.status IN ('pending', 'processing')"
+    " AND o.id < outbox_events.id)"
+)
+# Each serves one question the read side asks often; partial, so finished rows cost nothing.
+CHECKPOINT_INDEXES = (
+    # claim: due work per handler, oldest due first
+    "CREATE INDEX projection_checkpoints_due ON projection_checkpoints (handler, next_attempt_at, event_id)"
+    " WHERE status IN ('pending', 'failed')",
+    # claim: a crashed holder's expired leases
+    "CREATE INDEX projection_checkpoints_leased ON projection_checkpoints (handler, lease_expires_at)"
+    " WHERE status = 'processing'",
+    # state(): a user's unfinished work per handler (freshness on every read)
+    "CREATE INDEX projection_checkpoints_unfinished ON projection_checkpoints (user_id, handler)"
+    " WHERE status <> 'completed'",
+    # list_dead: keyset by (event_id, handler)
+    "CREATE INDEX projection_checkpoints_dead ON projection_checkpoints (event_id, handler)"
+    " WHERE status = 'dead'",
+    # purge_completed
+    "CREATE INDEX projection_checkpoints_completed ON projection_checkpoints (updated_at)"
+    " WHERE status = 'completed'",
+)
 
 
 class Migration(NamedTuple):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import CHECKPOINT_INDEXES as _CHECKPOINT_INDEXES
+from . import COMPLETE_UNFINISHED_DUPLICATES as _COMPLETE_UNFINISHED_DUPLICATES
 from . import Migration, check_sequence
 
 MIGRATIONS = check_sequence(
@@ -192,6 +194,54 @@ MIGRATIONS = check_sequence(
                     created_at timestamptz NOT NULL
                 )""",
                 "CREATE INDEX dead_letters_source ON dead_letters (source, id)",
+            ),
+        ),
+        Migration(
+            2,
+            "read side: one status vocabulary, content dedupe, leased checkpoints, watermark ranges",
+            (
+                "ALTER TABLE users ADD COLUMN source_priority jsonb NOT NULL DEFAULT '[]'",
+                "ALTER TABLE outbox_events ADD COLUMN correlation_id text",
+                "ALTER TABLE outbox_events DROP CONSTRAINT outbox_events_status_check",
+                "UPDATE outbox_events SET status = 'completed' WHERE status = 'done'",
+                "ALTER TABLE outbox_events ADD CONSTRAINT outbox_events_status_check"
+                " CHECK (status IN ('pending', 'processing', 'completed', 'dead'))",
+                "DROP INDEX outbox_events_done",
+                "DROP INDEX outbox_events_hash",
+                "CREATE INDEX outbox_events_completed ON outbox_events (updated_at) WHERE status = 'completed'",
+                # Content dedupe needs at most one unfinished event per hash (see the SQLite migration).
+                _COMPLETE_UNFINISHED_DUPLICATES,
+                "CREATE UNIQUE INDEX outbox_events_unfinished_hash ON outbox_events (event_hash)"
+                " WHERE status IN ('pending', 'processing')",
+                "DROP TABLE projection_checkpoints",
+                """CREATE TABLE projection_checkpoints (
+                    event_id bigint NOT NULL,
+                    handler text NOT NULL,
+                    user_id text NOT NULL,
+                    event_type text NOT NULL,
+                    depends_on text,
+                    wm_from bigint,
+                    wm_to bigint,
+                    correlation_id text,
+                    status text NOT NULL
+                        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'dead')),
+                    attempts integer NOT NULL DEFAULT 0,
+                    next_attempt_at timestamptz NOT NULL,
+                    lease_owner text,
+                    lease_expires_at timestamptz,
+                    last_error text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (event_id, handler)
+                )""",
+                *_CHECKPOINT_INDEXES,
+                """CREATE TABLE projection_watermark_ranges (
+                    user_id text NOT NULL,
+                    handler text NOT NULL,
+                    wm_from bigint NOT NULL,
+                    wm_to bigint NOT NULL,
+                    PRIMARY KEY (user_id, handler, wm_from, wm_to)
+                )""",
             ),
         ),
     )

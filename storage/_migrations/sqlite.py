@@ -3,6 +3,8 @@ JSON documents TEXT, booleans 0/1. STRICT tables refuse values of the wrong type
 
 from __future__ import annotations
 
+from . import CHECKPOINT_INDEXES as _CHECKPOINT_INDEXES
+from . import COMPLETE_UNFINISHED_DUPLICATES as _COMPLETE_UNFINISHED_DUPLICATES
 from . import Migration, check_sequence
 
 MIGRATIONS = check_sequence(
@@ -194,6 +196,84 @@ MIGRATIONS = check_sequence(
                     created_at INTEGER NOT NULL
                 ) STRICT""",
                 "CREATE INDEX dead_letters_source ON dead_letters (source, id)",
+            ),
+        ),
+        Migration(
+            2,
+            "read side: one status vocabulary, content dedupe, leased checkpoints, watermark ranges",
+            (
+                "ALTER TABLE users ADD COLUMN source_priority TEXT NOT NULL DEFAULT '[]'",
+                # A CHECK changes ('done' -> 'completed'): SQLite rebuilds the table.
+                """CREATE TABLE outbox_events_v2 (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    user_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    event_hash TEXT NOT NULL,
+                    dedupe_key TEXT UNIQUE,
+                    correlation_id TEXT,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'completed', 'dead')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT""",
+                "INSERT INTO outbox_events_v2 (id, user_id, type, payload, event_hash, dedupe_key, status,"
+                " attempts, next_attempt_at, lease_owner, lease_expires_at, last_error, created_at, updated_at)"
+                " SELECT id, user_id, type, payload, event_hash, dedupe_key,"
+                " CASE status WHEN 'done' THEN 'completed' ELSE status END, attempts, next_attempt_at,"
+                " lease_owner, lease_expires_at, last_error, created_at, updated_at FROM outbox_events",
+                # Ids are shown to operators: keep the old table's high-water mark (purged ids stay used).
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_events_v2', seq FROM sqlite_sequence"
+                " WHERE name = 'outbox_events'"
+                " AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox_events_v2')",
+                "UPDATE sqlite_sequence SET seq = (SELECT max(seq) FROM sqlite_sequence"
+                " WHERE name IN ('outbox_events', 'outbox_events_v2')) WHERE name = 'outbox_events_v2'",
+                "DROP TABLE outbox_events",
+                "ALTER TABLE outbox_events_v2 RENAME TO outbox_events",
+                "CREATE INDEX outbox_events_pending ON outbox_events (next_attempt_at, id) WHERE status = 'pending'",
+                "CREATE INDEX outbox_events_processing ON outbox_events (lease_expires_at)"
+                " WHERE status = 'processing'",
+                "CREATE INDEX outbox_events_dead ON outbox_events (id) WHERE status = 'dead'",
+                "CREATE INDEX outbox_events_completed ON outbox_events (updated_at) WHERE status = 'completed'",
+                # Content dedupe needs at most one unfinished event per hash; older duplicates (allowed
+                # before) keep the first and complete the rest (projections recompute, so nothing is lost).
+                _COMPLETE_UNFINISHED_DUPLICATES,
+                "CREATE UNIQUE INDEX outbox_events_unfinished_hash ON outbox_events (event_hash)"
+                " WHERE status IN ('pending', 'processing')",
+                # Nothing used the old checkpoints: recreated with the read side's columns.
+                "DROP TABLE projection_checkpoints",
+                """CREATE TABLE projection_checkpoints (
+                    event_id INTEGER NOT NULL,
+                    handler TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    event_type TEXT NOT NULL,
+                    depends_on TEXT,
+                    wm_from INTEGER,
+                    wm_to INTEGER,
+                    correlation_id TEXT,
+                    status TEXT NOT NULL
+                        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'dead')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (event_id, handler)
+                ) STRICT""",
+                *_CHECKPOINT_INDEXES,
+                """CREATE TABLE projection_watermark_ranges (
+                    user_id TEXT NOT NULL,
+                    handler TEXT NOT NULL,
+                    wm_from INTEGER NOT NULL,
+                    wm_to INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, handler, wm_from, wm_to)
+                ) STRICT""",
             ),
         ),
     )

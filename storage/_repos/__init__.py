@@ -5,9 +5,10 @@ holds the repositories of one aggregate and, beside them, their SQL as module-le
 (run by the backends' drivers, see ``storage._sql``).
 """
 
+from .checkpoints import Checkpoints
 from .ingest import Ingest
 from .outbox import DeadLetters, Outbox
-from .projections import Checkpoints, Rollups, Sleep, Watermarks
+from .projections import Rollups, Sleep, Watermarks
 from .samples import SamplePreparer, Samples
 from .sync import Changes, Conflicts, Devices, Entities, SyncOps
 from .users import Users

@@ -67,6 +67,20 @@ class Repo:
     def _limit(self, value: object) -> int:
         return v.positive_limit("limit", value, self._limits.max_batch_rows)
 
+    def _retry_plan(self, retryable: bool) -> Callable[[int], tuple[bool, Any, Any]]:
+        """For a ``fail``: given the attempts made, (dead?, when the next attempt is due, now), the
+        times in the driver's form. The outbox policy's jittered backoff; the jitter is drawn
+        here, when the op is made, so the schedule follows the store's seed."""
+        policy = self._tx.config.outbox
+        now_dt = self._now()
+        draw = self._tx._rng.random()
+
+        def plan(attempts: int) -> tuple[bool, Any, Any]:
+            due = now_dt + timedelta(seconds=policy.delay(attempts, draw))
+            return not retryable or attempts >= policy.max_attempts, self._d.ts(due), self._d.ts(now_dt)
+
+        return plan
+
     def _older_than(self, seconds: object) -> Any:
         """The driver's form of now minus ``seconds`` (a cut-off for purges and reapers)."""
         return self._d.ts(self._now() - timedelta(seconds=v.seconds("older_than_seconds", seconds)))

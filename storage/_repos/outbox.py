@@ -3,31 +3,39 @@ and the generic dead-letter records of anything else that gave up."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from .. import _validate as v
-from .._model import DeadLetter, Enqueued, Json, OutboxEvent
+from .._errors import ConflictError
+from .._model import OUTBOX_STATUSES, DeadLetter, Enqueued, Json, OutboxEvent, OutboxStats
 from .._sql import Steps, execute, fetch, fetchrow, fetchval
 from .._time import aware
-from .._tx import Op
+from .._tx import Const, Op
 from .base import Repo, Row
 
 __all__ = ["DeadLetters", "Outbox"]
 
 _OUTBOX_COLS = (
     "id, user_id, type, payload, event_hash, dedupe_key, status, attempts, next_attempt_at,"
-    " lease_owner, lease_expires_at, last_error, created_at, updated_at"
+    " lease_owner, lease_expires_at, last_error, created_at, updated_at, correlation_id"
 )
-_OUTBOX_STATUSES = ("pending", "processing", "done", "dead")
+# A bare ON CONFLICT covers both dedupe keys: the unique dedupe_key, and the partial unique index
+# on event_hash over unfinished (pending, processing) events.
 _INSERT = (
-    "INSERT INTO outbox_events (user_id, type, payload, event_hash, dedupe_key, status, attempts,"
-    " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $7)"
-    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+    "INSERT INTO outbox_events (user_id, type, payload, event_hash, dedupe_key, correlation_id, status,"
+    " attempts, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8)"
+    " ON CONFLICT DO NOTHING RETURNING id"
 )
 # NOTIFY inside the transaction: PostgreSQL delivers it on COMMIT, never before.
-_INSERT_NOTIFY = f"WITH ins AS ({_INSERT}) SELECT id, pg_notify($8, id::text) FROM ins"
-_ID_BY_DEDUPE_KEY = "SELECT id FROM outbox_events WHERE dedupe_key = $1"
+_INSERT_NOTIFY = f"WITH ins AS ({_INSERT}) SELECT id, pg_notify($9, id::text) FROM ins"
+# Which event the insert collided with: the dedupe key wins over the content hash.
+_EXISTING_ID = (
+    "SELECT coalesce((SELECT id FROM outbox_events WHERE dedupe_key = $1),"
+    " (SELECT id FROM outbox_events WHERE event_hash = $2 AND status IN ('pending', 'processing')))"
+)
 # The claim's two statements take the dialect's row-lock clause as {skip_locked}.
 # Expired leases first: their holder crashed or stalled. Back to pending (due at once), or
 # dead if that was the last attempt. SKIP LOCKED: a lease another claimer is recovering right
@@ -49,10 +57,25 @@ _LEASE_DUE = (
     " lease_expires_at = $3, attempts = attempts + 1, updated_at = $1"
     f" WHERE id IN (SELECT id FROM due) RETURNING {_OUTBOX_COLS}"
 )
-_COMPLETE = (
-    "UPDATE outbox_events SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
-    " last_error = NULL, updated_at = $3 WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
+_COMPLETED = (
+    "status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL"
 )
+_COMPLETE = (
+    f"UPDATE outbox_events SET {_COMPLETED}, updated_at = $3"
+    " WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
+)
+# A set of ids is one parameter: a bigint[] on PostgreSQL (= ANY: an index scan whatever the
+# planner's statistics say), a JSON array on SQLite.
+_IDS = {
+    "postgresql": "id = ANY($1::bigint[])",
+    "sqlite": "id IN (SELECT value FROM json_each($1))",
+}
+_COMPLETE_MANY = {
+    d: f"UPDATE outbox_events SET {_COMPLETED}, updated_at = $3"
+    f" WHERE {ids} AND status = 'processing' AND lease_owner = $2"
+    for d, ids in _IDS.items()
+}
+_GET_MANY = {d: f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE {ids} ORDER BY id" for d, ids in _IDS.items()}
 _HELD_ATTEMPTS = (
     "SELECT attempts FROM outbox_events WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
 )
@@ -67,14 +90,22 @@ _RELEASE = (
 )
 _GET = f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE id = $1"
 _LIST_DEAD = f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"
+# Back to pending unless the same content is already pending again (the unique hash index would refuse it).
 _REPLAY = (
     "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = $2,"
     " lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'"
+    " AND NOT EXISTS (SELECT 1 FROM outbox_events AS o WHERE o.event_hash = outbox_events.event_hash"
+    " AND o.status IN ('pending', 'processing'))"
 )
 _COUNTS = "SELECT status, count(*) AS n FROM outbox_events GROUP BY status"
-_PURGE_DONE = (
+_OLDEST_PENDING = "SELECT min(created_at) FROM outbox_events WHERE status = 'pending'"
+_PURGE_COMPLETED = (
     "DELETE FROM outbox_events WHERE id IN (SELECT id FROM outbox_events"
-    " WHERE status = 'done' AND updated_at < $1 ORDER BY id LIMIT $2)"
+    " WHERE status = 'completed' AND updated_at < $1 ORDER BY updated_at LIMIT $2)"
+)
+_PURGE_COMPLETED_CHECKPOINTS = (
+    "DELETE FROM projection_checkpoints WHERE (event_id, handler) IN (SELECT event_id, handler"
+    " FROM projection_checkpoints WHERE status = 'completed' AND updated_at < $1 ORDER BY updated_at LIMIT $2)"
 )
 
 _RECORD_DEAD_LETTER = (
@@ -108,7 +139,14 @@ class Outbox(Repo):
             row["last_error"],
             ts(row["created_at"]),
             ts(row["updated_at"]),
+            row["correlation_id"],
         )
+
+    def _ids(self, ids: Sequence[int]) -> Any:
+        """A set of event ids as the one parameter the dialect's ``_IDS`` reads."""
+        v.batch("ids", ids, self._limits)
+        checked = [v.integer(f"ids[{i}]", x, 1) for i, x in enumerate(ids)]
+        return checked if self._d.name == "postgresql" else json.dumps(checked)
 
     def enqueue(
         self,
@@ -118,34 +156,44 @@ class Outbox(Repo):
         *,
         dedupe_key: str | None = None,
         available_at: datetime | None = None,
+        correlation_id: str | None = None,
     ) -> Op[Enqueued]:
-        """Add an event (status 'pending'). With a ``dedupe_key`` already present nothing is
-        added and the existing id comes back with ``created=False``. Subscribers of
-        ``store.outbox_notifications()`` hear about it once the transaction commits."""
+        """Add an event (status 'pending'). Nothing is added when an event with the same
+        ``dedupe_key`` exists, or one with the same content (``event_hash``) is still pending or
+        processing: that one's id comes back with ``created=False``. Subscribers of
+        ``store.outbox_notifications()`` hear about a new event once the transaction commits."""
         user = self._id("user_id", user_id)
         kind = self._name("type", type)
         body = self._json("payload", payload)
         now_dt = self._now()
+        digest = v.event_hash(user, kind, payload)
+        key = v.opt_text("dedupe_key", dedupe_key, self._limits.max_id_chars)
         args = (
             user,
             kind,
             body,
-            v.event_hash(user, kind, payload),
-            v.opt_text("dedupe_key", dedupe_key, self._limits.max_id_chars),
+            digest,
+            key,
+            v.opt_text("correlation_id", correlation_id, self._limits.max_id_chars),
             self._d.ts(aware("available_at", available_at) if available_at is not None else now_dt),
             self._d.ts(now_dt),
         )
         channel = self._tx.notify_channel
 
         def steps() -> Steps[Enqueued]:
-            if channel is not None:
-                new_id = yield fetchval(_INSERT_NOTIFY, *args, channel)
-            else:
-                new_id = yield fetchval(_INSERT, *args)
-            if new_id is not None:
-                return Enqueued(new_id, True)
-            existing = yield fetchval(_ID_BY_DEDUPE_KEY, args[4])
-            return Enqueued(existing, False)
+            # Twice at most: the event we collided with may finish (completed: no longer a
+            # duplicate) between our insert and the look-up, and then the insert goes through.
+            for _ in range(2):
+                if channel is not None:
+                    new_id = yield fetchval(_INSERT_NOTIFY, *args, channel)
+                else:
+                    new_id = yield fetchval(_INSERT, *args)
+                if new_id is not None:
+                    return Enqueued(new_id, True)
+                existing = yield fetchval(_EXISTING_ID, key, digest)
+                if existing is not None:
+                    return Enqueued(existing, False)
+            raise ConflictError("outbox event: the duplicate it collided with kept changing")
 
         def notify(result: Enqueued) -> None:
             if result.created:
@@ -183,7 +231,7 @@ class Outbox(Repo):
         return self._op(steps)
 
     def complete(self, event_id: int, owner: str) -> Op[bool]:
-        """processing → done; False if ``owner`` no longer holds the event."""
+        """processing → completed; False if ``owner`` no longer holds the event."""
         return self._op(
             execute(
                 _COMPLETE,
@@ -194,6 +242,16 @@ class Outbox(Repo):
             post=bool,
         )
 
+    def complete_many(self, owner: str, ids: Sequence[int]) -> Op[int]:
+        """processing → completed for those of ``ids`` that ``owner`` holds; returns how many."""
+        if not ids:
+            return self._op(Const(0))
+        return self._op(
+            execute(
+                _COMPLETE_MANY[self._d.name], self._ids(ids), self._id("owner", owner), self._d.ts(self._now())
+            )
+        )
+
     def fail(self, event_id: int, owner: str, error: str, *, retryable: bool = True) -> Op[str | None]:
         """processing → pending again after a jittered exponential backoff, or → dead once
         the attempts are used up (or at once if not ``retryable``). Returns the new status,
@@ -201,9 +259,7 @@ class Outbox(Repo):
         ident = v.integer("event_id", event_id, 1)
         who = self._id("owner", owner)
         message = self._error(error)
-        policy = self._tx.config.outbox
-        now_dt = self._now()
-        draw = self._tx._rng.random()  # drawn here so the schedule follows the store's seed
+        plan = self._retry_plan(retryable)
         # PostgreSQL: hold the row until the reschedule, so a concurrent fail cannot interleave.
         held = _HELD_ATTEMPTS + " FOR UPDATE" if self._d.name == "postgresql" else _HELD_ATTEMPTS
 
@@ -211,16 +267,9 @@ class Outbox(Repo):
             attempts = yield fetchval(held, ident, who)
             if attempts is None:
                 return None
-            status = "dead" if not retryable or attempts >= policy.max_attempts else "pending"
-            delay = policy.delay(attempts, draw)
-            yield execute(
-                _RESCHEDULE,
-                ident,
-                status,
-                self._d.ts(now_dt + timedelta(seconds=delay)),
-                message,
-                self._d.ts(now_dt),
-            )
+            dead, due, now = plan(attempts)
+            status = "dead" if dead else "pending"
+            yield execute(_RESCHEDULE, ident, status, due, message, now)
             return status
 
         return self._op(steps)
@@ -235,6 +284,14 @@ class Outbox(Repo):
             post=lambda row: None if row is None else self._event(row),
         )
 
+    def get_many(self, ids: Sequence[int]) -> Op[list[OutboxEvent]]:
+        """The events of ``ids`` that exist, in id order."""
+        if not ids:
+            return self._op(Const([]))
+        return self._op(
+            fetch(_GET_MANY[self._d.name], self._ids(ids)), post=lambda rows: [self._event(r) for r in rows]
+        )
+
     def list_dead(self, *, after_id: int = 0, limit: int = 100) -> Op[list[OutboxEvent]]:
         """Dead-lettered events by id (keyset: pass the last id as ``after_id``)."""
         return self._op(
@@ -243,23 +300,38 @@ class Outbox(Repo):
         )
 
     def replay(self, event_id: int) -> Op[bool]:
-        """dead → pending with a fresh attempt budget; False if the event is not dead."""
+        """dead → pending with a fresh attempt budget; False if the event is not dead (or the same
+        content is already pending again)."""
         now = self._d.ts(self._now())
         return self._op(execute(_REPLAY, v.integer("event_id", event_id, 1), now), post=bool)
 
-    def counts(self) -> Op[dict[str, int]]:
-        """Events per status (all four statuses present) for metrics and health."""
+    def stats(self) -> Op[OutboxStats]:
+        """Events per status and the age of the oldest pending one, for metrics and health."""
+        now_dt = self._now()
 
-        def tally(rows: list[Row]) -> dict[str, int]:
-            out = dict.fromkeys(_OUTBOX_STATUSES, 0)
-            out.update({r["status"]: r["n"] for r in rows})
-            return out
+        def steps() -> Steps[OutboxStats]:
+            rows = yield fetch(_COUNTS)
+            oldest = yield fetchval(_OLDEST_PENDING)
+            counts = dict.fromkeys(OUTBOX_STATUSES, 0)
+            counts.update({r["status"]: int(r["n"]) for r in rows})
+            age = None if oldest is None else max(0.0, (now_dt - self._d.ts_out(oldest)).total_seconds())
+            return OutboxStats(counts["pending"], counts["processing"], counts["completed"], counts["dead"], age)
 
-        return self._op(fetch(_COUNTS), post=tally)
+        return self._op(steps)
 
-    def purge_done(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
-        """Delete 'done' events finished longer ago than this; returns how many."""
-        return self._op(execute(_PURGE_DONE, self._older_than(older_than_seconds), self._limit(limit)))
+    def purge_completed(self, retention_seconds: float, *, limit: int = 10_000) -> Op[int]:
+        """Delete completed events, and completed projection checkpoints, finished longer ago than
+        ``retention_seconds``: at most ``limit`` of each. Dead ones are kept for operators.
+        Returns how many outbox events went (``limit`` of them: call again)."""
+        cutoff = self._d.ts(self._now() - timedelta(seconds=v.seconds("retention_seconds", retention_seconds)))
+        size = self._limit(limit)
+
+        def steps() -> Steps[int]:
+            deleted = yield execute(_PURGE_COMPLETED, cutoff, size)
+            yield execute(_PURGE_COMPLETED_CHECKPOINTS, cutoff, size)
+            return int(deleted)
+
+        return self._op(steps)
 
 
 class DeadLetters(Repo):

@@ -1,47 +1,22 @@
-"""The read side's bookkeeping and products: projection checkpoints (per outbox event and
-handler, leased), daily rollups, sleep nights, and the watermarks that say how fresh they are."""
+"""The read side's products: daily rollups, sleep nights, and the watermarks that say how fresh
+they are (checkpoints, the read side's bookkeeping, are in ``checkpoints``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from .. import _validate as v
 from .._errors import InvalidData
-from .._model import Checkpoint, DailyRollup, SleepNight, UserWatermarks
-from .._sql import Steps, execute, fetch, fetchrow, fetchval, many
+from .._model import DailyRollup, SleepNight, UserWatermarks
+from .._ranges import absorb
+from .._sql import Steps, execute, fetch, fetchval, many
 from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
 
-__all__ = ["Checkpoints", "Rollups", "Sleep", "Watermarks"]
-
-_CHECKPOINT_COLS = (
-    "event_id, handler, status, attempts, lease_owner, lease_expires_at, last_error, updated_at"
-)
-_TRY_ACQUIRE = (
-    f"INSERT INTO projection_checkpoints ({_CHECKPOINT_COLS}, created_at)"
-    " VALUES ($1, $2, 'processing', 1, $3, $4, NULL, $5, $5)"
-    " ON CONFLICT (event_id, handler) DO UPDATE SET status = 'processing',"
-    " attempts = projection_checkpoints.attempts + 1, lease_owner = excluded.lease_owner,"
-    " lease_expires_at = excluded.lease_expires_at, last_error = NULL,"
-    " updated_at = excluded.updated_at"
-    " WHERE projection_checkpoints.status IN ('pending', 'failed')"
-    " OR (projection_checkpoints.status = 'processing'"
-    " AND (projection_checkpoints.lease_expires_at <= excluded.updated_at"
-    " OR projection_checkpoints.lease_owner = excluded.lease_owner))"
-    f" RETURNING {_CHECKPOINT_COLS}"
-)
-_FINISH_CHECKPOINT = (
-    "UPDATE projection_checkpoints SET status = $4, last_error = $5, lease_owner = NULL,"
-    " lease_expires_at = NULL, updated_at = $6"
-    " WHERE event_id = $1 AND handler = $2 AND status = 'processing' AND lease_owner = $3"
-)
-_GET_CHECKPOINT = f"SELECT {_CHECKPOINT_COLS} FROM projection_checkpoints WHERE event_id = $1 AND handler = $2"
-_CHECKPOINTS_OF_EVENT = (
-    f"SELECT {_CHECKPOINT_COLS} FROM projection_checkpoints WHERE event_id = $1 ORDER BY handler"
-)
+__all__ = ["Rollups", "Sleep", "Watermarks"]
 
 _UPSERT_ROLLUP = (
     "INSERT INTO daily_rollups (user_id, metric, local_date, unit, sample_count, value_sum,"
@@ -82,6 +57,18 @@ _BUMP_WATERMARK = (
 )
 _GET_WATERMARK = "SELECT watermark FROM user_watermarks WHERE user_id = $1"
 _GET_PROJECTED = "SELECT handler, projected_watermark FROM projection_watermarks WHERE user_id = $1"
+_PROJECTED = "SELECT projected_watermark FROM projection_watermarks WHERE user_id = $1 AND handler = $2"
+_ADD_RANGE = (
+    "INSERT INTO projection_watermark_ranges (user_id, handler, wm_from, wm_to) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT DO NOTHING"
+)
+_RANGES = (
+    "SELECT wm_from, wm_to FROM projection_watermark_ranges WHERE user_id = $1 AND handler = $2"
+)
+# Every range left has wm_from above the new mark (absorb's rule), so "at or below" is exactly the absorbed.
+_DROP_ABSORBED = (
+    "DELETE FROM projection_watermark_ranges WHERE user_id = $1 AND handler = $2 AND wm_from <= $3"
+)
 _RAISE_PROJECTED = (
     "INSERT INTO projection_watermarks (user_id, handler, projected_watermark, updated_at)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, handler) DO UPDATE SET"
@@ -90,81 +77,6 @@ _RAISE_PROJECTED = (
     " ELSE projection_watermarks.projected_watermark END, updated_at = excluded.updated_at"
     " RETURNING projected_watermark"
 )
-
-
-class Checkpoints(Repo):
-    """Per (outbox event, projection handler) progress, with a lease so one worker runs it."""
-
-    __slots__ = ()
-
-    def _checkpoint(self, row: Row) -> Checkpoint:
-        return Checkpoint(
-            row["event_id"],
-            row["handler"],
-            row["status"],
-            row["attempts"],
-            row["lease_owner"],
-            self._d.opt_ts_out(row["lease_expires_at"]),
-            row["last_error"],
-            self._d.ts_out(row["updated_at"]),
-        )
-
-    def try_acquire(
-        self, event_id: int, handler: str, owner: str, *, lease_seconds: float | None = None
-    ) -> Op[Checkpoint | None]:
-        """Take the lease if the checkpoint is new, pending, failed, expired, or already
-        ``owner``'s; None if another live lease holds it or it is completed."""
-        lease = (
-            self._tx.config.checkpoint_lease_seconds
-            if lease_seconds is None
-            else v.seconds("lease_seconds", lease_seconds)
-        )
-        now_dt = self._now()
-        return self._op(
-            fetchrow(
-                _TRY_ACQUIRE,
-                v.integer("event_id", event_id, 1),
-                self._id("handler", handler),
-                self._id("owner", owner),
-                self._d.ts(now_dt + timedelta(seconds=lease)),
-                self._d.ts(now_dt),
-            ),
-            post=lambda row: None if row is None else self._checkpoint(row),
-        )
-
-    def _finish(self, event_id: int, handler: str, owner: str, status: str, error: str | None) -> Op[bool]:
-        return self._op(
-            execute(
-                _FINISH_CHECKPOINT,
-                v.integer("event_id", event_id, 1),
-                self._id("handler", handler),
-                self._id("owner", owner),
-                status,
-                error,
-                self._d.ts(self._now()),
-            ),
-            post=bool,
-        )
-
-    def complete(self, event_id: int, handler: str, owner: str) -> Op[bool]:
-        """processing → completed; False if ``owner`` lost the lease."""
-        return self._finish(event_id, handler, owner, "completed", None)
-
-    def fail(self, event_id: int, handler: str, owner: str, error: str) -> Op[bool]:
-        """processing → failed (may be acquired again); False if ``owner`` lost the lease."""
-        return self._finish(event_id, handler, owner, "failed", self._error(error))
-
-    def get(self, event_id: int, handler: str) -> Op[Checkpoint | None]:
-        return self._op(
-            fetchrow(_GET_CHECKPOINT, v.integer("event_id", event_id, 1), self._id("handler", handler)),
-            post=lambda row: None if row is None else self._checkpoint(row),
-        )
-
-    def list_for_event(self, event_id: int) -> Op[list[Checkpoint]]:
-        return self._op(
-            fetch(_CHECKPOINTS_OF_EVENT, v.integer("event_id", event_id, 1)),
-            post=lambda rows: [self._checkpoint(r) for r in rows],
-        )
 
 
 class Rollups(Repo):
@@ -352,14 +264,46 @@ class Watermarks(Repo):
 
         return self._op(steps)
 
-    def set_projected(self, user_id: str, handler: str, value: int) -> Op[int]:
-        """Raise ``handler``'s projected watermark to ``value`` (never lowers it); returns it."""
+    def projected(self, user_id: str, handler: str) -> Op[int]:
+        """``handler``'s projected watermark for the user (0 if it never advanced)."""
         return self._op(
-            fetchval(
-                _RAISE_PROJECTED,
-                self._id("user_id", user_id),
-                self._id("handler", handler),
-                v.integer("value", value),
-                self._d.ts(self._now()),
-            )
+            fetchval(_PROJECTED, self._id("user_id", user_id), self._id("handler", handler)),
+            post=lambda mark: int(mark or 0),
         )
+
+    def advance(self, user_id: str, handler: str, ranges: Sequence[tuple[int, int]]) -> Op[int]:
+        """Record the completed watermark ranges (from, to], absorb into the projected mark every
+        stored range that starts at or below it (repeatedly), and return the new mark. A range
+        above the mark waits for those below it; one entirely at or below the mark changes nothing.
+
+        Read-then-write: on PostgreSQL the caller must hold ``checkpoints.lock_user(user_id,
+        handler)`` in the same transaction, or two concurrent advances could each miss the other's
+        range (SQLite's single writer needs nothing)."""
+        user, name = self._id("user_id", user_id), self._id("handler", handler)
+        v.batch("ranges", ranges, self._limits)
+        checked: list[tuple[int, int]] = []
+        for i, pair in enumerate(ranges):
+            try:
+                start, end = pair
+            except (TypeError, ValueError):
+                raise InvalidData(f"ranges[{i}]", "expected (from, to)") from None
+            start, end = v.integer(f"ranges[{i}][0]", start), v.integer(f"ranges[{i}][1]", end)
+            if end <= start:
+                raise InvalidData(f"ranges[{i}]", "to must be above from")
+            checked.append((start, end))
+        now = self._d.ts(self._now())
+
+        def steps() -> Steps[int]:
+            mark = int((yield fetchval(_PROJECTED, user, name)) or 0)
+            fresh = [(start, end) for start, end in checked if end > mark]
+            if not fresh:
+                return mark
+            yield many(_ADD_RANGE, [(user, name, start, end) for start, end in fresh])
+            stored = yield fetch(_RANGES, user, name)
+            new_mark, _ = absorb(mark, ((r["wm_from"], r["wm_to"]) for r in stored))
+            if new_mark > mark:
+                yield execute(_DROP_ABSORBED, user, name, new_mark)
+                yield fetchval(_RAISE_PROJECTED, user, name, new_mark, now)
+            return new_mark
+
+        return self._op(steps)

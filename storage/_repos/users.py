@@ -16,23 +16,29 @@ _ENSURE = (
     " created_at, updated_at) VALUES ($1, true, '[]', 'UTC', $2, $2)"
     " ON CONFLICT (user_id) DO NOTHING RETURNING 1"
 )
-_GET_SETTINGS = "SELECT allow_health_data_upload, blocked_metrics, timezone FROM users WHERE user_id = $1"
+_SETTINGS_COLS = "allow_health_data_upload, blocked_metrics, timezone, source_priority"
+_GET_SETTINGS = f"SELECT {_SETTINGS_COLS} FROM users WHERE user_id = $1"
 _PUT_SETTINGS = (
-    "INSERT INTO users (user_id, allow_health_data_upload, blocked_metrics, timezone,"
-    " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
+    "INSERT INTO users (user_id, allow_health_data_upload, blocked_metrics, timezone, source_priority,"
+    " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)"
     " ON CONFLICT (user_id) DO UPDATE SET"
     " allow_health_data_upload = excluded.allow_health_data_upload,"
     " blocked_metrics = excluded.blocked_metrics, timezone = excluded.timezone,"
-    " updated_at = excluded.updated_at"
-    " RETURNING allow_health_data_upload, blocked_metrics, timezone"
+    " source_priority = excluded.source_priority, updated_at = excluded.updated_at"
+    f" RETURNING {_SETTINGS_COLS}"
 )
+# A ranking longer than this names more sources than any user has; it is refused, not truncated.
+MAX_SOURCE_PRIORITY = 64
 
 
 def _settings(row: Row | None) -> UserSettings:
     if row is None:
         return UserSettings()
     return UserSettings(
-        bool(row["allow_health_data_upload"]), tuple(v.load_json(row["blocked_metrics"])), row["timezone"]
+        bool(row["allow_health_data_upload"]),
+        tuple(v.load_json(row["blocked_metrics"])),
+        row["timezone"],
+        tuple(v.load_json(row["source_priority"])),
     )
 
 
@@ -68,6 +74,7 @@ class Users(Repo):
             )
         )
         zone = v.timezone("settings.timezone", settings.timezone)
+        priority = self._source_priority(settings.source_priority)
         now = self._d.ts(self._now())
         return self._op(
             fetchrow(
@@ -76,7 +83,19 @@ class Users(Repo):
                 settings.allow_health_data_upload,
                 self._json("settings.blocked_metrics", list(metrics)),
                 zone,
+                self._json("settings.source_priority", list(priority)),
                 now,
             ),
             post=_settings,
         )
+
+    def _source_priority(self, value: object) -> tuple[str, ...]:
+        # A repeat is refused rather than collapsed: a ranking naming a source twice is ambiguous.
+        if not isinstance(value, tuple | list):
+            raise InvalidData("settings.source_priority", "expected a sequence of source ids")
+        if len(value) > MAX_SOURCE_PRIORITY:
+            raise InvalidData("settings.source_priority", f"more than {MAX_SOURCE_PRIORITY} sources")
+        ids = tuple(self._id(f"settings.source_priority[{i}]", s) for i, s in enumerate(value))
+        if len(set(ids)) != len(ids):
+            raise InvalidData("settings.source_priority", "names a source more than once")
+        return ids

@@ -359,7 +359,7 @@ async def test_blocked_metrics_through_the_pool_equal_the_in_process_answers(tmp
 
     async def run(h: Harness) -> tuple[Any, ...]:
         assert await h.put_settings("carol", blockedMetrics=["steps"]) == (
-            200, {"allowHealthDataUpload": True, "blockedMetrics": ["steps"], "timezone": "UTC"})
+            200, {"allowHealthDataUpload": True, "blockedMetrics": ["steps"], "timezone": "UTC", "sourcePriority": []})
         answers = await post_all(h, cases, "carol")
         return answers, await listing(h, "carol"), stored_rows(h, "carol"), h.db.events("carol")
 

@@ -157,11 +157,12 @@ async def test_me_names_the_tokens_user(h: Harness) -> None:
 
 async def test_settings_defaults_and_round_trip(h: Harness) -> None:
     assert await h.get(USER_SETTINGS) == (200, {"allowHealthDataUpload": True, "blockedMetrics": [],
-                                                "timezone": "UTC"})
+                                                "timezone": "UTC", "sourcePriority": []})
     status, out = await h.put_settings(allowHealthDataUpload=False, blockedMetrics=["steps", "spo2"],
                                        timezone="Europe/Berlin")
     assert status == 200
-    assert out == {"allowHealthDataUpload": False, "blockedMetrics": ["spo2", "steps"], "timezone": "Europe/Berlin"}
+    assert out == {"allowHealthDataUpload": False, "blockedMetrics": ["spo2", "steps"], "timezone": "Europe/Berlin",
+                   "sourcePriority": []}
     assert await h.get(USER_SETTINGS) == (200, out)
 
 
@@ -429,14 +430,17 @@ async def test_outbox_event_names_local_dates_in_the_users_timezone(h: Harness) 
     status, out, _ = await h.post(body)
     assert status == 200 and out["inserted"] == 3
     events = h.db.events("alice")
+    # The timezone change was one watermark change of its own (it moves every day): the upload's are (1, 4].
     assert events == [{
-        "requestId": body["requestId"], "lane": "hot", "changes": 3,
+        "requestId": body["requestId"], "lane": "hot", "changes": 3, "watermark": {"from": 1, "to": 4},
         "keys": [{"metric": "heart_rate", "date": "2026-11-24"}, {"metric": "heart_rate", "date": "2026-11-25"},
                  {"metric": "steps", "date": "2026-11-24"}],
     }]
-    assert h.db.watermark("alice") == 3
-    rows = h.db.rows("SELECT status, dedupe_key FROM outbox_events")
-    assert [(r["status"], r["dedupe_key"]) for r in rows] == [("pending", f"ingest:alice:{body['requestId']}")]
+    assert h.db.watermark("alice") == 4
+    # The projection dispatcher runs beside ingest: the event may already be dispatched (never dead).
+    rows = h.db.rows("SELECT status, dedupe_key FROM outbox_events WHERE type = 'health.samples.changed'")
+    assert [r["dedupe_key"] for r in rows] == [f"ingest:alice:{body['requestId']}"]
+    assert rows[0]["status"] in ("pending", "processing", "completed")
 
 
 async def test_each_request_adds_one_event_and_its_changes_to_the_watermark(h: Harness) -> None:
@@ -631,7 +635,7 @@ async def test_settings_are_per_user(h: Harness) -> None:
     assert (await h.put_settings("alice", allowHealthDataUpload=False, blockedMetrics=["steps"],
                                  timezone="Asia/Tokyo"))[0] == 200
     assert (await h.get(USER_SETTINGS, user="bob"))[1] == {"allowHealthDataUpload": True, "blockedMetrics": [],
-                                                           "timezone": "UTC"}
+                                                           "timezone": "UTC", "sourcePriority": []}
     status, out, _ = await h.post(signed([sample("s", metric="steps", value=1, unit="count")]), user="bob")
     assert (status, out["inserted"], out["rejected"]) == (200, 1, [])
     error_of(*(await h.post(signed(), user="alice"))[:2], "HEALTH_UPLOAD_DISABLED", 403)
@@ -645,7 +649,7 @@ async def test_settings_read_by_another_instance_are_current(tmp_path: Path) -> 
         assert (await b.get(USER_SETTINGS))[1]["allowHealthDataUpload"] is True  # b has read them once
         assert (await a.put_settings(allowHealthDataUpload=False, timezone="Europe/Berlin"))[0] == 200
         assert await b.get(USER_SETTINGS) == (200, {"allowHealthDataUpload": False, "blockedMetrics": [],
-                                                    "timezone": "Europe/Berlin"})
+                                                    "timezone": "Europe/Berlin", "sourcePriority": []})
         error_of(*(await b.post(signed()))[:2], "HEALTH_UPLOAD_DISABLED", 403)
 
 # -- concurrency -----------------------------------------------------------------------------------------
@@ -774,9 +778,9 @@ async def test_openapi_lists_ingestion_and_settings_with_their_schemas(h: Harnes
     settings = paths["/v1/users/me/settings"]
     assert set(settings) == {"get", "put"}
     put_body = _schema(doc, settings["put"]["requestBody"]["content"]["application/json"]["schema"])
-    assert set(put_body["properties"]) == {"allowHealthDataUpload", "blockedMetrics", "timezone"}
+    assert set(put_body["properties"]) == {"allowHealthDataUpload", "blockedMetrics", "timezone", "sourcePriority"}
     got = _schema(doc, settings["get"]["responses"]["200"]["content"]["application/json"]["schema"])
-    assert set(got["properties"]) == {"allowHealthDataUpload", "blockedMetrics", "timezone"}
+    assert set(got["properties"]) == {"allowHealthDataUpload", "blockedMetrics", "timezone", "sourcePriority"}
 
 
 async def test_payload_hash_helper_matches_what_the_server_checks(h: Harness) -> None:

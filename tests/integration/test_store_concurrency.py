@@ -48,7 +48,7 @@ async def test_concurrent_claimers_never_claim_the_same_event(store: Store) -> N
     everything = [i for ids in claims.values() for i in ids]
     assert len(everything) == len(set(everything)) == 120
     async with store.transaction(readonly=True) as tx:
-        assert (await tx.outbox.counts())["done"] == 120
+        assert (await tx.outbox.stats()).completed == 120
 
 
 async def test_concurrent_writers_all_commit(store: Store) -> None:
@@ -79,8 +79,9 @@ async def test_outbox_notifications_arrive_after_commit_only(store: Store) -> No
             event = await tx.outbox.enqueue(USER, "e", {"n": 1})
             with trio.move_on_after(0.2):
                 assert await heard.receive() is None, "notified before COMMIT"
-            again = await tx.outbox.enqueue(USER, "e", {"n": 1}, dedupe_key="k")
-            await tx.outbox.enqueue(USER, "e", {"n": 1}, dedupe_key="k")  # a duplicate: no notification
+            again = await tx.outbox.enqueue(USER, "e", {"n": 2}, dedupe_key="k")
+            await tx.outbox.enqueue(USER, "e", {"n": 3}, dedupe_key="k")  # a duplicate key: no notification
+            await tx.outbox.enqueue(USER, "e", {"n": 1})  # duplicate content: no notification either
         with trio.fail_after(5):
             assert await heard.receive() == event.id
             assert await heard.receive() == again.id

@@ -18,6 +18,7 @@ from storage import (
     InvalidData,
     NotFound,
     OutboxPolicy,
+    OutboxStats,
     SampleCursor,
     SampleIn,
     SampleKey,
@@ -287,7 +288,7 @@ async def test_bad_data_is_refused_everywhere(store: Store) -> None:
         with pytest.raises(InvalidData):
             SampleCursor.decode("not-a-cursor")
     async with store.transaction(readonly=True) as tx:
-        assert (await tx.outbox.counts())["pending"] == 0
+        assert (await tx.outbox.stats()).pending == 0
 
 
 # --- units of work -----------------------------------------------------------------------
@@ -304,8 +305,8 @@ async def test_failing_unit_of_work_leaves_nothing(store: Store) -> None:
             raise RuntimeError("the actor crashed after writing")
     assert await all_samples(store, include_deleted=True) == []
     async with store.transaction(readonly=True) as tx:
-        marks, counts = await tx.run(tx.watermarks.get(USER), tx.outbox.counts())
-    assert marks.watermark == 0 and sum(counts.values()) == 0
+        marks, stats = await tx.run(tx.watermarks.get(USER), tx.outbox.stats())
+    assert marks.watermark == 0 and stats == OutboxStats(0, 0, 0, 0, None)
 
 
 async def test_a_failing_statement_rolls_back_the_whole_transaction(store: Store) -> None:
@@ -362,7 +363,7 @@ async def test_ops_are_batched_into_few_crossings(store: Store, monkeypatch: pyt
     async with tx:
         counts, mark = await tx.run(tx.samples.upsert_many(USER, [sample(0)]), tx.watermarks.bump(USER))
         tx.defer(tx.outbox.enqueue(USER, "health.samples.changed", {"watermark": mark}))
-        await tx.commit(tx.watermarks.set_projected(USER, "rollup", 0))
+        await tx.commit(tx.watermarks.advance(USER, "rollup", [(0, 1)]))
     assert counts.inserted == 1 and mark == 1
     assert crossings == [(2, True, None), (2, False, "commit")]
 
@@ -398,15 +399,35 @@ async def test_readonly_transactions_cannot_write(store: Store) -> None:
 
 async def test_user_settings_default_and_round_trip(store: Store) -> None:
     async with store.transaction() as tx:
-        assert await tx.users.get_settings(USER) == UserSettings(True, (), "UTC")
+        assert await tx.users.get_settings(USER) == UserSettings(True, (), "UTC", ())
         assert await tx.users.ensure(USER) is True
         assert await tx.users.ensure(USER) is False
         stored = await tx.users.put_settings(
             USER, UserSettings(False, ("steps", "spo2", "steps"), "Europe/Berlin")
         )
     assert stored == UserSettings(False, ("steps", "spo2"), "Europe/Berlin")
+    async with store.transaction() as tx:
+        ranked = await tx.users.put_settings(USER, replace(stored, source_priority=("watch-1", "phone")))
+    assert ranked.source_priority == ("watch-1", "phone") and ranked.timezone == "Europe/Berlin"
     async with store.transaction(readonly=True) as tx:
-        assert await tx.users.get_settings(USER) == stored
+        assert await tx.users.get_settings(USER) == ranked
+
+
+@pytest.mark.parametrize(
+    ("priority", "why"),
+    [
+        (tuple(f"s{i}" for i in range(65)), "more than 64"),
+        (("watch", "phone", "watch"), "more than once"),
+        (("watch", ""), "empty"),
+        (("x" * 257,), "longer than"),
+        ("watch", "sequence"),
+    ],
+)
+async def test_source_priority_is_checked(store: Store, priority: Any, why: str) -> None:
+    async with store.transaction() as tx:
+        with pytest.raises(InvalidData, match=why):
+            tx.users.put_settings(USER, UserSettings(source_priority=priority))
+        assert await tx.users.put_settings(USER, UserSettings(source_priority=tuple(f"s{i}" for i in range(64))))
 
 
 # --- ingest requests ---------------------------------------------------------------------
@@ -463,12 +484,12 @@ async def test_reap_stale_processing_requests(clocked: Store, clock: ManualClock
 async def test_enqueue_deduplicates_on_key(store: Store) -> None:
     async with store.transaction() as tx:
         a = await tx.outbox.enqueue(USER, "health.samples.changed", {"req": 1}, dedupe_key="ingest:req-1")
-        b = await tx.outbox.enqueue(USER, "health.samples.changed", {"req": 1}, dedupe_key="ingest:req-1")
-        c = await tx.outbox.enqueue(USER, "health.samples.changed", {"req": 1})
+        b = await tx.outbox.enqueue(USER, "health.samples.changed", {"req": 2}, dedupe_key="ingest:req-1")
+        c = await tx.outbox.enqueue(USER, "health.samples.changed", {"req": 3})
         event_a, event_c = await tx.run(tx.outbox.get(a.id), tx.outbox.get(c.id))
     assert a.created and not b.created and b.id == a.id and c.created and c.id != a.id
     assert event_a is not None and event_c is not None
-    assert event_a.event_hash == event_c.event_hash and len(event_a.event_hash) == 64
+    assert event_a.event_hash != event_c.event_hash and len(event_a.event_hash) == 64
     assert event_a.payload == {"req": 1} and event_a.status == "pending"
 
 
@@ -487,8 +508,8 @@ async def test_claim_and_complete(clocked: Store, clock: ManualClock) -> None:
         assert await tx.outbox.complete(ids[0], "worker-a") is True
         assert await tx.outbox.complete(ids[0], "worker-a") is False
         assert await tx.outbox.release("worker-a") == 2
-        counts = await tx.outbox.counts()
-    assert counts == {"pending": 3, "processing": 0, "done": 1, "dead": 0}
+        stats = await tx.outbox.stats()
+    assert stats == OutboxStats(pending=3, processing=0, completed=1, dead=0, oldest_pending_age_seconds=0.0)
     clock.advance(3600)
     async with clocked.transaction() as tx:
         claimed = await tx.outbox.claim("worker-c")
@@ -563,42 +584,6 @@ async def test_expired_lease_on_the_last_attempt_dead_letters(clocked: Store, cl
     assert dead is not None and dead.status == "dead" and dead.attempts == 3
 
 
-async def test_purge_done_events(clocked: Store, clock: ManualClock) -> None:
-    async with clocked.transaction() as tx:
-        event = await tx.outbox.enqueue(USER, "e", {})
-        await tx.outbox.enqueue(USER, "e", {"other": 1})
-        await tx.outbox.claim("w", limit=1)
-        await tx.outbox.complete(event.id, "w")
-    clock.advance(100)
-    async with clocked.transaction() as tx:
-        assert await tx.outbox.purge_done(50) == 1
-        assert await tx.outbox.counts() == {"pending": 1, "processing": 0, "done": 0, "dead": 0}
-
-
-# --- projection checkpoints --------------------------------------------------------------
-
-
-async def test_checkpoint_leases(clocked: Store, clock: ManualClock) -> None:
-    async with clocked.transaction() as tx:
-        mine = await tx.checkpoints.try_acquire(1, "rollup", "w1", lease_seconds=60)
-        theirs = await tx.checkpoints.try_acquire(1, "rollup", "w2")
-        other_handler = await tx.checkpoints.try_acquire(1, "sleep", "w2")
-        assert await tx.checkpoints.fail(1, "sleep", "w2", "no data yet")
-    assert mine is not None and mine.status == "processing" and mine.attempts == 1
-    assert theirs is None and other_handler is not None
-    clock.advance(61)
-    async with clocked.transaction() as tx:
-        taken = await tx.checkpoints.try_acquire(1, "rollup", "w2")
-        assert await tx.checkpoints.complete(1, "rollup", "w1") is False
-        assert await tx.checkpoints.complete(1, "rollup", "w2") is True
-        assert await tx.checkpoints.try_acquire(1, "rollup", "w3") is None  # completed stays done
-        retried = await tx.checkpoints.try_acquire(1, "sleep", "w3")
-        listed = await tx.checkpoints.list_for_event(1)
-    assert taken is not None and taken.attempts == 2
-    assert retried is not None and retried.attempts == 2 and retried.last_error is None
-    assert [(c.handler, c.status) for c in listed] == [("rollup", "completed"), ("sleep", "processing")]
-
-
 # --- projections and watermarks ----------------------------------------------------------
 
 
@@ -642,9 +627,9 @@ async def test_watermarks(store: Store) -> None:
         assert (await tx.watermarks.get(USER)).watermark == 0
         assert await tx.watermarks.bump(USER, by=3) == 3
         assert await tx.watermarks.bump(USER) == 4
-        assert await tx.watermarks.set_projected(USER, "rollup", 4) == 4
-        assert await tx.watermarks.set_projected(USER, "rollup", 2) == 4  # never goes back
-        await tx.watermarks.set_projected(USER, "sleep", 3)
+        assert await tx.watermarks.advance(USER, "rollup", [(0, 4)]) == 4
+        assert await tx.watermarks.advance(USER, "rollup", [(0, 2)]) == 4  # never goes back
+        await tx.watermarks.advance(USER, "sleep", [(0, 3)])
         marks = await tx.watermarks.get(USER)
     assert marks.watermark == 4 and dict(marks.projected) == {"rollup": 4, "sleep": 3}
 
@@ -769,7 +754,7 @@ async def test_migrations_are_versioned_and_idempotent(store_url: str, store_con
     from storage import migrate
 
     async with open_store(store_url, config=store_config) as first:
-        assert first.applied_migrations == [1]
+        assert first.applied_migrations == [1, 2]
     assert await migrate(store_url, config=store_config) == []
     async with open_store(store_url, config=replace(store_config, migrate_on_open=False)) as again:
         assert again.applied_migrations == []

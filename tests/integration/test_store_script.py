@@ -43,12 +43,14 @@ async def state(store: Store) -> tuple[list[str], int, dict[str, int]]:
     """What is committed: live sample ids, the watermark, outbox events per status."""
     async with store.transaction(readonly=True) as tx:
         page, marks, counts = await tx.run(
-            tx.samples.query(USER, limit=1000), tx.watermarks.get(USER), tx.outbox.counts()
+            tx.samples.query(USER, limit=1000), tx.watermarks.get(USER), tx.outbox.stats()
         )
-    return [s.source_record_id for s in page.items], marks.watermark, counts
+    tally = {"pending": counts.pending, "processing": counts.processing, "completed": counts.completed,
+             "dead": counts.dead}
+    return [s.source_record_id for s in page.items], marks.watermark, tally
 
 
-NOTHING = ([], 0, {"pending": 0, "processing": 0, "done": 0, "dead": 0})
+NOTHING = ([], 0, {"pending": 0, "processing": 0, "completed": 0, "dead": 0})
 
 
 # --- results decide what comes next ------------------------------------------------------
@@ -81,7 +83,7 @@ async def test_a_script_reads_then_decides_what_to_write(store: Store) -> None:
     assert type(counts) is UpsertCounts and counts == UpsertCounts(inserted=2, updated=0)
     assert type(event) is Enqueued and event.created
     assert result == (UpsertCounts(2, 0), 2)
-    assert await state(store) == (["r0", "r2"], 2, {"pending": 1, "processing": 0, "done": 0, "dead": 0})
+    assert await state(store) == (["r0", "r2"], 2, {"pending": 1, "processing": 0, "completed": 0, "dead": 0})
     async with store.transaction(readonly=True) as tx:
         stored = await tx.outbox.get(event.id)
     assert stored is not None and stored.payload == {"watermark": 2}
@@ -93,7 +95,7 @@ async def test_a_script_reads_then_decides_what_to_write(store: Store) -> None:
     async with store.transaction() as tx:
         (result,) = await tx.commit(tx.script(ingest))
     assert result is None and seen == [UserSettings(False, (), "UTC")]
-    assert await state(store) == (["r0", "r2"], 2, {"pending": 1, "processing": 0, "done": 0, "dead": 0})
+    assert await state(store) == (["r0", "r2"], 2, {"pending": 1, "processing": 0, "completed": 0, "dead": 0})
 
 
 async def test_a_script_branches_on_a_count_and_on_upsert_counts(store: Store) -> None:
@@ -105,7 +107,7 @@ async def test_a_script_branches_on_a_count_and_on_upsert_counts(store: Store) -
         deleted = None
         if counts.updated:  # only when something was already there
             deleted = yield tx.samples.soft_delete_many(USER, [key(0)])
-        pending = (yield tx.outbox.counts())["pending"]
+        pending = (yield tx.outbox.stats()).pending
         if pending == 0:
             yield tx.outbox.enqueue(USER, "tidy", {"updated": counts.updated}, dedupe_key="tidy")
         return counts, deleted, pending
@@ -116,7 +118,7 @@ async def test_a_script_branches_on_a_count_and_on_upsert_counts(store: Store) -
     assert counts == UpsertCounts(inserted=1, updated=1)
     assert type(deleted) is DeletedSamples and deleted == DeletedSamples(1, (("heart_rate", T0),))
     assert pending == 0
-    assert await state(store) == (["r1", "r2"], 0, {"pending": 1, "processing": 0, "done": 0, "dead": 0})
+    assert await state(store) == (["r1", "r2"], 0, {"pending": 1, "processing": 0, "completed": 0, "dead": 0})
     async with store.transaction() as tx:
         (second,) = await tx.commit(tx.script(upsert_then_tidy))
     assert second == (UpsertCounts(0, 2), DeletedSamples(0, ()), 1)  # r0 already gone; event there
@@ -316,7 +318,7 @@ async def test_outbox_events_of_a_script_are_announced_after_commit_only(store: 
     def enqueue(payload: dict[str, Any], *, crash: bool = False) -> Any:
         def script() -> Script:
             first = yield tx.outbox.enqueue(USER, "e", payload)
-            keyed = yield tx.outbox.enqueue(USER, "e", payload, dedupe_key=f"k{payload['n']}")
+            keyed = yield tx.outbox.enqueue(USER, "e", {**payload, "keyed": True}, dedupe_key=f"k{payload['n']}")
             duplicate = yield tx.outbox.enqueue(USER, "e", payload, dedupe_key=f"k{payload['n']}")
             assert not duplicate.created and duplicate.id == keyed.id
             if crash:
@@ -376,7 +378,7 @@ async def test_transact_reruns_a_unit_of_work_whose_script_hit_a_transient_error
             assert await heard.receive() is None, "the failed attempt was announced"
     assert runs == 2 and mark == 1 and counts == UpsertCounts(1, 0)
     # Nothing of the first attempt survived, neither its first crossing nor its script.
-    assert await state(store) == (["r2"], 1, {"pending": 1, "processing": 0, "done": 0, "dead": 0})
+    assert await state(store) == (["r2"], 1, {"pending": 1, "processing": 0, "completed": 0, "dead": 0})
     async with store.transaction(readonly=True) as tx:
         event = await tx.outbox.get(event_id)
     assert event is not None and event.payload == {"attempt": 2}
@@ -403,4 +405,4 @@ async def test_a_transient_error_in_a_first_crossing_script_reruns_the_script(st
         with trio.move_on_after(0.2):
             assert await heard.receive() is None, "an event was announced twice or from the failed run"
     assert runs == 2 and counts == UpsertCounts(1, 0)
-    assert await state(store) == (["r2"], 0, {"pending": 1, "processing": 0, "done": 0, "dead": 0})
+    assert await state(store) == (["r2"], 0, {"pending": 1, "processing": 0, "completed": 0, "dead": 0})
