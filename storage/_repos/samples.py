@@ -7,7 +7,7 @@ Deletion is final. Platform identities are never reused and deletions may arrive
 sample (lanes are not ordered with each other), so a deleted identity keeps its row for good:
 
 - deleting a key with no row inserts a *tombstone*: a deleted row whose metric is ``''``
-  (``TOMBSTONE_METRIC``; a real sample's metric is never empty), value 0, unit ``''``, metadata
+  (``_TOMBSTONE_METRIC``; a real sample's metric is never empty), value 0, unit ``''``, metadata
   ``{}`` and end_at = start_at. Every read leaves tombstones out, deleted rows included;
 - an upsert of a deleted identity (tombstone or deleted sample) changes nothing and is reported
   in ``UpsertCounts.refused`` — the rest of its batch goes on;
@@ -41,9 +41,9 @@ from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
 
-__all__ = ["TOMBSTONE_METRIC", "SamplePreparer", "Samples"]
+__all__ = ["SamplePreparer", "Samples"]
 
-TOMBSTONE_METRIC = ""
+_TOMBSTONE_METRIC = ""  # the marker; in SQL text it is written as the literal ''
 # The placeholder payload of a tombstone (after the key columns), as SQL literals.
 _TOMBSTONE_PAYLOAD = "metric = '', value = 0, unit = '', metadata = '{}', end_at = start_at"
 
@@ -104,7 +104,7 @@ _SQLITE_DELETED_KEYS = (
 # A deletion is an upsert too: a live row is marked deleted, a key with no row becomes a
 # tombstone, a deleted one is left alone. One statement, so a sample inserted concurrently
 # (PostgreSQL) is found by the conflict check rather than missed by a snapshot. RETURNING
-# gives the deleted samples' metrics, and TOMBSTONE_METRIC for each tombstone.
+# gives the deleted samples' metrics, and _TOMBSTONE_METRIC for each tombstone.
 _DELETE_INSERT = (
     "INSERT INTO health_samples (user_id, source_id, source_record_id, start_at, end_at, metric,"
     " value, unit, metadata, created_at, updated_at, deleted_at)"
@@ -250,7 +250,7 @@ class Samples(Repo):
         ts = d.ts_out
 
         def deleted(rows: list[Row]) -> DeletedSamples:
-            touched = tuple((r["metric"], ts(r["start_at"])) for r in rows if r["metric"] != TOMBSTONE_METRIC)
+            touched = tuple((r["metric"], ts(r["start_at"])) for r in rows if r["metric"] != _TOMBSTONE_METRIC)
             return DeletedSamples(len(touched), touched, len(rows) - len(touched))
 
         return self._op(cmd, post=deleted)
@@ -296,7 +296,7 @@ class Samples(Repo):
         if not include_deleted:
             where.append("deleted_at IS NULL")
         elif metric is None:
-            where.append(f"metric <> '{TOMBSTONE_METRIC}'")  # a tombstone is no sample
+            where.append("metric <> ''")  # a tombstone is no sample
         if after is not None:
             if not isinstance(after, SampleCursor):
                 raise InvalidData("after", "expected a SampleCursor")

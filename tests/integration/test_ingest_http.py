@@ -798,6 +798,9 @@ async def test_openapi_lists_ingestion_and_settings_with_their_schemas(h: Harnes
     assert body["properties"]["lane"]["enum"] == ["hot", "cold", "change"]
     ok = _schema(doc, upsert["responses"]["200"]["content"]["application/json"]["schema"])
     assert set(ok["properties"]) == {"requestId", "status", "inserted", "updated", "deleted", "rejected"}
+    rejection = _schema(doc, ok["properties"]["rejected"]["items"])
+    for code in ("UNKNOWN_METRIC", "METRIC_BLOCKED", "SAMPLE_DELETED"):  # the codes are documented
+        assert code in rejection["properties"]["code"]["description"]
     assert {"400", "401", "403", "409", "413", "415", "422", "429", "503"} <= set(upsert["responses"])
     assert upsert["security"] == [{"userBearer": []}]
     assert upsert["responses"]["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
