@@ -227,9 +227,11 @@ async def test_a_deletion_before_its_sample_keeps_a_tombstone_that_refuses_it(st
     async with store.transaction() as tx:
         counts = await tx.samples.upsert_many(USER, rows)
         again = await tx.samples.upsert_many(USER, store.prepare_samples(rows))
+        alone = await tx.samples.upsert_many(USER, [sample(5)])  # every row refused: nothing came back
         assert await tx.samples.get(USER, key(5)) is None
     assert counts == UpsertCounts(2, 0, (1,))
     assert again == UpsertCounts(0, 2, (1,))
+    assert alone == UpsertCounts(0, 0, (0,))
     assert [s.source_record_id for s in await all_samples(store, include_deleted=True)] == ["r1", "r9"]
     assert len(await all_samples(store, metric="heart_rate", include_deleted=True)) == 2
     with pytest.raises(InvalidData, match="metric"):  # the tombstones' marker cannot even be asked for
