@@ -40,7 +40,8 @@ _COLUMNS = "user_id, source_id, source_record_id, start_at, end_at, metric, valu
 _ON_CONFLICT = (
     " ON CONFLICT (user_id, source_id, source_record_id, start_at) DO UPDATE SET end_at = excluded.end_at,"
     " metric = excluded.metric, value = excluded.value, unit = excluded.unit, metadata = excluded.metadata,"
-    " updated_at = excluded.updated_at, deleted_at = NULL, revision = health_samples.revision + 1"
+    " updated_at = excluded.updated_at, revision = health_samples.revision + 1"
+    " WHERE health_samples.deleted_at IS NULL"  # as the store: a deleted identity stays deleted
 )
 RAW_SQLITE = f"INSERT INTO health_samples ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)" + _ON_CONFLICT
 RAW_PG = (

@@ -143,8 +143,12 @@ class HealthSample:
 
 @dataclass(frozen=True, slots=True)
 class UpsertCounts:
+    """What an upsert wrote. ``refused``: the indices (into the rows as given, ascending) of rows
+    whose identity is deleted — a tombstone or a deleted sample — and that therefore stayed deleted."""
+
     inserted: int
     updated: int
+    refused: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
@@ -153,10 +157,13 @@ class UpsertCounts:
 
 @dataclass(frozen=True, slots=True)
 class DeletedSamples:
-    """Samples newly marked deleted, with what projections need to know what to recompute."""
+    """Samples newly marked deleted, with what projections need to know what to recompute.
+    ``tombstones``: keys with no row yet, now held as tombstones (no sample changed, nothing to
+    recompute, so they are in neither ``deleted`` nor ``touched``)."""
 
     deleted: int
     touched: tuple[tuple[str, datetime], ...] = ()  # (metric, start_at) of each deleted sample
+    tombstones: int = 0
 
 
 @dataclass(frozen=True, slots=True)

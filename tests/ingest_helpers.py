@@ -109,9 +109,11 @@ class Db:
         return self.rows(f"SELECT * FROM health_samples WHERE user_id = ?{where} ORDER BY id", user)
 
     def sample_count(self, user: str | None = None) -> int:
+        """Rows that are samples, deleted or not: a tombstone (metric '') is the identity of one
+        deleted before it arrived, no sample."""
         if user is None:
-            return int(self.scalar("SELECT count(*) FROM health_samples"))
-        return int(self.scalar("SELECT count(*) FROM health_samples WHERE user_id = ?", user))
+            return int(self.scalar("SELECT count(*) FROM health_samples WHERE metric <> ''"))
+        return int(self.scalar("SELECT count(*) FROM health_samples WHERE user_id = ? AND metric <> ''", user))
 
     def watermark(self, user: str) -> int:
         return int(self.scalar("SELECT watermark FROM user_watermarks WHERE user_id = ?", user) or 0)

@@ -21,8 +21,10 @@ from ._routes import ApiBlueprint, ApiModel, Reply, current_request_id
 
 
 class RejectionOut(ApiModel):
-    index: int
-    code: str
+    index: int = Field(description="the sample's index in the request's samples")
+    code: str = Field(description="UNKNOWN_METRIC, UNKNOWN_UNIT, NON_FINITE_VALUE, INVALID_TIME_RANGE, "
+                                  "VALUE_OUT_OF_RANGE, METRIC_BLOCKED or SAMPLE_DELETED (its identity was "
+                                  "deleted, possibly before it arrived: it stays deleted)")
     message: str
 
 

@@ -8,7 +8,10 @@ soft deletions, one ``health.samples.changed`` outbox event naming the (metric, 
 touched, the user's watermark bump and the request's stored result. Nothing of a request is ever
 visible half done: a concurrent repeat waits on the claim's row lock (PostgreSQL) or on the single
 writer (SQLite) and then finds the request completed. The samples arrive judged and store-checked
-(decoded and prepared before they queue), so the lane's own work per request is small.
+(decoded and prepared before they queue), so the lane's own work per request is small. A sample whose
+identity is deleted (deletions are final, and may come first: see storage's samples) is refused by the
+store alone and answered in ``rejected`` as ``SAMPLE_DELETED``; deleting a sample not there yet leaves a
+tombstone, which changes no read model (no event, no watermark).
 
 Locks are taken in phases, the same order in every group: settings, then every claim (sorted by user
 and requestId), then every request's samples (by user), then events, watermarks and results. A group
@@ -48,6 +51,7 @@ from ._samples import (
     local_keys,
     prepare_upload,
     preparing_upload,
+    refused_samples,
     run_steps_async,
 )
 
@@ -271,12 +275,17 @@ class IngestLane(Actor):
 
         for i, upserted, deleted in written:  # phase: events, watermarks, results
             msg, upload = claimants[i].msg, uploads[i]
+            rejected, minutes = upload.rejected, upload.minutes
+            if upserted.refused:  # deleted identities stay deleted: those samples are rejected
+                refusals, minutes = refused_samples(msg.samples, upload, upserted.refused)
+                rejected = tuple(sorted(rejected + refusals, key=lambda r: r.index))
             result = UploadResult(request_id=msg.request_id, inserted=upserted.inserted, updated=upserted.updated,
-                                  deleted=deleted.deleted, rejected=upload.rejected)
+                                  deleted=deleted.deleted, rejected=rejected)
+            # A tombstone (deleting a sample not there yet) changes no read model: not a change.
             changes = upserted.inserted + upserted.updated + deleted.deleted
             if changes:
                 timezone = settings[msg.user_id].timezone
-                touched = set(local_keys(upload.minutes, timezone))
+                touched = set(local_keys(minutes, timezone))
                 touched.update((metric, local_date(at, timezone).isoformat()) for metric, at in deleted.touched)
                 # The event names the watermark range (from, to] it covers: a projection that completes it
                 # may claim those changes, and only those (events of one user complete out of order).
@@ -291,7 +300,7 @@ class IngestLane(Actor):
                     correlation_id=msg.correlation_id,
                 )
             yield tx.ingest.complete(msg.user_id, msg.request_id, result.to_record())
-            decided[i] = (IngestOutcome(kind="completed", result=result), len(upload.rows))
+            decided[i] = (IngestOutcome(kind="completed", result=result), upserted.total)
         return decided
 
     @staticmethod

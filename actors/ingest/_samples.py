@@ -2,7 +2,8 @@
 
 A request's samples are judged one by one: a bad sample is listed in ``rejected`` with its index and
 a code, the others go on. Two samples with the same identity in one request: the later one wins,
-exactly as if they had come in two requests.
+exactly as if they had come in two requests. One more rejection is only known in the transaction:
+a sample whose identity is deleted (``SAMPLE_DELETED``, see :func:`refused_samples`).
 """
 
 from __future__ import annotations
@@ -128,7 +129,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 
 
-def sample_minutes(samples: Iterable[SampleIn]) -> dict[str, set[int]]:
+class _Started(Protocol):
+    @property
+    def metric(self) -> str: ...
+    @property
+    def start_at(self) -> datetime: ...
+
+
+def sample_minutes(samples: Iterable[_Started]) -> dict[str, set[int]]:
     """The UTC minutes (since the epoch) each metric's samples start in: all that affected keys
     need, whatever the user's time zone (since 1972 every UTC offset is whole minutes, so a minute
     lies within one local date; see local_keys for the older ones)."""
@@ -171,6 +179,32 @@ def _local_days(minute: datetime, zone: ZoneInfo) -> tuple[str, ...]:
     # minute, so name both days it touches (one extra recompute at worst).
     last = (minute + _LAST_OF_MINUTE).astimezone(zone).date().isoformat()
     return tuple(dict.fromkeys((local.date().isoformat(), last)))
+
+
+def accepted_indices(samples: Sequence[SampleLike], rejected: Iterable[Rejection]) -> list[int]:
+    """The request index of each row :func:`normalize_samples` gave for ``samples`` (in its order),
+    from the rejections it made: per identity the last sample not rejected, placed as it places it."""
+    skip = {r.index for r in rejected}
+    where: dict[tuple[str, str, datetime], int] = {}
+    for index, sample in enumerate(samples):
+        if index not in skip:
+            identity = (sample.source_id, sample.source_record_id, sample.start_at)
+            where.pop(identity, None)
+            where[identity] = index
+    return list(where.values())
+
+
+def refused_samples(samples: Sequence[SampleLike], upload: PreparedUpload,
+                    refused: Sequence[int]) -> tuple[tuple[Rejection, ...], dict[str, set[int]]]:
+    """For the rows of ``upload`` the store refused (``UpsertCounts.refused``: their identity is
+    deleted, and stays so): their rejections, by request index, and the ``sample_minutes`` of the
+    rows that were written. Only on that path, so an upload keeps no index per row."""
+    indices = accepted_indices(samples, upload.rejected)
+    gone = {indices[row] for row in refused}
+    rejections = tuple(Rejection(index=index, code="SAMPLE_DELETED",
+                                 message="this sample was deleted, and a deleted sample's identity is never reused")
+                       for index in sorted(gone))
+    return rejections, sample_minutes(samples[i] for i in indices if i not in gone)
 
 
 def affected_keys(samples: Iterable[SampleIn], timezone: str) -> list[tuple[str, str]]:

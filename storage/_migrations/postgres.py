@@ -244,5 +244,17 @@ MIGRATIONS = check_sequence(
                 )""",
             ),
         ),
+        # Deleted identities are kept for good as tombstones (storage/_repos/samples.py), so
+        # purge_deleted must find the deleted rows whose payload is still there without walking
+        # every tombstone: index exactly those.
+        Migration(
+            3,
+            "index deleted samples still to purge; tombstones are kept",
+            (
+                "CREATE INDEX health_samples_purgeable ON health_samples (deleted_at)"
+                " WHERE deleted_at IS NOT NULL AND metric <> ''",
+                "DROP INDEX health_samples_deleted",
+            ),
+        ),
     )
 )

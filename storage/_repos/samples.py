@@ -2,12 +2,23 @@
 
 The sample upsert is the ingestion hot path: PostgreSQL takes a batch as one ``unnest``
 statement, SQLite as multi-row VALUES statements of up to ``_SQLITE_CHUNK`` rows.
+
+Deletion is final. Platform identities are never reused and deletions may arrive before their
+sample (lanes are not ordered with each other), so a deleted identity keeps its row for good:
+
+- deleting a key with no row inserts a *tombstone*: a deleted row whose metric is ``''``
+  (``_TOMBSTONE_METRIC``; a real sample's metric is never empty), value 0, unit ``''``, metadata
+  ``{}`` and end_at = start_at. Every read leaves tombstones out, deleted rows included;
+- an upsert of a deleted identity (tombstone or deleted sample) changes nothing and is reported
+  in ``UpsertCounts.refused`` — the rest of its batch goes on;
+- ``purge_deleted`` turns long-deleted samples into tombstones (payload cleared, identity kept)
+  instead of removing their rows, or the late sample would come back.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -32,6 +43,10 @@ from .base import Repo, Row
 
 __all__ = ["SamplePreparer", "Samples"]
 
+_TOMBSTONE_METRIC = ""  # the marker; in SQL text it is written as the literal ''
+# The placeholder payload of a tombstone (after the key columns), as SQL literals.
+_TOMBSTONE_PAYLOAD = "metric = '', value = 0, unit = '', metadata = '{}', end_at = start_at"
+
 _SAMPLE_COLS = (
     "id, user_id, source_id, source_record_id, metric, value, unit, start_at, end_at, metadata,"
     " revision, created_at, updated_at, deleted_at"
@@ -41,20 +56,27 @@ _SAMPLE_INSERT = (
     " value, unit, metadata, created_at, updated_at)"
 )
 # revision is 1 exactly when the row was inserted by this statement: that is how
-# PostgreSQL splits an upsert's count into inserted and updated.
+# PostgreSQL splits an upsert's count into inserted and updated. A deleted identity is left
+# as it is (the WHERE): no row comes back for it, which is how its refusal is seen.
 _SAMPLE_ON_CONFLICT = (
     " ON CONFLICT (user_id, source_id, source_record_id, start_at) DO UPDATE SET"
     " end_at = excluded.end_at, metric = excluded.metric, value = excluded.value,"
     " unit = excluded.unit, metadata = excluded.metadata, updated_at = excluded.updated_at,"
-    " deleted_at = NULL, revision = health_samples.revision + 1"
+    " revision = health_samples.revision + 1 WHERE health_samples.deleted_at IS NULL"
 )
+# ``refused`` (1-based positions in the arrays) is worked out only when fewer rows came back
+# than went in: the uncorrelated sub-select is an InitPlan, run only if the CASE reaches it.
 _PG_UPSERT = (
     "WITH up AS (" + _SAMPLE_INSERT + " SELECT $1, k.s, k.r, k.st, k.en, k.m, k.v, k.u, k.md::jsonb, $10, $10"
     " FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],"
     " $7::float8[], $8::text[], $9::text[]) AS k(s, r, st, en, m, v, u, md)"
     + _SAMPLE_ON_CONFLICT
-    + " RETURNING revision)"
-    " SELECT count(*) FILTER (WHERE revision = 1) AS inserted, count(*) AS total FROM up"
+    + " RETURNING source_id, source_record_id, start_at, revision)"
+    " SELECT count(*) FILTER (WHERE revision = 1) AS inserted, count(*) AS total,"
+    " CASE WHEN count(*) < cardinality($2::text[]) THEN ARRAY(SELECT k.i"
+    " FROM unnest($2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS k(s, r, st, i)"
+    " WHERE NOT EXISTS (SELECT FROM up WHERE up.source_id = k.s AND up.source_record_id = k.r"
+    " AND up.start_at = k.st) ORDER BY k.i) END AS refused FROM up"
 )
 _SQLITE_CHUNK = 500  # rows per multi-row VALUES statement (8 bound values each)
 
@@ -71,25 +93,41 @@ def _sqlite_upsert(rows: int) -> str:
 _SQLITE_UPSERT_FULL = _sqlite_upsert(_SQLITE_CHUNK)
 _SQLITE_MAX_ID = "SELECT coalesce(max(id), 0) FROM health_samples"
 _SQLITE_COUNT_ABOVE = "SELECT count(*) FROM health_samples WHERE id > $1"
-_PG_SOFT_DELETE = (
-    "UPDATE health_samples h SET deleted_at = $5, updated_at = $5, revision = h.revision + 1"
-    " FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS k(s, r, st)"
-    " WHERE h.user_id = $1 AND h.source_id = k.s AND h.source_record_id = k.r"
-    " AND h.start_at = k.st AND h.deleted_at IS NULL RETURNING h.metric, h.start_at"
-)
-# CROSS JOIN makes SQLite loop over the keys and probe the natural-key index, instead of
-# scanning the user's samples once per key.
-_SQLITE_SOFT_DELETE = (
-    "UPDATE health_samples SET deleted_at = $3, updated_at = $3, revision = revision + 1"
-    " WHERE id IN (SELECT h.id FROM json_each($2) AS k CROSS JOIN health_samples AS h"
+# The batch's keys that are deleted: after the upsert, exactly the refused ones (nothing
+# brings a deleted identity back). CROSS JOIN: probe the natural-key index once per key.
+_SQLITE_DELETED_KEYS = (
+    "SELECT h.source_id, h.source_record_id, h.start_at FROM json_each($2) AS k CROSS JOIN health_samples AS h"
     " WHERE h.user_id = $1 AND h.source_id = json_extract(k.value, '$[0]')"
     " AND h.source_record_id = json_extract(k.value, '$[1]')"
-    " AND h.start_at = json_extract(k.value, '$[2]') AND h.deleted_at IS NULL)"
+    " AND h.start_at = json_extract(k.value, '$[2]') AND h.deleted_at IS NOT NULL"
+)
+# A deletion is an upsert too: a live row is marked deleted, a key with no row becomes a
+# tombstone, a deleted one is left alone. One statement, so a sample inserted concurrently
+# (PostgreSQL) is found by the conflict check rather than missed by a snapshot. RETURNING
+# gives the deleted samples' metrics, and _TOMBSTONE_METRIC for each tombstone.
+_DELETE_INSERT = (
+    "INSERT INTO health_samples (user_id, source_id, source_record_id, start_at, end_at, metric,"
+    " value, unit, metadata, created_at, updated_at, deleted_at)"
+)
+_DELETE_ON_CONFLICT = (
+    " ON CONFLICT (user_id, source_id, source_record_id, start_at) DO UPDATE SET"
+    " deleted_at = excluded.deleted_at, updated_at = excluded.updated_at,"
+    " revision = health_samples.revision + 1 WHERE health_samples.deleted_at IS NULL"
     " RETURNING metric, start_at"
+)
+_PG_SOFT_DELETE = (
+    _DELETE_INSERT + " SELECT $1, k.s, k.r, k.st, k.st, '', 0, '', '{}', $5, $5, $5"
+    " FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS k(s, r, st)" + _DELETE_ON_CONFLICT
+)
+# "WHERE true": SQLite's parser needs it before ON CONFLICT after INSERT ... SELECT.
+_SQLITE_SOFT_DELETE = (
+    _DELETE_INSERT + " SELECT $1, json_extract(k.value, '$[0]'), json_extract(k.value, '$[1]'),"
+    " json_extract(k.value, '$[2]'), json_extract(k.value, '$[2]'), '', 0.0, '', '{}', $3, $3, $3"
+    " FROM json_each($2) AS k WHERE true" + _DELETE_ON_CONFLICT
 )
 _GET = (
     f"SELECT {_SAMPLE_COLS} FROM health_samples WHERE user_id = $1 AND source_id = $2"
-    " AND source_record_id = $3 AND start_at = $4"
+    " AND source_record_id = $3 AND start_at = $4 AND metric <> ''"
 )
 # query() appends its conditions (joined by AND) and "ORDER BY start_at, id LIMIT $n".
 _QUERY_WHERE = f"SELECT {_SAMPLE_COLS} FROM health_samples WHERE "
@@ -106,9 +144,11 @@ _SOURCES = (
 # A sample longer than this that starts before a projection's window is not seen (see for_projection).
 LOOKBACK = timedelta(days=2)
 _MIN_TS = datetime(1, 1, 2, tzinfo=UTC)
+# Clears the payload and keeps the row (see the module docstring); health_samples_purgeable
+# (a migration of its own) indexes exactly the rows still to clear, so tombstones are never scanned again.
 _PURGE_DELETED = (
-    "DELETE FROM health_samples WHERE id IN (SELECT id FROM health_samples"
-    " WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2)"
+    f"UPDATE health_samples SET {_TOMBSTONE_PAYLOAD} WHERE id IN (SELECT id FROM health_samples"
+    " WHERE deleted_at IS NOT NULL AND metric <> '' AND deleted_at < $1 ORDER BY deleted_at LIMIT $2)"
 )
 
 
@@ -153,9 +193,10 @@ class Samples(Repo):
         )
 
     def upsert_many(self, user_id: str, rows: Sequence[SampleIn] | PreparedSamples) -> Op[UpsertCounts]:
-        """Insert or update samples in one statement per batch; a re-upserted deleted sample
-        is live again. Repeats of a natural key within ``rows`` count once (the last wins).
-        ``rows`` may come from ``store.prepare_samples`` (checked already)."""
+        """Insert or update samples in one statement per batch. A row whose identity is deleted is
+        refused (it stays deleted; its index is in ``refused``), the others go on. Repeats of a
+        natural key within ``rows`` count once (the last wins; indices are then those of the
+        rows that remain). ``rows`` may come from ``store.prepare_samples`` (checked already)."""
         user = self._id("user_id", user_id)
         d = self._d
         norm: Sequence[tuple[Any, ...]]
@@ -171,29 +212,42 @@ class Samples(Repo):
         now = d.ts(self._now())
         if d.name == "postgresql":
             # One lock order for every writer, so overlapping batches cannot deadlock.
+            given = norm
             norm = sorted(norm, key=lambda r: (r[0], r[1], r[2]))
             cols = [list(c) for c in zip(*norm, strict=True)]
-            return self._op(
-                fetchrow(_PG_UPSERT, user, *cols, now),
-                post=lambda r: UpsertCounts(r["inserted"], r["total"] - r["inserted"]),
-            )
+
+            def counts(r: Row) -> UpsertCounts:
+                positions = r["refused"]
+                if not positions:
+                    return UpsertCounts(r["inserted"], r["total"] - r["inserted"])
+                return UpsertCounts(r["inserted"], r["total"] - r["inserted"],
+                                    _indices(given, (norm[p - 1][:3] for p in positions)))
+
+            return self._op(fetchrow(_PG_UPSERT, user, *cols, now), post=counts)
 
         def steps() -> Steps[UpsertCounts]:
             # SQLite gives a new row rowid max(rowid) + 1 and the writer is alone in its
             # transaction, so rows above the old maximum are exactly the inserted ones:
-            # cheaper than RETURNING a row per sample.
+            # cheaper than RETURNING a row per sample. A refused row is not a change.
             before = yield fetchval(_SQLITE_MAX_ID)
+            changed = 0
             for start in range(0, len(norm), _SQLITE_CHUNK):
                 chunk = norm[start : start + _SQLITE_CHUNK]
                 sql = _SQLITE_UPSERT_FULL if len(chunk) == _SQLITE_CHUNK else _sqlite_upsert(len(chunk))
-                yield execute(sql, user, now, *itertools.chain.from_iterable(chunk))
+                changed += yield execute(sql, user, now, *itertools.chain.from_iterable(chunk))
             inserted = yield fetchval(_SQLITE_COUNT_ABOVE, before)
-            return UpsertCounts(inserted, len(norm) - inserted)
+            if changed == len(norm):
+                return UpsertCounts(inserted, len(norm) - inserted)
+            keys = v.dump_json("keys", [r[:3] for r in norm], 2**62)
+            deleted = yield fetch(_SQLITE_DELETED_KEYS, user, keys)
+            refused = _indices(norm, (tuple(k) for k in deleted))
+            return UpsertCounts(inserted, len(norm) - inserted - len(refused), refused)
 
         return self._op(steps)
 
     def soft_delete_many(self, user_id: str, keys: Sequence[SampleKey]) -> Op[DeletedSamples]:
-        """Mark live samples deleted (``deleted_at``); unknown or already deleted keys are skipped."""
+        """Mark live samples deleted (``deleted_at``) and hold each key with no row yet as a
+        tombstone (see the module docstring); already deleted keys are skipped."""
         user = self._id("user_id", user_id)
         d = self._d
         norm = v.sample_keys(keys, self._limits, d.ts)
@@ -207,15 +261,15 @@ class Samples(Repo):
         else:
             cmd = fetch(_SQLITE_SOFT_DELETE, user, v.dump_json("keys", norm, 2**62), now)
         ts = d.ts_out
-        return self._op(
-            cmd,
-            post=lambda rows: DeletedSamples(
-                len(rows), tuple((r["metric"], ts(r["start_at"])) for r in rows)
-            ),
-        )
+
+        def deleted(rows: list[Row]) -> DeletedSamples:
+            touched = tuple((r["metric"], ts(r["start_at"])) for r in rows if r["metric"] != _TOMBSTONE_METRIC)
+            return DeletedSamples(len(touched), touched, len(rows) - len(touched))
+
+        return self._op(cmd, post=deleted)
 
     def get(self, user_id: str, key: SampleKey) -> Op[HealthSample | None]:
-        """One sample by natural key, deleted or not."""
+        """One sample by natural key, deleted or not (a tombstone is none)."""
         ((source, record, start),) = v.sample_keys([key], self._limits, self._d.ts)
         return self._op(
             fetchrow(_GET, self._id("user_id", user_id), source, record, start),
@@ -254,6 +308,8 @@ class Samples(Repo):
             where.append(f"start_at < {arg(d.ts(aware('end', end)))}")
         if not include_deleted:
             where.append("deleted_at IS NULL")
+        elif metric is None:
+            where.append("metric <> ''")  # a tombstone is no sample
         if after is not None:
             if not isinstance(after, SampleCursor):
                 raise InvalidData("after", "expected a SampleCursor")
@@ -270,7 +326,8 @@ class Samples(Repo):
         return self._op(fetch(sql, *args), post=page)
 
     def purge_deleted(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
-        """Hard-delete samples soft-deleted longer ago than this; returns how many."""
+        """Clear the payload of samples soft-deleted longer ago than this, keeping their rows as
+        tombstones (a deleted identity must stay deleted); returns how many."""
         return self._op(
             execute(_PURGE_DELETED, self._older_than(older_than_seconds), self._limit(limit))
         )
@@ -299,3 +356,8 @@ class Samples(Repo):
     def sources(self, user_id: str) -> Op[list[str]]:
         """The user's source ids in the order they were first seen (deleted samples count: seen is seen)."""
         return self._op(fetch(_SOURCES, self._id("user_id", user_id)), post=lambda rows: [r["source_id"] for r in rows])
+
+def _indices(rows: Sequence[tuple[Any, ...]], keys: Iterable[tuple[Any, ...]]) -> tuple[int, ...]:
+    """The indices in ``rows`` of these natural keys, ascending (only on the refusal path)."""
+    where = {r[:3]: i for i, r in enumerate(rows)}
+    return tuple(sorted(where[k] for k in keys))

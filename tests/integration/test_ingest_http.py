@@ -411,11 +411,50 @@ async def test_deletions_on_the_change_lane_soft_delete(h: Harness) -> None:
     status, page = await h.get(SAMPLES)
     assert [i["sourceRecordId"] for i in page["items"]] == ["r2"]
     all_rows = h.db.samples("alice", live=False)
-    assert [(r["source_record_id"], r["deleted_at"] is not None) for r in all_rows] == [("r1", True), ("r2", False)]
+    assert [(r["source_record_id"], r["metric"], r["deleted_at"] is not None) for r in all_rows] == [
+        ("r1", "heart_rate", True), ("r2", "heart_rate", False),
+        ("never-existed", "", True), ("r2", "", True)]  # tombstones of the keys not there: never read
     # deleting it again changes nothing
     status, out, _ = await h.post(signed([], lane="change", deletions=[deletion("r1")]))
     assert out["deleted"] == 0
     assert h.db.watermark("alice") == 3  # 2 inserts + 1 deletion
+
+
+async def test_a_deletion_before_its_sample_rejects_the_late_sample_alone(h: Harness) -> None:
+    """API.md: a deletion is a tombstone even when its sample has not arrived yet (the change lane is
+    not ordered with the cold one); the later upsert of that identity is rejected, the rest accepted."""
+    late = "2026-11-20T08:00:00Z"
+    status, out, _ = await h.post(signed([], lane="change", deletions=[deletion("late", start=late)]))
+    assert (status, out["deleted"]) == (200, 0)
+    assert h.db.watermark("alice") == 0 and h.db.events("alice") == []  # no read model changed
+    body = signed([sample("late", start=late, value=60.0), sample("early"), sample("bad", metric="nope"),
+                   sample("late", start=late, value=70.0), sample("other", start="2026-11-24T08:02:00Z")],
+                  lane="cold")
+    status, out, hdrs = await h.post(body)
+    assert status == 200, out
+    assert (out["inserted"], out["updated"], out["deleted"]) == (2, 0, 0)
+    # The later of the two "late" samples is the one that would have been written: its index is named.
+    assert [(r["index"], r["code"]) for r in out["rejected"]] == [(2, "UNKNOWN_METRIC"), (3, "SAMPLE_DELETED")]
+    assert "deleted" in out["rejected"][1]["message"]
+    status, page = await h.get(SAMPLES)
+    assert status == 200 and [i["sourceRecordId"] for i in page["items"]] == ["early", "other"]
+    (tomb,) = [r for r in h.db.samples("alice", live=False) if r["source_record_id"] == "late"]
+    assert tomb["deleted_at"] is not None and (tomb["metric"], tomb["value"], tomb["revision"]) == ("", 0.0, 1)
+    assert h.db.watermark("alice") == 2
+    assert h.db.events("alice")[0]["keys"] == [{"metric": "heart_rate", "date": "2026-11-24"}]  # not the 20th
+    status, again, hdrs = await h.post(body)  # a replay answers the same, rejections included
+    assert (status, hdrs["Idempotent-Replay"], again) == (200, "true", out)
+
+
+async def test_a_deleted_sample_uploaded_again_stays_deleted(h: Harness) -> None:
+    assert (await h.post(signed([sample("r1", value=60.0)])))[1]["inserted"] == 1
+    assert (await h.post(signed([], lane="change", deletions=[deletion("r1")])))[1]["deleted"] == 1
+    status, out, _ = await h.post(signed([sample("r1", value=99.0)], lane="hot"))
+    assert status == 200 and (out["inserted"], out["updated"]) == (0, 0)
+    assert [(r["index"], r["code"]) for r in out["rejected"]] == [(0, "SAMPLE_DELETED")]
+    assert [(r["value"], r["deleted_at"] is not None) for r in h.db.samples("alice", live=False)] == [(60.0, True)]
+    assert (await h.get(SAMPLES))[1]["items"] == []
+    assert h.db.watermark("alice") == 2 and len(h.db.events("alice")) == 2  # the refused upload changed nothing
 
 
 # -- outbox and watermark ----------------------------------------------------------------------------------
@@ -763,6 +802,9 @@ async def test_openapi_lists_ingestion_and_settings_with_their_schemas(h: Harnes
     assert body["properties"]["lane"]["enum"] == ["hot", "cold", "change"]
     ok = _schema(doc, upsert["responses"]["200"]["content"]["application/json"]["schema"])
     assert set(ok["properties"]) == {"requestId", "status", "inserted", "updated", "deleted", "rejected"}
+    rejection = _schema(doc, ok["properties"]["rejected"]["items"])
+    for code in ("UNKNOWN_METRIC", "METRIC_BLOCKED", "SAMPLE_DELETED"):  # the codes are documented
+        assert code in rejection["properties"]["code"]["description"]
     assert {"400", "401", "403", "409", "413", "415", "422", "429", "503"} <= set(upsert["responses"])
     assert upsert["security"] == [{"userBearer": []}]
     assert upsert["responses"]["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

@@ -15,6 +15,7 @@ from storage import (
     ChangeIn,
     ConflictError,
     DailyRollup,
+    DeletedSamples,
     InvalidData,
     NotFound,
     OutboxPolicy,
@@ -32,6 +33,8 @@ from storage import (
     UserSettings,
     open_store,
 )
+from storage._migrations.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from storage._migrations.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from storage._sql import execute
 from storage._tx import Op
 from storage.testing import ManualClock
@@ -191,35 +194,80 @@ async def test_query_pages_with_keyset_cursor(store: Store) -> None:
     assert pages == math.ceil(len(expected) / 6)
 
 
-async def test_soft_delete_hides_and_upsert_revives(store: Store) -> None:
+async def test_soft_delete_hides_and_a_later_upsert_is_refused(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.samples.upsert_many(USER, [sample(0), sample(1), sample(2)])
         deleted = await tx.samples.soft_delete_many(USER, [key(1), key(2), key(99), key(1)])
-    assert deleted.deleted == 2
+    assert (deleted.deleted, deleted.tombstones) == (2, 1)  # r99 never arrived: a tombstone, no change
     assert sorted(deleted.touched) == [
         ("heart_rate", T0 + timedelta(minutes=1)),
         ("heart_rate", T0 + timedelta(minutes=2)),
     ]
     assert [s.source_record_id for s in await all_samples(store)] == ["r0"]
-    tombstones = [s for s in await all_samples(store, include_deleted=True) if s.deleted_at is not None]
-    assert sorted(s.source_record_id for s in tombstones) == ["r1", "r2"]
+    gone = [s for s in await all_samples(store, include_deleted=True) if s.deleted_at is not None]
+    assert sorted(s.source_record_id for s in gone) == ["r1", "r2"]  # the tombstone is no sample
     async with store.transaction() as tx:
-        again = await tx.samples.soft_delete_many(USER, [key(1)])
-        revived = await tx.samples.upsert_many(USER, [sample(1)])
-    assert again.deleted == 0 and revived == UpsertCounts(0, 1)
-    assert [s.source_record_id for s in await all_samples(store)] == ["r0", "r1"]
+        again = await tx.samples.soft_delete_many(USER, [key(1), key(99)])
+        refused = await tx.samples.upsert_many(USER, [sample(0, value=61.0), sample(1, value=99.0)])
+        r1 = await tx.samples.get(USER, key(1))
+    assert again == DeletedSamples(0, (), 0)
+    assert refused == UpsertCounts(0, 1, (1,))
+    assert r1 is not None and r1.deleted_at is not None and r1.value == 60.0 and r1.revision == 2
+    assert [(s.source_record_id, s.value) for s in await all_samples(store)] == [("r0", 61.0)]
+
+
+async def test_a_deletion_before_its_sample_keeps_a_tombstone_that_refuses_it(store: Store) -> None:
+    """Lanes are not ordered with each other: the deletion may come first (API.md, ingestion)."""
+    async with store.transaction() as tx:
+        early = await tx.samples.soft_delete_many(USER, [key(5)])
+        assert await tx.samples.get(USER, key(5)) is None
+    assert early == DeletedSamples(0, (), 1)
+    assert await all_samples(store, include_deleted=True) == []
+    # Out of key order on purpose: PostgreSQL sorts the rows, the indices are still the caller's.
+    rows = [sample(9), sample(5, value=70.0), sample(1)]
+    async with store.transaction() as tx:
+        counts = await tx.samples.upsert_many(USER, rows)
+        again = await tx.samples.upsert_many(USER, store.prepare_samples(rows))
+        alone = await tx.samples.upsert_many(USER, [sample(5)])  # every row refused: nothing came back
+        assert await tx.samples.get(USER, key(5)) is None
+    assert counts == UpsertCounts(2, 0, (1,))
+    assert again == UpsertCounts(0, 2, (1,))
+    assert alone == UpsertCounts(0, 0, (0,))
+    assert [s.source_record_id for s in await all_samples(store, include_deleted=True)] == ["r1", "r9"]
+    assert len(await all_samples(store, metric="heart_rate", include_deleted=True)) == 2
+    with pytest.raises(InvalidData, match="metric"):  # the tombstones' marker cannot even be asked for
+        await all_samples(store, metric="", include_deleted=True)
+
+
+async def test_refused_indices_across_chunks_and_repeats(store: Store) -> None:
+    """Past SQLite's 500-row statements; a repeated key counts once, its index is the remaining row's."""
+    rows = [sample(i) for i in reversed(range(1200))]  # index 0 is r1199
+    async with store.transaction() as tx:
+        await tx.samples.soft_delete_many(USER, [key(1199), key(499), key(0)])
+        counts = await tx.samples.upsert_many(USER, rows)
+        repeated = await tx.samples.upsert_many(USER, [sample(0), sample(3), sample(0, value=1.0)])
+    assert counts == UpsertCounts(1197, 0, (0, 700, 1199))
+    assert repeated == UpsertCounts(0, 1, (0,))  # sample(0) twice: one row, where it first was
+    assert len(await all_samples(store)) == 1197
 
 
 async def test_purge_deleted_after_retention(clocked: Store, clock: ManualClock) -> None:
     async with clocked.transaction() as tx:
         await tx.samples.upsert_many(USER, [sample(0), sample(1)])
-        await tx.samples.soft_delete_many(USER, [key(0)])
+        await tx.samples.soft_delete_many(USER, [key(0), key(7)])  # r7: a tombstone, nothing to purge
     clock.advance(3600)
     async with clocked.transaction() as tx:
         assert await tx.samples.purge_deleted(7200) == 0
         assert await tx.samples.purge_deleted(1800) == 1
+        assert await tx.samples.purge_deleted(1800) == 0  # a purged row is a tombstone now
         assert await tx.samples.get(USER, key(0)) is None
         assert await tx.samples.get(USER, key(1)) is not None
+    assert [s.source_record_id for s in await all_samples(clocked, include_deleted=True)] == ["r1"]
+    # The identity outlives its payload: the late sample is still refused.
+    async with clocked.transaction() as tx:
+        late = await tx.samples.upsert_many(USER, [sample(7), sample(0), sample(2)])
+        assert await tx.samples.get(USER, key(0)) is None
+    assert late == UpsertCounts(1, 0, (0, 1))
 
 
 async def test_empty_batches_do_nothing(store: Store) -> None:
@@ -754,7 +802,8 @@ async def test_migrations_are_versioned_and_idempotent(store_url: str, store_con
     from storage import migrate
 
     async with open_store(store_url, config=store_config) as first:
-        assert first.applied_migrations == [1, 2]
+        known = POSTGRES_MIGRATIONS if first.backend == "postgresql" else SQLITE_MIGRATIONS
+        assert first.applied_migrations == [m.version for m in known]
     assert await migrate(store_url, config=store_config) == []
     async with open_store(store_url, config=replace(store_config, migrate_on_open=False)) as again:
         assert again.applied_migrations == []

@@ -16,11 +16,13 @@ from actors.ingest import (
     SampleInput,
     UnknownMetric,
     UnknownUnit,
+    accepted_indices,
     affected_keys,
     local_date,
     local_keys,
     normalize_samples,
     prepare_upload,
+    refused_samples,
     retry_after_ms,
     sample_minutes,
     to_canonical,
@@ -220,6 +222,33 @@ async def test_an_upload_is_prepared_without_settings_and_checked_by_the_store()
         with pytest.raises(InvalidData) as caught:
             prepare_upload([inp("ok"), inp("nul\x00")], store)
         assert caught.value.field == "samples[1].source_record_id"
+
+
+@settings(max_examples=200, derandomize=True)
+@given(picks=st.lists(st.tuples(st.integers(0, 4), st.sampled_from([61.0, math.nan, 70.0])), max_size=12))
+def test_accepted_indices_name_the_sample_behind_each_normalized_row(picks: list[tuple[int, float]]) -> None:
+    """Repeats, rejections in between, a rejected later repeat: each row is its request index's sample."""
+    samples = [inp(f"r{record}", value=value) for record, value in picks]
+    rows, rejected = normalize_samples(samples)
+    indices = accepted_indices(samples, rejected)
+    assert len(indices) == len(rows)
+    for row, index in zip(rows, indices, strict=True):
+        assert (row.source_record_id, row.value) == (samples[index].source_record_id, samples[index].value)
+
+
+async def test_refused_rows_become_sample_deleted_rejections_at_their_request_index() -> None:
+    async with open_store("sqlite:///:memory:") as store:
+        day2 = T0 + timedelta(days=1)
+        samples = [inp("a"), inp("gone", start=day2), inp("bad", value=math.nan), inp("gone", start=day2, value=70.0),
+                   inp("b", metric="steps", value=3, unit="count", start=day2)]
+        upload = prepare_upload(samples, store)
+        assert len(upload.rows) == 3  # a, gone (index 3), b
+        rejections, minutes = refused_samples(samples, upload, [1])
+        assert [(r.index, r.code) for r in rejections] == [(3, "SAMPLE_DELETED")]
+        assert "deleted" in rejections[0].message
+        # The refused row's minute is no longer touched; the rows written keep theirs.
+        assert minutes == {"heart_rate": {int(T0.timestamp()) // 60}, "steps": {int(day2.timestamp()) // 60}}
+        assert refused_samples(samples, upload, [0, 1, 2])[1] == {}
 
 
 # -- the retry hint of a full lane ------------------------------------------------------------------------
