@@ -144,10 +144,10 @@ FAR = 1e12
 def mock_clock_projection_config() -> ProjectionConfig:
     """The read side with no timer a test would notice: work moves on commits (the dispatcher's wake-ups) and
     the handed-over leases, never on a poll, a timeout or a reaper."""
-    return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=FAR),
-                            handler=HandlerConfig(poll_interval=FAR, timeout=FOREVER, lease_seconds=3600.0),
-                            reaper=ReaperConfig(interval=FAR), reader_idle_timeout=FAR, ask_timeout=FOREVER,
-                            figures_interval=FAR)
+    return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=None),
+                            handler=HandlerConfig(poll_interval=None, timeout=FOREVER, lease_seconds=3600.0),
+                            reaper=ReaperConfig(interval=None), reader_idle_timeout=FAR, ask_timeout=FOREVER,
+                            figures_interval=None)
 
 
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:

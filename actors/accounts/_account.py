@@ -49,8 +49,8 @@ class Account(Actor):
         async with self.store.transaction() as tx:
 
             def steps() -> Generator[Op[Any], Any, UserSettings]:
-                before = yield tx.users.get_settings(user)
-                stored = yield tx.users.put_settings(user, settings)
+                before: UserSettings = yield tx.users.get_settings(user)
+                stored: UserSettings = yield tx.users.put_settings(user, settings)
                 if reprojects(before, stored):
                     mark = yield tx.watermarks.bump(user, 1)
                     yield tx.outbox.enqueue(user, SETTINGS_CHANGED,

@@ -6,7 +6,7 @@ Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's o
 """
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route, fan_out
-from ._errors import InvalidRange, NoRollup, ProjectionError, UnknownDeadLetter
+from ._errors import NoRollup, ProjectionError, UnknownDeadLetter
 from ._freshness import Freshness, FreshnessStatus, decide_freshness
 from ._messages import HandlerReport, HandlerStatus
 from ._projections import DailyRollups, SleepNights, day_runs, default_projections
@@ -15,7 +15,6 @@ from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader
 from ._reaper import ProjectionReaper, PurgeNow, ReaperConfig
 from ._rollups import CUMULATIVE, RollupSample, daily_rollups, has_rollup, rollup_metrics
 from ._service import (
-    MAX_READ_DAYS,
     DeadLetterPage,
     ProjectionConfig,
     ProjectionDomain,
@@ -28,7 +27,6 @@ from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, P
 
 __all__ = [
     "CUMULATIVE",
-    "MAX_READ_DAYS",
     "SAMPLES_CHANGED",
     "SETTINGS_CHANGED",
     "STAGE_NAMES",
@@ -42,7 +40,6 @@ __all__ = [
     "HandlerGate",
     "HandlerReport",
     "HandlerStatus",
-    "InvalidRange",
     "NightsView",
     "NoRollup",
     "NotificationRelay",

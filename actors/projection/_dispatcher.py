@@ -33,7 +33,8 @@ log = logging.getLogger("vigil.projection")
 class DispatcherConfig:
     batch: int = 500  # events per unit of work
     lease_seconds: float = 10.0  # of the checkpoints leased to this process's workers
-    poll_interval: float = 1.0  # the fallback when no wake-up comes
+    # The fallback when no wake-up comes; None: none (work moves on wake-ups only, as tests under a mock clock want).
+    poll_interval: float | None = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +92,8 @@ class OutboxDispatcher(Actor):
 
     async def started(self) -> None:
         self.workers = {route.name: sibling(self, route.worker) for route in self.routes}
-        self.every(self.config.poll_interval, Dispatch())
+        if self.config.poll_interval is not None:
+            self.every(self.config.poll_interval, Dispatch())
         self.send_after(0.0, Dispatch())
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:

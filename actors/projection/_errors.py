@@ -2,7 +2,6 @@
 
     ProjectionError
      ├── NoRollup            the metric has no daily rollup (sleep_stage: read nights) or is not a known metric
-     ├── InvalidRange        ``from`` after ``to``, or a range longer than a read may span
      └── UnknownDeadLetter   no dead letter with that id (replay, discard)
 
 Storage's own errors (an unavailable database) pass through; transport maps all of them to HTTP once.
@@ -21,14 +20,10 @@ class NoRollup(ProjectionError):
         self.metric = metric
 
 
-class InvalidRange(ProjectionError):
-    pass
-
-
 class UnknownDeadLetter(ProjectionError):
     def __init__(self, event_id: int) -> None:
         super().__init__(f"no dead letter with id {event_id}")
         self.event_id = event_id
 
 
-__all__ = ["InvalidRange", "NoRollup", "ProjectionError", "UnknownDeadLetter"]
+__all__ = ["NoRollup", "ProjectionError", "UnknownDeadLetter"]

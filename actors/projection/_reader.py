@@ -133,13 +133,14 @@ class ProjectionGauges:
 class OutboxAdmin(Actor):
     """Dead letters (list, replay, discard) and the figures behind ``ProjectionGauges``."""
 
-    def __init__(self, *, store: Store, gauges: ProjectionGauges, refresh_interval: float = 2.0) -> None:
+    def __init__(self, *, store: Store, gauges: ProjectionGauges, refresh_interval: float | None = 2.0) -> None:
         self.store = store
         self.gauges = gauges
         self.refresh_interval = refresh_interval
 
     async def started(self) -> None:
-        self.every(self.refresh_interval, _Refresh())
+        if self.refresh_interval is not None:
+            self.every(self.refresh_interval, _Refresh())
         self.send_after(0.0, _Refresh())
 
     async def _discard(self, event_id: int) -> int:

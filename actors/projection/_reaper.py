@@ -19,7 +19,7 @@ log = logging.getLogger("vigil.projection")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReaperConfig:
-    interval: float = 600.0
+    interval: float | None = 600.0  # None: only when asked (PurgeNow)
     retention: float = 24 * 3600.0  # completed events and checkpoints are kept this long (seconds)
     limit: int = 10_000
 
@@ -41,7 +41,7 @@ class ProjectionReaper(Actor):
         self.purged = 0
 
     async def started(self) -> None:
-        self.send_after(self.config.interval, _Tick())
+        self._schedule()
 
     async def receive(self, msg: Any) -> Any:
         match msg:
@@ -51,12 +51,16 @@ class ProjectionReaper(Actor):
                 try:
                     await self._purge()
                 except StoreError as exc:
-                    log.warning("outbox purge failed, next try in %g s: %s", self.config.interval, exc)
+                    log.warning("outbox purge failed, next try in %s s: %s", self.config.interval, exc)
                 finally:
-                    self.send_after(self.config.interval, _Tick())
+                    self._schedule()
                 return None
             case _:
                 raise TypeError(f"projection reaper: unexpected message {msg!r}")
+
+    def _schedule(self) -> None:
+        if self.config.interval is not None:
+            self.send_after(self.config.interval, _Tick())
 
     async def _purge(self) -> int:
         total = 0

@@ -64,7 +64,8 @@ class HandlerConfig:
     batch: int = 500  # checkpoints claimed at once
     lease_seconds: float = 10.0
     timeout: float = 30.0  # one unit of work (a batch, or one user when retried alone)
-    poll_interval: float = 2.0  # due retries and expired leases; fresh work is handed over at once
+    # Due retries and expired leases (fresh work is handed over at once); None: only when asked (process_due).
+    poll_interval: float | None = 2.0
     breaker: BreakerConfig = field(default_factory=lambda: BreakerConfig(
         window=30.0, min_calls=1_000_000, failure_rate=1.0, consecutive_failures=5, open_for=30.0,
         half_open_probes=1))
@@ -113,7 +114,8 @@ class ProjectionWorker(Actor):
         self.lock_users = lock_users
 
     async def started(self) -> None:
-        self.every(self.config.poll_interval, Tick())
+        if self.config.poll_interval is not None:
+            self.every(self.config.poll_interval, Tick())
         self.send_after(0.0, Tick())  # what a previous incarnation or process left due
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:

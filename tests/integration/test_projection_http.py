@@ -194,13 +194,15 @@ async def test_a_deletion_shrinks_the_rollup(h: Harness) -> None:
     assert body["items"] == []  # a day with no samples left has no rollup
 
 
-async def test_sleep_stage_has_no_rollup_and_bad_ranges_are_400(h: Harness) -> None:
+async def test_sleep_stage_has_no_rollup_bad_dates_are_400_and_a_reversed_range_is_empty(h: Harness) -> None:
     status, body = await h.get(ROLLUPS, metric="sleep_stage", **{"from": "2026-11-24", "to": "2026-11-24"})
-    error_of(status, body, "VALIDATION_ERROR", 400)
-    status, body = await h.get(ROLLUPS, metric="heart_rate", **{"from": "2026-11-25", "to": "2026-11-24"})
     error_of(status, body, "VALIDATION_ERROR", 400)
     status, body = await h.get(NIGHTS, **{"from": "2026-11-24", "to": "2026-13-01"})
     error_of(status, body, "VALIDATION_ERROR", 400)
+    await upload(h, [sample("a", value=60.0)])
+    await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+    status, body = await h.get(ROLLUPS, metric="heart_rate", **{"from": "2026-11-25", "to": "2026-11-23"})
+    assert status == 200 and body["items"] == [] and body["freshness"]["status"] == "fresh"
 
 
 async def test_a_user_reads_only_their_own_read_models(h: Harness) -> None:
