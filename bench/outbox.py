@@ -250,37 +250,17 @@ async def projected_rate(url: str, dsn: str, users: int, days: int) -> dict[str,
 
 async def visible_latency(url: str, rate: float, seconds: float, users: int) -> dict[str, Any]:
     seen = Visibility()
-    committed: list[tuple[str, int, float]] = []
     async with open_store(url, config=StoreConfig()) as store:
         domain = ProjectionDomain(store, pipeline_config(batch=200), publisher=seen,
                                   projections=default_projections())
         tree = Supervisor("root", children=[domain.subtree()])
         async with ActorSystem.start(tree) as system:
             await trio.sleep(0.5)  # let the pipeline settle (initial claims)
-            total = int(rate * seconds)
-            producers = 8
-            t0 = perf()
-
-            async def produce(k: int) -> None:
-                rng = random.Random(k)
-                for i in range(k, total, producers):
-                    due = t0 + i / rate
-                    await trio.sleep(max(0.0, due - perf()))
-                    user = f"v{i % users}"
-                    at = EPOCH + timedelta(minutes=i)
-                    row = SampleIn("watch", f"r{i}", "steps", float(rng.randint(1, 99)), "count", at,
-                                   at + timedelta(minutes=1))
-                    async with store.transaction() as tx:
-                        (_, mark) = await tx.run(tx.samples.upsert_many(user, [row]), tx.watermarks.bump(user, 1))
-                        await tx.commit(tx.outbox.enqueue(user, "health.samples.changed", {
-                            "watermark": {"from": mark - 1, "to": mark},
-                            "keys": [{"metric": "steps", "date": at.date().isoformat()}]}))
-                    committed.append((user, mark, perf()))
-
-            async with trio.open_nursery() as nursery:
-                for k in range(producers):
-                    nursery.start_soon(produce, k)
-            achieved = len(committed) / (perf() - t0)
+            # The commits come from another process, as a web process's uploads do.
+            done = await trio.run_process([PY, str(ROOT / "bench" / "_outbox_producer.py"), url, str(rate),
+                                           str(seconds), str(users)], capture_stdout=True, cwd=ROOT)
+            produced = json.loads(done.stdout.decode().strip().splitlines()[-1])
+            committed = [(str(u), int(m), float(t)) for u, m, t in produced["commits"]]
             with trio.move_on_after(30):
                 while not _all_seen(committed, seen):  # noqa: ASYNC110  (polling what the workers saw)
                     await trio.sleep(0.01)
@@ -291,7 +271,7 @@ async def visible_latency(url: str, rate: float, seconds: float, users: int) -> 
         if when is not None:
             lat.append((when - at) * 1000)
     return {"visible_p50_ms": _r(pct(lat, 50)), "visible_p99_ms": _r(pct(lat, 99)),
-            "visible_events": len(committed), "visible_rate_achieved": round(achieved),
+            "visible_events": len(committed), "visible_rate_achieved": round(produced["rate"]),
             "visible_missing": len(committed) - len(lat)}
 
 

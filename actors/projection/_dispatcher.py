@@ -1,8 +1,8 @@
 """The outbox dispatcher: due outbox events in, one checkpoint per (event, subscribed handler) out.
 
-Each round is one unit of work: claim a batch of due events (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any
-number of dispatching processes share the work without ever holding one event twice), create their checkpoints,
-mark the events completed, commit. Nothing is ever half dispatched, so the outbox event needs no lease beyond
+Each round is one unit of work: take a batch of due events, marked completed by the statement that selects them
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of dispatching processes share the work without ever
+holding one event twice), create their checkpoints, commit. Nothing is ever half dispatched, so the outbox event needs no lease beyond
 that transaction; the work that takes time — a handler running a checkpoint — is what carries a lease and a
 heartbeat. Checkpoints for a handler whose worker here can take them now (breaker closed, mailbox not crowded, no
 dependency) are created already leased to this process and handed to the worker at once: fresh work costs no
@@ -14,6 +14,7 @@ and polls every ``poll_interval`` as the fallback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from kernel import Actor, ActorRef, ActorStopped, MailboxFull
 from storage import Checkpoint, CheckpointIn, CheckpointKey, OutboxEvent, Store, StoreError, Transaction
 
-from ._messages import Dispatch, Wake, Work
+from ._messages import Dispatch, Tick, Wake, Work
 from ._work import EventDigest
 from ._worker import HandlerGate
 
@@ -114,27 +115,32 @@ class OutboxDispatcher(Actor):
         ready = self._ready()
         cfg = self.config
 
-        async def work(tx: Transaction) -> tuple[list[OutboxEvent], list[Checkpoint]]:
-            (events,) = await tx.run(tx.outbox.claim(self.owner, limit=cfg.batch, lease_seconds=cfg.lease_seconds))
+        async def work(tx: Transaction) -> tuple[list[OutboxEvent], list[Checkpoint], set[str]]:
+            (events,) = await tx.run(tx.outbox.take(limit=cfg.batch))
             if not events:
-                return [], []
+                return [], [], set()
             now, later = fan_out(events, self.routes, ready)
             ops = []
             if now:
                 ops.append(tx.checkpoints.create_many(now, owner=self.owner, lease_seconds=cfg.lease_seconds))
             if later:
                 ops.append(tx.checkpoints.create_many(later))
-            results = await tx.commit(*ops, tx.outbox.complete_many(self.owner, [e.id for e in events]))
-            return events, (list(results[0]) if now else [])
+            results = await tx.commit(*ops)
+            return events, (list(results[0]) if now else []), {row.handler for row in later}
 
         try:
-            events, leased = await self.store.transact(work)
+            events, leased, waiting = await self.store.transact(work)
         except StoreError as exc:
             # The database is sick: the events stay due (nothing was committed); the next poll tries again.
             log.warning("outbox dispatch failed: %s", exc)
             return 0
         self.dispatched += len(events)
         await self._hand_over(events, leased)
+        for route in self.routes:
+            if route.name in waiting:  # its worker claims them as soon as it is free
+                route.gate.backlog = True
+                with contextlib.suppress(MailboxFull, ActorStopped):
+                    self.workers[route.name].tell_nowait(Tick())
         return len(events)
 
     async def _hand_over(self, events: Sequence[OutboxEvent], leased: Sequence[Checkpoint]) -> None:

@@ -15,7 +15,7 @@ seen whole unless a chain of samples under 3 h apart runs on for more than a day
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -31,19 +31,13 @@ from ._worker import Projection
 SLEEP_METRIC = "sleep_stage"
 FIRST_DAY, LAST_DAY = date(1, 1, 2), date(9999, 12, 30)  # "every date" for a full recompute
 _DAY = timedelta(days=1)
+_UTC = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _UserContext:
     zone: ZoneInfo
     ranks: dict[str, int]
-
-
-async def _context(tx: Transaction, user_id: str) -> _UserContext:
-    settings, sources = await tx.run(tx.users.get_settings(user_id), tx.samples.sources(user_id))
-    # readside-storage adds UserSettings.source_priority; a store without it ranks by first seen only.
-    priority: tuple[str, ...] = tuple(getattr(settings, "source_priority", ()))
-    return _UserContext(zone=ZoneInfo(settings.timezone), ranks=rank_sources(priority, sources))
 
 
 def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
@@ -61,16 +55,30 @@ def _local(day: date, zone: ZoneInfo, at: time = time(0)) -> datetime:
     return datetime.combine(day, at, zone)
 
 
-async def _samples(tx: Transaction, user_id: str, metric: str, start: datetime | None,
-                   end: datetime | None) -> list[RollupSample]:
-    first = start if start is not None else _local(FIRST_DAY, ZoneInfo("UTC"))
-    last = end if end is not None else _local(LAST_DAY, ZoneInfo("UTC"))
-    (rows,) = await tx.run(tx.samples.for_projection(user_id, metric, first, last))
-    return [RollupSample._make(row) for row in rows]
+async def _contexts(tx: Transaction, users: Sequence[str]) -> dict[str, _UserContext]:
+    """Every user's zone and source ranking: two statements for the whole batch."""
+    settings, sources = await tx.run(tx.users.get_settings_many(users), tx.samples.sources_many(users))
+    return {user: _UserContext(zone=ZoneInfo(settings[user].timezone),
+                               ranks=rank_sources(settings[user].source_priority, sources[user])) for user in users}
+
+
+async def _read_all(tx: Transaction, wanted: Sequence[tuple[str, str, datetime | None, datetime | None]]
+                    ) -> list[list[RollupSample]]:
+    """The samples of each (user, metric, start, end) wanted: one statement on PostgreSQL."""
+    windows = [(user, metric, start if start is not None else _local(FIRST_DAY, _UTC),
+                end if end is not None else _local(LAST_DAY, _UTC)) for user, metric, start, end in wanted]
+    (results,) = await tx.run(tx.samples.for_projection_many(windows))
+    return [[RollupSample._make(row) for row in rows] for rows in results]
 
 
 class _Subscribed:
     __slots__ = ()
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        await self.project_many(tx, [work])
+
+    async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
+        raise NotImplementedError
 
     @property
     def depends_on(self) -> str | None:
@@ -89,22 +97,30 @@ class DailyRollups(_Subscribed):
     def name(self) -> str:
         return "daily_rollups"
 
-    async def project(self, tx: Transaction, work: UserWork) -> None:
-        user = work.user_id
-        context = await _context(tx, user)
-        if work.full:
-            for metric in sorted(rollup_metrics()):
-                samples = await _samples(tx, user, metric, None, None)
-                rows = daily_rollups(user, metric, samples, None, context.zone, context.ranks)
-                tx.defer(tx.rollups.replace_range(user, metric, FIRST_DAY, LAST_DAY, rows))
-            return
-        for metric in sorted({m for m, _ in work.keys if has_rollup(m)}):
-            for first, last in day_runs(work.dates_of(metric)):
-                samples = await _samples(tx, user, metric, _local(first, context.zone),
-                                         _local(last + _DAY, context.zone))
-                days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-                rows = daily_rollups(user, metric, samples, days, context.zone, context.ranks)
-                tx.defer(tx.rollups.replace_range(user, metric, first, last, rows))
+    async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
+        """Every user's changed days, read in two crossings whatever the number of users."""
+        contexts = await _contexts(tx, [w.user_id for w in works])
+        wanted: list[tuple[str, str, datetime | None, datetime | None]] = []
+        plans: list[tuple[str, str, date, date, list[date] | None]] = []
+        for work in works:
+            user, context = work.user_id, contexts[work.user_id]
+            if work.full:
+                for metric in sorted(rollup_metrics()):
+                    wanted.append((user, metric, None, None))
+                    plans.append((user, metric, FIRST_DAY, LAST_DAY, None))
+                continue
+            for metric in sorted({m for m, _ in work.keys if has_rollup(m)}):
+                for first, last in day_runs(work.dates_of(metric)):
+                    wanted.append((user, metric, _local(first, context.zone), _local(last + _DAY, context.zone)))
+                    plans.append((user, metric, first, last,
+                                  [first + timedelta(days=i) for i in range((last - first).days + 1)]))
+        replaced = []
+        for (user, metric, first, last, days), samples in zip(plans, await _read_all(tx, wanted), strict=True):
+            context = contexts[user]
+            replaced.append((user, metric, first, last,
+                             daily_rollups(user, metric, samples, days, context.zone, context.ranks)))
+        if replaced:
+            tx.defer(tx.rollups.replace_ranges(replaced))
 
 
 class SleepNights(_Subscribed):
@@ -116,21 +132,27 @@ class SleepNights(_Subscribed):
     def name(self) -> str:
         return "sleep_nights"
 
-    async def project(self, tx: Transaction, work: UserWork) -> None:
-        user = work.user_id
-        runs = [] if work.full else day_runs(work.dates_of(SLEEP_METRIC))
-        if not work.full and not runs:
-            return  # the events changed no sleep samples
-        context = await _context(tx, user)
-        if work.full:
-            samples = await _samples(tx, user, SLEEP_METRIC, None, None)
-            tx.defer(tx.sleep.replace_range(user, FIRST_DAY, LAST_DAY,
-                                            sleep_nights(user, samples, context.zone, context.ranks)))
+    async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
+        todo = [(w, [] if w.full else day_runs(w.dates_of(SLEEP_METRIC))) for w in works]
+        todo = [(w, runs) for w, runs in todo if w.full or runs]  # the events changed no sleep samples
+        if not todo:
             return
-        for first, last in runs:
-            nights_from, nights_to = first - _DAY, last
-            samples = await _samples(tx, user, SLEEP_METRIC, _local(nights_from - _DAY, context.zone, time(12)),
-                                     _local(nights_to + 2 * _DAY, context.zone, time(12)))
+        contexts = await _contexts(tx, [w.user_id for w, _ in todo])
+        wanted: list[tuple[str, str, datetime | None, datetime | None]] = []
+        plans: list[tuple[str, date, date]] = []
+        for work, runs in todo:
+            user, zone = work.user_id, contexts[work.user_id].zone
+            if work.full:
+                wanted.append((user, SLEEP_METRIC, None, None))
+                plans.append((user, FIRST_DAY, LAST_DAY))
+                continue
+            for first, last in runs:
+                nights_from, nights_to = first - _DAY, last
+                wanted.append((user, SLEEP_METRIC, _local(nights_from - _DAY, zone, time(12)),
+                               _local(nights_to + 2 * _DAY, zone, time(12))))
+                plans.append((user, nights_from, nights_to))
+        for (user, nights_from, nights_to), samples in zip(plans, await _read_all(tx, wanted), strict=True):
+            context = contexts[user]
             nights = [n for n in sleep_nights(user, samples, context.zone, context.ranks)
                       if nights_from <= n.night_date <= nights_to]
             tx.defer(tx.sleep.replace_range(user, nights_from, nights_to, nights))

@@ -48,7 +48,11 @@ class Projection(Protocol):
 
     async def project(self, tx: Transaction, work: UserWork) -> None:
         """Bring ``work.user_id``'s read model up to date for ``work`` inside ``tx`` (the worker holds the
-        user's lock and commits): read with ``tx.run``, compute, ``tx.defer`` the writes."""
+        user's lock and commits): read with ``tx.run``, compute, ``tx.defer`` the writes.
+
+        A projection may also define ``async project_many(tx, works)`` for a whole batch: the worker then
+        calls it instead, so the reads of hundreds of users cross into the database a few times, not once
+        per user (the default projections do)."""
         ...
 
 
@@ -85,6 +89,9 @@ class HandlerGate:
         self.breaker = CircuitBreaker(f"projection:{name}", config.breaker, on_transition=on_transition)
         self.completed = 0
         self.failed = 0
+        # Checkpoints of this handler wait as 'pending' in the store (the dispatcher could not hand them over,
+        # or a claim came back full): the worker claims again as soon as it is free, not at its next poll.
+        self.backlog = False
 
     @property
     def taking_work(self) -> bool:
@@ -139,10 +146,18 @@ class ProjectionWorker(Actor):
             # The breaker opened after the dispatcher leased these: hand them back, unattempted.
             await self._release([c for c, _ in handed])
             handed = []
-        if claim and self.gate.taking_work:
-            handed.extend(await self._claim())
-        if handed:
-            await self._run(handed)
+        if (claim or self.gate.backlog) and self.gate.taking_work:
+            self.gate.backlog = False
+            claimed = await self._claim()
+            if len(claimed) >= self.config.batch:
+                self.gate.backlog = True  # more may be due
+                self.send_after(0.0, Tick())
+            handed.extend(claimed)
+        # Units of at most ``batch`` checkpoints: a unit's statements grow with it, and a heartbeat renews
+        # only what one unit holds.
+        size = self.config.batch
+        for first in range(0, len(handed), size):
+            await self._run(handed[first:first + size])
         return answers
 
     def _report(self) -> HandlerReport:
@@ -236,13 +251,17 @@ class ProjectionWorker(Actor):
     async def _unit(self, tx: Transaction, work: list[UserWork]) -> dict[str, int]:
         name = self.projection.name
         if self.lock_users:
-            await tx.run(*(tx.checkpoints.lock_user(w.user_id, name) for w in work))
-        for w in work:
-            await self.projection.project(tx, w)
+            await tx.run(tx.checkpoints.lock_users([w.user_id for w in work], name))
+        many = getattr(self.projection, "project_many", None)
+        if many is not None:  # reads for the whole batch in a few crossings
+            await many(tx, work)
+        else:
+            for w in work:
+                await self.projection.project(tx, w)
         keys = [key for w in work for key in w.keys_of_checkpoints]
-        results = await tx.commit(tx.checkpoints.complete_many(self.owner, keys),
-                                  *(tx.watermarks.advance(w.user_id, name, w.ranges) for w in work))
-        return {w.user_id: int(mark) for w, mark in zip(work, results[1:], strict=True)}
+        _, marks = await tx.commit(tx.checkpoints.complete_many(self.owner, keys),
+                                   tx.watermarks.advance_many(name, {w.user_id: w.ranges for w in work}))
+        return marks
 
     async def _heartbeat(self, keys: list[CheckpointKey]) -> None:
         while True:

@@ -47,8 +47,24 @@ _KEYS = {
 }
 
 
+# An UPDATE of a key set on PostgreSQL joins the pairs (UPDATE ... FROM unnest): the planner walks the primary key
+# once per pair, where "(event_id, handler) IN (SELECT ...)" became a nested semi join, quadratic in the batch
+# (500 keys: 25-33 ms against 12 ms); "event_id = ANY" keeps it on the primary key when the table has no
+# statistics yet (a fresh table's planner guesses a seq scan for the join).
+_PG_KEYED_UPDATE = (
+    " FROM unnest(${a}::bigint[], ${b}::text[]) AS k(e, h)"
+    " WHERE projection_checkpoints.event_id = ANY(${a}::bigint[])"
+    " AND projection_checkpoints.event_id = k.e AND projection_checkpoints.handler = k.h AND "
+)
+
+
 def _per_dialect(template: str, a: int, b: int) -> dict[str, str]:
-    return {d: template.replace("{keys}", keys.format(a=a, b=b)) for d, keys in _KEYS.items()}
+    out = {d: template.replace("{keys}", keys.format(a=a, b=b)) for d, keys in _KEYS.items()}
+    if template.startswith("UPDATE ") and template.endswith("WHERE " + _HELD):
+        head = template[: -len("WHERE " + _HELD)].rstrip()
+        held = _HELD.replace(" AND {keys}", "")
+        out["postgresql"] = head + _PG_KEYED_UPDATE.format(a=a, b=b) + held
+    return out
 
 
 _INSERT_HEAD = (
@@ -123,6 +139,11 @@ _RESCHEDULE = (
 # Two int4 keys: (user, handler) pairs spread over the whole key space, no collision with the
 # single-bigint device locks.
 _LOCK_USER = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))"
+# Many users at once, in sorted order (the one lock order everywhere, so two batches cannot deadlock).
+_LOCK_USERS = (
+    "SELECT count(pg_advisory_xact_lock(hashtext(u), hashtext($2)))"
+    " FROM (SELECT u FROM unnest($1::text[]) AS u ORDER BY u) AS ordered"
+)
 # Dead checkpoints and dead outbox events (handler '' sorts first; shown as None), keyset-paged.
 _LIST_DEAD = (
     "SELECT event_id, type, user_id, handler, attempts, last_error, created_at, correlation_id FROM ("
@@ -353,6 +374,14 @@ class Checkpoints(Repo):
         if self._d.name != "postgresql":
             return self._op(Const(None))
         return self._op(execute(_LOCK_USER, user, name), post=lambda _: None)
+
+    def lock_users(self, user_ids: Sequence[str], handler: str) -> Op[None]:
+        """``lock_user`` for many users in one statement, taken in sorted order."""
+        users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
+        name = self._id("handler", handler)
+        if self._d.name != "postgresql" or not users:
+            return self._op(Const(None))
+        return self._op(fetchval(_LOCK_USERS, users, name), post=lambda _: None)
 
     def list_dead(self, *, after: tuple[int, str] | None = None, limit: int = 100) -> Op[list[DeadLetterItem]]:
         """Dead checkpoints and dead outbox events (``handler`` None), by (event_id, handler);

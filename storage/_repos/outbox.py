@@ -60,6 +60,14 @@ _LEASE_DUE = (
 _COMPLETED = (
     "status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL"
 )
+# take(): due events completed by the statement that selects them. The caller fans them out in the same
+# transaction, so a rollback leaves them pending: nothing is ever half dispatched, and no lease is needed.
+_TAKE_DUE = (
+    "WITH due AS (SELECT id FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= $1"
+    " ORDER BY next_attempt_at, id LIMIT $2{skip_locked})"
+    f" UPDATE outbox_events SET {_COMPLETED}, attempts = attempts + 1, updated_at = $1"
+    f" WHERE id IN (SELECT id FROM due) RETURNING {_OUTBOX_COLS}"
+)
 _COMPLETE = (
     f"UPDATE outbox_events SET {_COMPLETED}, updated_at = $3"
     " WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
@@ -226,6 +234,24 @@ class Outbox(Repo):
                 "lease expired on the last attempt",
             )
             rows = yield fetch(_LEASE_DUE.format(skip_locked=skip_locked), now, who, expires, size)
+            return sorted((self._event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+        return self._op(steps)
+
+    def take(self, *, limit: int = 500) -> Op[list[OutboxEvent]]:
+        """Up to ``limit`` due events, oldest due first, marked completed by this one statement: for a
+        caller that finishes with them inside the same transaction (the dispatcher creates their
+        checkpoints there), so a rollback puts them back, unattempted in effect. Events an old-style
+        lease left expired are recovered first, as ``claim`` does. PostgreSQL: SKIP LOCKED."""
+        policy = self._tx.config.outbox
+        now = self._d.ts(self._now())
+        size = self._limit(limit)
+        skip_locked = self._d.skip_locked
+
+        def steps() -> Steps[list[OutboxEvent]]:
+            yield execute(_EXPIRE_LEASES.format(skip_locked=skip_locked), now, policy.max_attempts,
+                          "lease expired on the last attempt")
+            rows = yield fetch(_TAKE_DUE.format(skip_locked=skip_locked), now, size)
             return sorted((self._event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
 
         return self._op(steps)

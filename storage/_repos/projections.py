@@ -3,7 +3,8 @@ they are (checkpoints, the read side's bookkeeping, are in ``checkpoints``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -28,6 +29,19 @@ _UPSERT_ROLLUP = (
 _DELETE_ROLLUPS = (
     "DELETE FROM daily_rollups WHERE user_id = $1 AND metric = $2 AND local_date >= $3"
     " AND local_date <= $4"
+)
+# replace_ranges on PostgreSQL: every range deleted, then every row written, one statement each.
+_DELETE_ROLLUP_RANGES_PG = (
+    "DELETE FROM daily_rollups AS r USING unnest($1::text[], $2::text[], $3::date[], $4::date[]) AS k(u, m, f, l)"
+    " WHERE r.user_id = k.u AND r.metric = k.m AND r.local_date >= k.f AND r.local_date <= k.l"
+)
+_UPSERT_ROLLUPS_PG = (
+    "INSERT INTO daily_rollups (user_id, metric, local_date, unit, sample_count, value_sum, value_min, value_max,"
+    " updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[],"
+    " $6::float8[], $7::float8[], $8::float8[], $9::timestamptz[])"
+    " ON CONFLICT (user_id, metric, local_date) DO UPDATE SET unit = excluded.unit,"
+    " sample_count = excluded.sample_count, value_sum = excluded.value_sum,"
+    " value_min = excluded.value_min, value_max = excluded.value_max, updated_at = excluded.updated_at"
 )
 _READ_ROLLUPS = (
     "SELECT user_id, metric, local_date, unit, sample_count, value_sum, value_min, value_max"
@@ -62,20 +76,35 @@ _ADD_RANGE = (
     "INSERT INTO projection_watermark_ranges (user_id, handler, wm_from, wm_to) VALUES ($1, $2, $3, $4)"
     " ON CONFLICT DO NOTHING"
 )
-_RANGES = (
-    "SELECT wm_from, wm_to FROM projection_watermark_ranges WHERE user_id = $1 AND handler = $2"
+# advance_many: a set of users is one parameter (text[] on PostgreSQL, a JSON array on SQLite).
+_USERS = {"postgresql": "user_id = ANY($2::text[])", "sqlite": "user_id IN (SELECT value FROM json_each($2))"}
+_PROJECTED_OF = {
+    d: f"SELECT user_id, projected_watermark FROM projection_watermarks WHERE handler = $1 AND {users}"
+    for d, users in _USERS.items()
+}
+_RANGES_OF = {
+    d: f"SELECT user_id, wm_from, wm_to FROM projection_watermark_ranges WHERE handler = $1 AND {users}"
+    for d, users in _USERS.items()
+}
+_DROP_RANGES_OF = {d: f"DELETE FROM projection_watermark_ranges WHERE handler = $1 AND {users}"
+                   for d, users in _USERS.items()}
+_ADD_RANGES_PG = (
+    "INSERT INTO projection_watermark_ranges (user_id, handler, wm_from, wm_to)"
+    " SELECT u, $2, f, t FROM unnest($1::text[], $3::bigint[], $4::bigint[]) AS k(u, f, t) ON CONFLICT DO NOTHING"
 )
-# Every range left has wm_from above the new mark (absorb's rule), so "at or below" is exactly the absorbed.
-_DROP_ABSORBED = (
-    "DELETE FROM projection_watermark_ranges WHERE user_id = $1 AND handler = $2 AND wm_from <= $3"
+_RAISE_PROJECTED_PG = (
+    "INSERT INTO projection_watermarks (user_id, handler, projected_watermark, updated_at)"
+    " SELECT u, $2, m, $4 FROM unnest($1::text[], $3::bigint[]) AS k(u, m)"
+    " ON CONFLICT (user_id, handler) DO UPDATE SET"
+    " projected_watermark = GREATEST(projection_watermarks.projected_watermark, excluded.projected_watermark),"
+    " updated_at = excluded.updated_at"
 )
-_RAISE_PROJECTED = (
+_RAISE_PROJECTED_NO_RETURN = (
     "INSERT INTO projection_watermarks (user_id, handler, projected_watermark, updated_at)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, handler) DO UPDATE SET"
     " projected_watermark = CASE WHEN excluded.projected_watermark"
     " > projection_watermarks.projected_watermark THEN excluded.projected_watermark"
     " ELSE projection_watermarks.projected_watermark END, updated_at = excluded.updated_at"
-    " RETURNING projected_watermark"
 )
 
 
@@ -137,6 +166,38 @@ class Rollups(Repo):
 
         def steps() -> Steps[int]:
             yield execute(_DELETE_ROLLUPS, user, name, first, last)
+            if norm:
+                yield many(_UPSERT_ROLLUP, norm)
+            return len(norm)
+
+        return self._op(steps)
+
+    def replace_ranges(self, items: Sequence[tuple[str, str, date, date, Sequence[DailyRollup]]]) -> Op[int]:
+        """``replace_range`` for many (user_id, metric, start, end, rows) at once (a projection batch): two
+        statements on PostgreSQL whatever their number. The ranges must not overlap. Returns rows written."""
+        ranges: list[tuple[Any, ...]] = []
+        norm: list[tuple[Any, ...]] = []
+        for i, (user_id, metric, start, end, rows) in enumerate(items):
+            user, name = self._id(f"items[{i}].user_id", user_id), self._name(f"items[{i}].metric", metric)
+            first, last = self._d.day(v.day("start", start)), self._d.day(v.day("end", end))
+            mine = self._rows(rows)
+            for j, r in enumerate(mine):
+                if r[0] != user or r[1] != name or not first <= r[2] <= last:
+                    raise InvalidData(f"items[{i}].rows[{j}]", "outside the replaced user, metric or date range")
+            ranges.append((user, name, first, last))
+            norm.extend(mine)
+        postgres = self._d.name == "postgresql"
+
+        def steps() -> Steps[int]:
+            if postgres and ranges:
+                cols = list(zip(*ranges, strict=True))
+                yield execute(_DELETE_ROLLUP_RANGES_PG, *(list(c) for c in cols))
+                if norm:
+                    rows = list(zip(*norm, strict=True))
+                    yield execute(_UPSERT_ROLLUPS_PG, *(list(c) for c in rows))
+                return len(norm)
+            for user, name, first, last in ranges:
+                yield execute(_DELETE_ROLLUPS, user, name, first, last)
             if norm:
                 yield many(_UPSERT_ROLLUP, norm)
             return len(norm)
@@ -279,7 +340,61 @@ class Watermarks(Repo):
         Read-then-write: on PostgreSQL the caller must hold ``checkpoints.lock_user(user_id,
         handler)`` in the same transaction, or two concurrent advances could each miss the other's
         range (SQLite's single writer needs nothing)."""
-        user, name = self._id("user_id", user_id), self._id("handler", handler)
+        user = self._id("user_id", user_id)
+        return self._op(self._advancing(handler, {user: ranges}), post=lambda marks: marks[user])
+
+    def advance_many(self, handler: str, ranges: Mapping[str, Sequence[tuple[int, int]]]) -> Op[dict[str, int]]:
+        """``advance`` for many users of one handler in a fixed number of statements (a worker's batch
+        touches hundreds of users): returns each user's new mark. Same locking rule: the caller holds
+        ``checkpoints.lock_users`` for these users on PostgreSQL."""
+        return self._op(self._advancing(handler, ranges))
+
+    def _advancing(self, handler: str, ranges: Mapping[str, Sequence[tuple[int, int]]]) -> Callable[[], Steps[dict[str, int]]]:
+        name = self._id("handler", handler)
+        v.batch("ranges", list(ranges), self._limits)
+        checked: dict[str, list[tuple[int, int]]] = {}
+        for user_id, pairs in ranges.items():
+            user = self._id("user_id", user_id)
+            checked[user] = self._ranges(user, pairs)
+        users = sorted(checked)
+        users_arg: Any = users if self._d.name == "postgresql" else json.dumps(users)
+        dialect = self._d.name
+        now = self._d.ts(self._now())
+
+        def steps() -> Steps[dict[str, int]]:
+            if not users:
+                return {}
+            marks = {r["user_id"]: int(r["projected_watermark"]) for r in (yield fetch(_PROJECTED_OF[dialect], name,
+                                                                                       users_arg))}
+            stored: dict[str, list[tuple[int, int]]] = {}
+            for r in (yield fetch(_RANGES_OF[dialect], name, users_arg)):
+                stored.setdefault(r["user_id"], []).append((r["wm_from"], r["wm_to"]))
+            out: dict[str, int] = {}
+            raised: list[tuple[Any, ...]] = []
+            waiting: list[tuple[Any, ...]] = []
+            for user in users:
+                mark = marks.get(user, 0)
+                new_mark, left = absorb(mark, [*stored.get(user, ()), *(r for r in checked[user] if r[1] > mark)])
+                out[user] = new_mark
+                if new_mark > mark:
+                    raised.append((user, name, new_mark, now))
+                waiting.extend((user, name, start, end) for start, end in left)
+            if stored or waiting:  # the waiting ranges, rewritten whole (usually none: events come in order)
+                yield execute(_DROP_RANGES_OF[dialect], name, users_arg)
+                if waiting and dialect == "postgresql":
+                    yield execute(_ADD_RANGES_PG, [w[0] for w in waiting], name, [w[2] for w in waiting],
+                                  [w[3] for w in waiting])
+                elif waiting:
+                    yield many(_ADD_RANGE, waiting)
+            if raised and dialect == "postgresql":  # one statement for the whole batch
+                yield execute(_RAISE_PROJECTED_PG, [r[0] for r in raised], name, [r[2] for r in raised], now)
+            elif raised:
+                yield many(_RAISE_PROJECTED_NO_RETURN, raised)
+            return out
+
+        return steps
+
+    def _ranges(self, user: str, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         v.batch("ranges", ranges, self._limits)
         checked: list[tuple[int, int]] = []
         for i, pair in enumerate(ranges):
@@ -291,19 +406,4 @@ class Watermarks(Repo):
             if end <= start:
                 raise InvalidData(f"ranges[{i}]", "to must be above from")
             checked.append((start, end))
-        now = self._d.ts(self._now())
-
-        def steps() -> Steps[int]:
-            mark = int((yield fetchval(_PROJECTED, user, name)) or 0)
-            fresh = [(start, end) for start, end in checked if end > mark]
-            if not fresh:
-                return mark
-            yield many(_ADD_RANGE, [(user, name, start, end) for start, end in fresh])
-            stored = yield fetch(_RANGES, user, name)
-            new_mark, _ = absorb(mark, ((r["wm_from"], r["wm_to"]) for r in stored))
-            if new_mark > mark:
-                yield execute(_DROP_ABSORBED, user, name, new_mark)
-                yield fetchval(_RAISE_PROJECTED, user, name, new_mark, now)
-            return new_mark
-
-        return self._op(steps)
+        return checked

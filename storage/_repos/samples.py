@@ -18,6 +18,7 @@ sample (lanes are not ordered with each other), so a deleted identity keeps its 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,20 @@ _FOR_PROJECTION = (
 _SOURCES = (
     "SELECT source_id FROM health_samples WHERE user_id = $1 GROUP BY source_id"
     " ORDER BY min(created_at), min(id), source_id"
+)
+_SOURCES_MANY = {
+    d: "SELECT user_id, source_id FROM health_samples WHERE " + users +
+       " GROUP BY user_id, source_id ORDER BY user_id, min(created_at), min(id), source_id"
+    for d, users in (("postgresql", "user_id = ANY($1::text[])"),
+                     ("sqlite", "user_id IN (SELECT value FROM json_each($1))"))
+}
+# for_projection_many on PostgreSQL: every wanted (user, metric, window) in one statement; $6 numbers them.
+_FOR_PROJECTION_MANY_PG = (
+    "SELECT k.i, s.source_id, s.start_at, s.end_at, s.value"
+    " FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::int[])"
+    " AS k(u, m, fl, st, en, i) CROSS JOIN LATERAL (SELECT source_id, start_at, end_at, value, id FROM health_samples"
+    " WHERE user_id = k.u AND metric = k.m AND deleted_at IS NULL AND start_at >= k.fl AND start_at < k.en"
+    " AND (end_at > k.st OR start_at >= k.st)) AS s ORDER BY k.i, s.start_at, s.id"
 )
 # A sample longer than this that starts before a projection's window is not seen (see for_projection).
 LOOKBACK = timedelta(days=2)
@@ -352,6 +367,51 @@ class Samples(Repo):
                   d.ts(first), d.ts(last)),
             post=lambda rows: [(r["source_id"], ts(r["start_at"]), ts(r["end_at"]), r["value"]) for r in rows],
         )
+
+    def for_projection_many(
+        self, wanted: Sequence[tuple[str, str, datetime, datetime]], *, lookback: timedelta = LOOKBACK
+    ) -> Op[list[list[tuple[str, datetime, datetime, float]]]]:
+        """``for_projection`` for each (user_id, metric, start, end) of ``wanted``, answered in order: one
+        statement on PostgreSQL, one per window on SQLite (in-process: no round trip to save)."""
+        d = self._d
+        checked = []
+        for i, (user_id, metric, start, end) in enumerate(wanted):
+            first, last = aware(f"wanted[{i}].start", start), aware(f"wanted[{i}].end", end)
+            floor = first - lookback if first - _MIN_TS > lookback else _MIN_TS
+            checked.append((self._id(f"wanted[{i}].user_id", user_id), self._name(f"wanted[{i}].metric", metric),
+                            floor, first, last))
+        ts = d.ts_out
+
+        def steps() -> Steps[list[list[tuple[str, datetime, datetime, float]]]]:
+            out: list[list[tuple[str, datetime, datetime, float]]] = [[] for _ in checked]
+            if not checked:
+                return out
+            if d.name == "postgresql":
+                cols = list(zip(*checked, strict=True))
+                rows = yield fetch(_FOR_PROJECTION_MANY_PG, list(cols[0]), list(cols[1]), list(cols[2]),
+                                   list(cols[3]), list(cols[4]), list(range(len(checked))))
+                for r in rows:
+                    out[r["i"]].append((r["source_id"], ts(r["start_at"]), ts(r["end_at"]), r["value"]))
+                return out
+            for i, (user, metric, floor, first, last) in enumerate(checked):
+                rows = yield fetch(_FOR_PROJECTION, user, metric, d.ts(floor), d.ts(first), d.ts(last))
+                out[i] = [(r["source_id"], ts(r["start_at"]), ts(r["end_at"]), r["value"]) for r in rows]
+            return out
+
+        return self._op(steps)
+
+    def sources_many(self, user_ids: Sequence[str]) -> Op[dict[str, list[str]]]:
+        """``sources`` of each user, in one statement."""
+        users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
+        arg: Any = users if self._d.name == "postgresql" else json.dumps(users)
+
+        def post(rows: list[Row]) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {u: [] for u in users}
+            for r in rows:
+                out[r["user_id"]].append(r["source_id"])
+            return out
+
+        return self._op(fetch(_SOURCES_MANY[self._d.name], arg), post=post)
 
     def sources(self, user_id: str) -> Op[list[str]]:
         """The user's source ids in the order they were first seen (deleted samples count: seen is seen)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 from .. import _validate as v
 from .._errors import InvalidData
 from .._model import UserSettings
-from .._sql import fetchrow, fetchval
+from .._sql import fetch, fetchrow, fetchval
 from .._tx import Op
 from .base import Repo, Row
 
@@ -18,6 +22,10 @@ _ENSURE = (
 )
 _SETTINGS_COLS = "allow_health_data_upload, blocked_metrics, timezone, source_priority"
 _GET_SETTINGS = f"SELECT {_SETTINGS_COLS} FROM users WHERE user_id = $1"
+_GET_SETTINGS_MANY = {
+    "postgresql": f"SELECT user_id, {_SETTINGS_COLS} FROM users WHERE user_id = ANY($1::text[])",
+    "sqlite": f"SELECT user_id, {_SETTINGS_COLS} FROM users WHERE user_id IN (SELECT value FROM json_each($1))",
+}
 _PUT_SETTINGS = (
     "INSERT INTO users (user_id, allow_health_data_upload, blocked_metrics, timezone, source_priority,"
     " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)"
@@ -58,6 +66,17 @@ class Users(Repo):
     def get_settings(self, user_id: str) -> Op[UserSettings]:
         """The user's settings, or the defaults for a user who never saved any."""
         return self._op(fetchrow(_GET_SETTINGS, self._id("user_id", user_id)), post=_settings)
+
+    def get_settings_many(self, user_ids: Sequence[str]) -> Op[dict[str, UserSettings]]:
+        """Each user's settings (defaults for one who never saved any), in one statement."""
+        users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
+        arg: Any = users if self._d.name == "postgresql" else json.dumps(users)
+
+        def post(rows: list[Row]) -> dict[str, UserSettings]:
+            found = {r["user_id"]: _settings(r) for r in rows}
+            return {u: found.get(u, UserSettings()) for u in users}
+
+        return self._op(fetch(_GET_SETTINGS_MANY[self._d.name], arg), post=post)
 
     def put_settings(self, user_id: str, settings: UserSettings) -> Op[UserSettings]:
         """Replace the user's settings (creating the user if needed); returns what was stored."""
