@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/kernel.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/outbox.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -45,7 +45,7 @@ from ._reader import (
     Replay,
     RollupsView,
 )
-from ._reaper import ProjectionReaper, ReaperConfig
+from ._reaper import ProjectionReaper, PurgeNow, ReaperConfig
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 
@@ -140,17 +140,19 @@ class ProjectionDomain:
         workers = {p.name: system.ref(f"{path}/workers/{p.name}") for p in self.projections} \
             if self.config.run_workers else {}
         dispatcher = system.ref(f"{path}/dispatcher") if self.config.run_workers else None
+        reaper = system.ref(f"{path}/reaper") if self.config.run_workers else None
         return ProjectionService(readers=readers, admin=system.ref(f"{path}/admin"), workers=workers,
-                                 dispatcher=dispatcher, domain=self)
+                                 dispatcher=dispatcher, reaper=reaper, domain=self)
 
 
 class ProjectionService:
     """Read models with their freshness; dead letters for operators; figures for metrics."""
 
     def __init__(self, *, readers: KeyedRef, admin: ActorRef, workers: dict[str, ActorRef],
-                 dispatcher: ActorRef | None, domain: ProjectionDomain) -> None:
+                 dispatcher: ActorRef | None, reaper: ActorRef | None, domain: ProjectionDomain) -> None:
         self._readers = readers
         self._dispatcher = dispatcher
+        self._reaper = reaper
         self._admin = admin
         self._workers = workers
         self._timeout = domain.config.ask_timeout
@@ -196,6 +198,14 @@ class ProjectionService:
             await self._dispatcher.tell(Dispatch())
         for ref in self._workers.values():
             await ref.tell(Tick())
+
+    async def purge_now(self) -> int:
+        """Run the reaper once now (it also runs every ``reaper.interval``): completed events and checkpoints
+        older than the retention go; returns how many events. 0 in the web role, which runs no reaper."""
+        if self._reaper is None:
+            return 0
+        purged = await self._reaper.ask(PurgeNow(), timeout=self._timeout)
+        return int(purged)
 
     def figures(self) -> ProjectionFigures:
         refreshed = self.gauges.refreshed_at

@@ -9,7 +9,7 @@ The store's wall clock is a ``ManualClock`` where backoff matters, so a retry is
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from actors.projection import (
     UserWork,
     default_projections,
 )
+from kernel import BreakerConfig
 from storage import InvalidData, StoreConfig, Transaction
 from storage.testing import ManualClock
 from tests.ingest_helpers import (
     OPS_TOKEN,
+    SETTINGS,
     USER_SETTINGS,
     Harness,
     deletion,
@@ -344,3 +346,60 @@ async def test_settings_round_trip_source_priority_and_reject_duplicates(h: Harn
     assert status == 200 and body["sourcePriority"] == ["a", "b"]
     response = await h.client.put(USER_SETTINGS, headers=headers(), json={"sourcePriority": ["a", "a"]})
     error_of(response.status_code, await response.get_json(), "VALIDATION_ERROR", 400)
+
+
+async def test_the_breaker_opens_after_five_failures_shows_stale_and_a_probe_closes_it(tmp_path: Path) -> None:
+    clock = ManualClock()
+    flaky = Flaky(next(p for p in default_projections() if p.name == "daily_rollups"), broken=True)
+    config = fast_tree_config(tree={"projection": ProjectionConfig(
+        dispatcher=DispatcherConfig(poll_interval=0.05),
+        handler=HandlerConfig(poll_interval=0.05, timeout=10.0, lease_seconds=10.0, breaker=BreakerConfig(
+            window=30.0, min_calls=1_000_000, failure_rate=1.0, consecutive_failures=5, open_for=0.3,
+            half_open_probes=1)),
+        figures_interval=0.05)})
+    async with running_app(tmp_path, config=config, store_config=StoreConfig(clock=clock),
+                           projections=projections_with(flaky)) as h:
+        await upload(h, [sample("a", value=60.0)])
+        service = h.services.projection
+        with trio.fail_after(20):
+            while service.figures().breakers["daily_rollups"] != "open":  # noqa: ASYNC110  (polling the breaker)
+                clock.advance(301)  # each retry's backoff is over
+                await service.process_due()
+                await trio.sleep(0.02)
+        assert flaky.attempts == 5
+        body = await until(h, ROLLUPS, "stale", metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        assert body["freshness"]["projectedWatermark"] == 0
+        flaky.broken = False
+        await trio.sleep(0.35)  # open_for: the next claim is the one probe
+        clock.advance(301)
+        await service.process_due()
+        body = await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        assert body["items"][0]["count"] == 1 and service.figures().breakers["daily_rollups"] == "closed"
+
+
+async def test_the_reaper_purges_completed_work_after_the_retention(tmp_path: Path) -> None:
+    clock = ManualClock()
+    async with running_app(tmp_path, config=quick_config(), store_config=StoreConfig(clock=clock)) as h:
+        await upload(h, [sample("a")])
+        await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        assert await h.services.projection.purge_now() == 0  # completed, but younger than 24 h
+        assert h.db.scalar("SELECT count(*) FROM outbox_events") == 1
+        clock.advance(24 * 3600 + 1)
+        assert await h.services.projection.purge_now() == 1
+        assert h.db.scalar("SELECT count(*) FROM outbox_events") == 0
+        assert h.db.scalar("SELECT count(*) FROM projection_checkpoints") == 0
+        # The read model stays, and stays fresh.
+        body = await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        assert body["items"][0]["count"] == 1
+
+
+async def test_a_worker_process_serves_only_the_operators_endpoints(tmp_path: Path) -> None:
+    async with running_app(tmp_path, config=quick_config(), settings=replace(SETTINGS, role="worker")) as h:
+        status, _ = await h.get(ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        assert status == 404
+        response = await h.client.get("/v1/ops/supervision", headers=OPS)
+        tree = await response.get_json()
+        assert response.status_code == 200 and "projection" in tree
+        paths = {c["path"] for c in tree["children"] if c["name"] == "projection"}
+        assert paths == {"root/projection"}
+        assert (await h.client.get("/health")).status_code == 200

@@ -155,3 +155,25 @@ async def test_shutting_down_closes_with_1001(tmp_path: Path) -> None:
         begin_drain(served.harness.app)
         assert await close_code(ws) == 1001
         assert served.realtime.connected("alice") == 0
+
+
+async def test_an_upload_reaches_its_users_sockets_as_projection_updates_and_no_one_elses(tmp_path: Path) -> None:
+    """End to end: upload -> outbox -> dispatcher -> both handlers -> the hub -> alice's socket, with the upload's
+    X-Request-ID as correlationId; bob's socket gets nothing."""
+    from tests.ingest_helpers import sample, signed
+
+    async with serving(tmp_path) as served, client(served, "alice") as alice, client(served, "bob") as bob:
+        status, body, _ = await served.harness.post(signed([sample("a", value=70.0)]),
+                                                    extra_headers={"X-Request-ID": "upload-1"})
+        assert status == 200, body
+        got = {}
+        for _ in range(2):  # one per handler, in whatever order they finish
+            envelope = await next_json(alice, 10.0)
+            got[envelope["entityId"]] = envelope
+        assert set(got) == {"daily_rollups", "sleep_nights"}
+        for handler, envelope in got.items():
+            assert envelope["type"] == "health.projection.updated" and envelope["userId"] == "alice"
+            assert envelope["eventId"] == f"{handler}:alice:1" and envelope["version"] == 1
+            assert envelope["correlationId"] == "upload-1"
+        with trio.move_on_after(0.3):
+            pytest.fail(f"bob got an envelope: {await bob.get_message()}")
