@@ -179,6 +179,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     tune_gc()
     tree_factory = resolve_tree_factory(args.tree)
+    if settings.role == "worker" and settings.worker_nice:
+        # Background work yields the CPU to web processes on the same machine (the OS scheduler's job, as the
+        # ingest lanes' priority is within one process); it still takes every cycle nobody else wants.
+        os.nice(settings.worker_nice)
     log.info("starting", extra={"fields": {"settings": repr(settings)}})
     return trio.run(serve, settings, tree_factory)
 

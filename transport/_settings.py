@@ -40,6 +40,9 @@ class Settings:
     # What this process runs (run.py serve --role): "web" HTTP and WebSocket, "worker" the outbox dispatcher,
     # projections and reapers, "all" both.
     role: Literal["all", "web", "worker"] = "all"
+    # A worker process lowers its CPU priority by this much (nice), so web processes sharing its machine keep
+    # their latency while it projects flat out; 0 leaves it alone.
+    worker_nice: int = 10
     log_level: str = "INFO"
     # How long in-flight HTTP requests and WebSockets get to finish after a shutdown signal.
     drain_timeout: float = 10.0
@@ -55,6 +58,8 @@ class Settings:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if self.decode_processes is not None and not 0 <= self.decode_processes <= 64:
             raise ConfigError(f"decode_processes must be 0..64, got {self.decode_processes}")
+        if not 0 <= self.worker_nice <= 19:
+            raise ConfigError(f"worker_nice must be 0..19, got {self.worker_nice}")
         if self.role not in ("all", "web", "worker"):
             raise ConfigError(f"role must be one of all, web, worker; got {self.role!r}")
         if self.drain_timeout < 0 or self.health_check_timeout <= 0:
@@ -112,6 +117,7 @@ class Settings:
             ("max_body_bytes", "VIGIL_MAX_BODY_BYTES", _int("VIGIL_MAX_BODY_BYTES")),
             ("decode_processes", "VIGIL_DECODE_PROCESSES", _int("VIGIL_DECODE_PROCESSES")),
             ("role", "VIGIL_ROLE", str),
+            ("worker_nice", "VIGIL_WORKER_NICE", _int("VIGIL_WORKER_NICE")),
             ("log_level", "VIGIL_LOG_LEVEL", str),
         ):
             raw = environ.get(var)

@@ -47,10 +47,18 @@ def test_environment_is_read_and_overrides_win() -> None:
     ({"VIGIL_PORT": "eighty"}, "VIGIL_PORT must be an integer"),
     ({"VIGIL_PORT": "70000"}, "port must be in"),
     ({"VIGIL_LOG_LEVEL": "chatty"}, "log level"),
+    ({"VIGIL_ROLE": "reader"}, "role must be one of all, web, worker"),
+    ({"VIGIL_WORKER_NICE": "20"}, "worker_nice must be 0..19"),
 ])
 def test_bad_configuration_is_a_clear_config_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_role_and_worker_nice_from_the_environment() -> None:
+    s = Settings.from_env({"VIGIL_ROLE": "worker", "VIGIL_WORKER_NICE": "5"})
+    assert (s.role, s.worker_nice) == ("worker", 5)
+    assert (Settings().role, Settings().worker_nice) == ("all", 10)
 
 
 def test_production_with_real_secrets_starts() -> None:
