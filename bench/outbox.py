@@ -60,7 +60,7 @@ from actors.projection import (  # noqa: E402
 )
 from bench.ingest import PY, db_url, free_port, hot_config, load, pg_admin, server  # noqa: E402
 from kernel import ActorSystem, Supervisor  # noqa: E402
-from storage import SampleIn, Store, StoreConfig, Transaction, migrate, open_store  # noqa: E402
+from storage import SampleIn, StoreConfig, Transaction, migrate, open_store  # noqa: E402
 
 perf = time.perf_counter
 ADMIN_DSN = os.environ.get("VIGIL_BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -154,7 +154,7 @@ def pipeline_config(batch: int = 500) -> ProjectionConfig:
                             handler=HandlerConfig(batch=batch, poll_interval=0.5), figures_interval=3600.0)
 
 
-async def run_until(store: Store, domain: ProjectionDomain, done: Any, timeout: float) -> float:
+async def run_until(domain: ProjectionDomain, done: Any, timeout: float) -> float:
     """Start the pipeline; seconds until ``done()`` holds."""
     tree = Supervisor("root", children=[domain.subtree()])
     async with ActorSystem.start(tree) as system:
@@ -173,7 +173,7 @@ async def outbox_rate(url: str, dsn: str, n: int) -> dict[str, Any]:
     async with open_store(url, config=StoreConfig()) as store:
         domain = ProjectionDomain(store, pipeline_config(), projections=[NoOp()])
         gate = domain.gates["noop"]
-        elapsed = await run_until(store, domain, lambda: gate.completed >= n, timeout=300)
+        elapsed = await run_until(domain, lambda: gate.completed >= n, timeout=300)
     # The floor: the same number of events, claimed and completed by bare SQL.
     await seed_events(dsn, n, 400, first_mark={f"u{u}": 10**9 for u in range(400)})
     import asyncpg
@@ -235,7 +235,7 @@ async def projected_rate(url: str, dsn: str, users: int, days: int) -> dict[str,
         domain = ProjectionDomain(store, pipeline_config(batch=200), projections=default_projections())
         gates = [domain.gates[p.name] for p in domain.projections]
         events = users * days
-        elapsed = await run_until(store, domain, lambda: all(g.completed >= events for g in gates), timeout=600)
+        elapsed = await run_until(domain, lambda: all(g.completed >= events for g in gates), timeout=600)
         # The floor: reading the same samples back, one statement per user and metric.
         t0 = perf()
         for u in range(users):

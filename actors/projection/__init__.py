@@ -8,7 +8,6 @@ Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's o
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route, fan_out
 from ._errors import NoRollup, ProjectionError, UnknownDeadLetter
 from ._freshness import Freshness, FreshnessStatus, decide_freshness
-from ._messages import HandlerReport, HandlerStatus
 from ._projections import DailyRollups, SleepNights, day_runs, default_projections
 from ._ranking import rank_sources
 from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader, RollupsView
@@ -38,8 +37,6 @@ __all__ = [
     "FreshnessStatus",
     "HandlerConfig",
     "HandlerGate",
-    "HandlerReport",
-    "HandlerStatus",
     "NightsView",
     "NoRollup",
     "NotificationRelay",

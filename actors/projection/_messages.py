@@ -23,19 +23,6 @@ class Tick:
     """Claim what is due (retries, expired leases, dependents whose dependency completed)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HandlerStatus:
-    """Ask: reply is a ``HandlerReport``."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HandlerReport:
-    handler: str
-    breaker: str
-    completed: int
-    failed: int
-
-
 # -- to the dispatcher --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Wake:
@@ -65,4 +52,4 @@ class ReadNights:
     end: date
 
 
-__all__ = ["Dispatch", "HandlerReport", "HandlerStatus", "ReadNights", "ReadRollups", "Tick", "Wake", "Work"]
+__all__ = ["Dispatch", "ReadNights", "ReadRollups", "Tick", "Wake", "Work"]

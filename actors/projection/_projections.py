@@ -15,6 +15,7 @@ seen whole unless a chain of samples under 3 h apart runs on for more than a day
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -71,14 +72,16 @@ async def _read_all(tx: Transaction, wanted: Sequence[tuple[str, str, datetime |
     return [[RollupSample._make(row) for row in rows] for rows in results]
 
 
-class _Subscribed:
+class _Subscribed(ABC):
+    """Both read models: the same events, and ``project`` is ``project_many`` of one user."""
+
     __slots__ = ()
 
     async def project(self, tx: Transaction, work: UserWork) -> None:
         await self.project_many(tx, [work])
 
-    async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None: ...
 
     @property
     def depends_on(self) -> str | None:

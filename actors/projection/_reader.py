@@ -148,10 +148,12 @@ class OutboxAdmin(Actor):
             # Dead events have no lease holder; the per-(user, handler) lock keeps the watermark advance
             # serialized with a worker recomputing the same read model.
             (discarded,) = await tx.run(tx.checkpoints.discard(event_id))
-            ranges = discarded_ranges(discarded)
-            for user, handler in sorted(ranges):
-                await tx.run(tx.checkpoints.lock_user(user, handler))
-            await tx.commit(*(tx.watermarks.advance(user, handler, r) for (user, handler), r in sorted(ranges.items())))
+            by_handler: dict[str, dict[str, list[tuple[int, int]]]] = {}
+            for (user, handler), ranges in discarded_ranges(discarded).items():
+                by_handler.setdefault(handler, {})[user] = ranges
+            for handler, users in sorted(by_handler.items()):
+                await tx.run(tx.checkpoints.lock_users(list(users), handler))
+            await tx.commit(*(tx.watermarks.advance_many(handler, users) for handler, users in sorted(by_handler.items())))
         return len(discarded)
 
     async def receive(self, msg: Any) -> Any:

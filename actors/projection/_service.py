@@ -33,7 +33,7 @@ from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
 from ._errors import NoRollup, UnknownDeadLetter
-from ._messages import Dispatch, HandlerReport, HandlerStatus, ReadNights, ReadRollups, Tick
+from ._messages import Dispatch, ReadNights, ReadRollups, Tick
 from ._projections import default_projections, has_rollup
 from ._reader import (
     Discard,
@@ -212,15 +212,6 @@ class ProjectionService:
         age = trio.current_time() - refreshed if math.isfinite(refreshed) else None
         breakers = {name: gate.breaker.snapshot().state for name, gate in self.gates.items()} if self._workers else {}
         return ProjectionFigures(outbox=self.gauges.outbox, lag=self.gauges.lag, breakers=breakers, age=age)
-
-    async def handler_reports(self) -> list[HandlerReport]:
-        """Each local worker's breaker and counts (empty in the web role)."""
-        reports = []
-        for ref in self._workers.values():
-            report = await ref.ask(HandlerStatus(), timeout=self._timeout)
-            assert isinstance(report, HandlerReport)
-            reports.append(report)
-        return reports
 
 
 

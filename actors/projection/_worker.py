@@ -27,7 +27,7 @@ import trio
 from kernel import Actor, BreakerConfig, CircuitBreaker, CircuitOpen
 from storage import Checkpoint, CheckpointKey, InvalidData, Store, StoreError, Transaction
 
-from ._messages import HandlerReport, HandlerStatus, Tick, Work
+from ._messages import Tick, Work
 from ._work import EventDigest, UserWork, group_work, split
 
 log = logging.getLogger("vigil.projection")
@@ -88,7 +88,6 @@ class HandlerGate:
         self.config = config
         self.breaker = CircuitBreaker(f"projection:{name}", config.breaker, on_transition=on_transition)
         self.completed = 0
-        self.failed = 0
         # Checkpoints of this handler wait as 'pending' in the store (the dispatcher could not hand them over,
         # or a claim came back full): the worker claims again as soon as it is free, not at its next poll.
         self.backlog = False
@@ -137,8 +136,6 @@ class ProjectionWorker(Actor):
                 case Tick():
                     claim = True
                     answers.append(None)
-                case HandlerStatus():
-                    answers.append(self._report())
                 case _:
                     answers.append(None)
                     log.error("projection worker %s: unexpected message %r", self.projection.name, msg)
@@ -159,11 +156,6 @@ class ProjectionWorker(Actor):
         for first in range(0, len(handed), size):
             await self._run(handed[first:first + size])
         return answers
-
-    def _report(self) -> HandlerReport:
-        snap = self.gate.breaker.snapshot()
-        return HandlerReport(handler=self.projection.name, breaker=snap.state, completed=self.gate.completed,
-                             failed=self.gate.failed)
 
     # -- getting work ----------------------------------------------------------------------------------
     async def _claim(self) -> list[tuple[Checkpoint, EventDigest | None]]:
@@ -273,7 +265,6 @@ class ProjectionWorker(Actor):
                 log.warning("projection %s: heartbeat failed: %s", self.projection.name, exc)
 
     async def _fail(self, work: UserWork, failure: _Failed) -> None:
-        self.gate.failed += len(work.checkpoints)
         try:
             async with self.store.transaction() as tx:
                 await tx.commit(*(tx.checkpoints.fail(key, self.owner, str(failure), retryable=failure.retryable)
