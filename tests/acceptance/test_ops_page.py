@@ -1,8 +1,9 @@
 """The operator page (``GET /ops``) in a real headless Chromium (Debian's ``chromium`` driven by selenium
 through Debian's ``chromium-driver``; ``make test`` installs both), against ``run.py serve`` in a subprocess.
 
-* a test tree whose actor crashes when the test asks it to (a trigger file beside the database, looked at
-  every 20 ms): the page shows the tree, and the crash on it within a second, from the telemetry stream;
+* a test tree in which an actor crashes another through the kernel (``ActorSystem.inject_crash``) when the
+  test asks (a trigger file beside the database, looked at every 20 ms): the page shows the tree, and the
+  crash on it within a second, from the telemetry stream;
 * the whole application over a SQLite file seeded with two dead outbox events: the replay and discard
   buttons work; a wrong token is refused with an error and nothing of the dashboard shows.
 
@@ -44,9 +45,16 @@ LOOK_EVERY = 0.02
 
 
 # -- a tree with a crash the test injects ---------------------------------------------------------------
-class Tripwire(Actor):
-    """Crashes (a RuntimeError escaping ``receive``, which the kernel's supervisor restarts) as soon as the
-    trigger file exists; it removes the file first, so one trigger is one crash."""
+class Victim(Actor):
+    """An actor with nothing wrong with it: the crash comes from outside, through the kernel."""
+
+    async def receive(self, msg: Any) -> None:
+        return None
+
+
+class Injector(Actor):
+    """Crashes ``root/victim`` through the kernel (``ActorSystem.inject_crash``) as soon as the trigger file
+    exists; it removes the file first, so one trigger is one crash. Looks every 20 ms."""
 
     def __init__(self, trigger: str) -> None:
         self.trigger = Path(trigger)
@@ -57,15 +65,15 @@ class Tripwire(Actor):
     async def receive(self, msg: Any) -> None:
         if self.trigger.exists():
             self.trigger.unlink()
-            raise RuntimeError("crash injected by test_ops_page")
+            self.system.inject_crash("root/victim", RuntimeError("crash injected by test_ops_page"))
         self.send_after(LOOK_EVERY, "look")
 
 
-def tripwire_tree(settings: Any) -> Supervisor:
+def crash_on_demand_tree(settings: Any) -> Supervisor:
     """``--tree`` factory: the trigger lives beside the (unused) database file the test names."""
     trigger = Path(settings.database_url.removeprefix("sqlite:///")).parent / TRIGGER
-    return Supervisor("root", max_restarts=100, within=60.0,
-                      children=[ChildSpec("tripwire", Tripwire, args=(str(trigger),))])
+    return Supervisor("root", strategy="one_for_one", max_restarts=100, within=60.0, children=[
+        ChildSpec("victim", Victim), ChildSpec("injector", Injector, args=(str(trigger),))])
 
 
 # -- the browser ------------------------------------------------------------------------------------------
@@ -123,19 +131,19 @@ def log_in(driver: WebDriver, base: str, token: str) -> None:
 
 # -- tests ------------------------------------------------------------------------------------------------
 async def test_the_tree_shows_and_an_injected_crash_appears_within_a_second(tmp_path: Path) -> None:
-    async with running_server(tmp_path, "--tree", "tests.acceptance.test_ops_page:tripwire_tree",
+    async with running_server(tmp_path, "--tree", "tests.acceptance.test_ops_page:crash_on_demand_tree",
                               "--decode-processes", "0") as server:
         await trio.to_thread.run_sync(_watch_a_crash, server.base, tmp_path)
         assert await server.terminate() == 0
 
 
 def _watch_a_crash(base: str, tmp_path: Path) -> None:
-    tripwire = '#tree li[data-path="root/tripwire"]'
+    victim = '#tree li[data-path="root/victim"]'
     # The tree has no application: the page finds no outbox (404) once and says so.
     with chromium(expected=("/v1/ops/outbox/dead-letters?limit=100 - Failed to load resource: the server "
                             "responded with a status of 404",)) as driver:
         log_in(driver, base, OPS_TOKEN)
-        until(driver, lambda d: one(d, f'{tripwire}[data-restarts="0"]'), "the tree with the tripwire")
+        until(driver, lambda d: one(d, f'{victim}[data-restarts="0"]'), "the tree with the victim")
         assert driver.find_element(By.CSS_SELECTOR, "#tree > li").get_attribute("data-path") == "root"
         until(driver, lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "live",
               "the telemetry stream open")
@@ -144,12 +152,12 @@ def _watch_a_crash(base: str, tmp_path: Path) -> None:
 
         started = time.monotonic()
         (tmp_path / TRIGGER).touch()
-        until(driver, lambda d: one(d, f'{tripwire}[data-restarts="1"]'), "the crash on the page", timeout=1.0)
+        until(driver, lambda d: one(d, f'{victim}[data-restarts="1"]'), "the crash on the page", timeout=1.0)
         elapsed = time.monotonic() - started
         assert elapsed < 1.0, f"the crash took {elapsed:.3f} s to appear"
-        failure = text_of(driver, f"{tripwire} > .node .last-failure")
+        failure = text_of(driver, f"{victim} > .node .last-failure")
         assert failure == "RuntimeError: crash injected by test_ops_page"
-        assert "root/tripwire" in text_of(driver, '#events li[data-kind="crashed"]')
+        assert "root/victim" in text_of(driver, '#events li[data-kind="crashed"]')
 
         # The charts fill from the summary's points (one a second); the restart is on the restarts chart.
         until(driver, lambda d: int(d.find_element(By.ID, "chart-restarts").get_attribute("data-points") or 0) >= 2,
@@ -162,7 +170,7 @@ def _watch_a_crash(base: str, tmp_path: Path) -> None:
 
         # The token stays for the tab's session: a reload opens the dashboard without asking again.
         driver.refresh()
-        until(driver, lambda d: one(d, f'{tripwire}[data-restarts="1"]'), "the tree after a reload")
+        until(driver, lambda d: one(d, f'{victim}[data-restarts="1"]'), "the tree after a reload")
 
 
 async def _seed_dead_letters(db: Path, user: str) -> tuple[int, int]:
