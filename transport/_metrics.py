@@ -236,12 +236,6 @@ class RequestLatency(Collector):
                 CounterMetricFamily(self.RESPONSES, self.RESPONSES_DOC, labels=["status_class"])]
 
     def collect(self) -> Iterator[Metric]:
-        # Derived from the histogram's series at scrape time: nothing more to count per request.
-        responses = CounterMetricFamily(self.RESPONSES, self.RESPONSES_DOC, labels=["status_class"])
-        classes, _ = self.totals()
-        for label in ("1xx", "2xx", "3xx", "4xx", "5xx"):
-            responses.add_metric([label], float(classes.get(label, 0)))
-        yield responses
         family = HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])
         for (method, route, status), (counts, total) in sorted(self._series.items()):
             cumulative, buckets = 0, []
@@ -251,6 +245,12 @@ class RequestLatency(Collector):
             buckets.append(("+Inf", float(cumulative + counts[-1])))
             family.add_metric([method, route, str(status)], buckets, total[0])
         yield family
+        # Derived from the histogram's series at scrape time: nothing more to count per request.
+        responses = CounterMetricFamily(self.RESPONSES, self.RESPONSES_DOC, labels=["status_class"])
+        classes, _ = self.totals()
+        for label in ("1xx", "2xx", "3xx", "4xx", "5xx"):
+            responses.add_metric([label], float(classes.get(label, 0)))
+        yield responses
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,7 +156,7 @@ def test_responses_are_counted_by_status_class() -> None:
     latency = RequestLatency()
     for status in (200, 201, 404, 503, 500):
         latency.observe("GET", "/x", status, 0.002)
-    (responses, _) = list(latency.collect())
+    (_, responses) = list(latency.collect())
     assert {s.labels["status_class"]: s.value for s in responses.samples} == {
         "1xx": 0.0, "2xx": 2.0, "3xx": 0.0, "4xx": 1.0, "5xx": 2.0}
     classes, buckets = latency.totals()
