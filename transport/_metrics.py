@@ -198,8 +198,6 @@ class RequestLatency(Collector):
 
     NAME = "vigil_http_request_duration_seconds"
     DOC = "HTTP request latency by route template and status"
-    RESPONSES = "vigil_http_responses"  # exposed as vigil_http_responses_total
-    RESPONSES_DOC = "HTTP responses by status class (1xx..5xx), the error-rate alerts' series"
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = tuple(sorted(buckets))
@@ -232,8 +230,7 @@ class RequestLatency(Collector):
         return classes, merged
 
     def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"]),
-                CounterMetricFamily(self.RESPONSES, self.RESPONSES_DOC, labels=["status_class"])]
+        return [HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])]
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])
@@ -245,9 +242,24 @@ class RequestLatency(Collector):
             buckets.append(("+Inf", float(cumulative + counts[-1])))
             family.add_metric([method, route, str(status)], buckets, total[0])
         yield family
-        # Derived from the histogram's series at scrape time: nothing more to count per request.
-        responses = CounterMetricFamily(self.RESPONSES, self.RESPONSES_DOC, labels=["status_class"])
-        classes, _ = self.totals()
+
+
+class ResponseClasses(Collector):
+    """``vigil_http_responses_total{status_class}`` (1xx..5xx), the error-rate alerts' series: derived from
+    the latency histogram's series at scrape time, so nothing more is counted per request."""
+
+    NAME = "vigil_http_responses"  # exposed as vigil_http_responses_total
+    DOC = "HTTP responses by status class (1xx..5xx)"
+
+    def __init__(self, latency: RequestLatency) -> None:
+        self._latency = latency
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.NAME, self.DOC, labels=["status_class"])]
+
+    def collect(self) -> Iterator[Metric]:
+        responses = CounterMetricFamily(self.NAME, self.DOC, labels=["status_class"])
+        classes, _ = self._latency.totals()
         for label in ("1xx", "2xx", "3xx", "4xx", "5xx"):
             responses.add_metric([label], float(classes.get(label, 0)))
         yield responses
@@ -316,6 +328,7 @@ class HttpMetrics:
         self.registry.register(self.dependencies)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
+        self.registry.register(ResponseClasses(self.request_duration))
         self.registry.register(ActorTreeCollector(system))
         if ingest is not None:
             self.registry.register(LaneCollector(ingest))
@@ -326,4 +339,5 @@ class HttpMetrics:
         self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector", "ProjectionCollector", "RequestLatency"]
+__all__ = ["ActorTreeCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector",
+           "ProjectionCollector", "RequestLatency", "ResponseClasses"]

@@ -14,7 +14,7 @@ import trio.testing
 from kernel import Actor, ActorSystem, ChildSpec, Supervisor
 from storage import PoolStats
 from transport import Dependencies, HistoryConfig, Settings, create_app
-from transport._metrics import DependencyCollector, RequestLatency
+from transport._metrics import DependencyCollector, RequestLatency, ResponseClasses
 from transport._ops_history import OpsHistory, Reading, point, quantile
 
 OPS = "ops-token-for-unit-tests-0123456789abcdef"
@@ -156,7 +156,7 @@ def test_responses_are_counted_by_status_class() -> None:
     latency = RequestLatency()
     for status in (200, 201, 404, 503, 500):
         latency.observe("GET", "/x", status, 0.002)
-    (_, responses) = list(latency.collect())
+    (responses,) = list(ResponseClasses(latency).collect())
     assert {s.labels["status_class"]: s.value for s in responses.samples} == {
         "1xx": 0.0, "2xx": 2.0, "3xx": 0.0, "4xx": 1.0, "5xx": 2.0}
     classes, buckets = latency.totals()
