@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench lint typecheck clean
+.PHONY: setup run test bench lint typecheck clean binary
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/binary.py
+
+# dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.
+binary: $(STAMP)
+	$(BIN)/python deploy/build_binary.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache build dist
