@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench lint typecheck clean browser
+.PHONY: setup run test bench lint typecheck clean browser binary
 
 # The operator page's test (tests/acceptance/test_ops_page.py) drives Debian's chromium through its
 # chromium-driver; a machine without them gets them here (as root, or through sudo).
@@ -38,9 +38,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/binary.py
+
+# dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.
+binary: $(STAMP)
+	$(BIN)/python deploy/build_binary.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache build dist
