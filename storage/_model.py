@@ -27,6 +27,9 @@ __all__ = [
     "DeletedSamples",
     "DeviceState",
     "Enqueued",
+    "EXPORT_STATUSES",
+    "ExportJob",
+    "ExportStatus",
     "HandlerLag",
     "HealthSample",
     "IngestBegin",
@@ -471,3 +474,28 @@ class DeadLetter:
     payload: Json
     error: str
     created_at: datetime
+
+
+# --- export jobs -------------------------------------------------------------------------
+
+ExportStatus = Literal["pending", "running", "completed", "failed"]
+EXPORT_STATUSES: tuple[ExportStatus, ...] = ("pending", "running", "completed", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    """A user's export: leased to one worker while ``running``; ``object_key`` once completed,
+    ``error`` (the reason) once failed."""
+
+    id: str
+    user_id: str
+    status: ExportStatus
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    object_key: str | None
+    rows: int | None
+    bytes: int | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
