@@ -120,10 +120,17 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
     directory = tempfile.mkdtemp(prefix="vigil-pg-")
     data = os.path.join(directory, "data")
     port = free_port()
-    subprocess.run([str(bin_dir / "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses root: run it as the postgres account (setpriv execs, no wrapper)
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        os.chown(directory, account.pw_uid, account.pw_gid)
+        as_user = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
                    check=True, capture_output=True)
     log = open(os.path.join(directory, "log"), "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([str(bin_dir / "postgres"), "-D", data, "-p", str(port), "-k", directory,
+    process = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", data, "-p", str(port), "-k", directory,
                                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], stdout=log, stderr=log)
     try:
         _wait_for_port(port, process, "postgres")
