@@ -46,6 +46,7 @@ __all__ = [
     "SampleCursor",
     "SampleIn",
     "SampleKey",
+    "SampleRecord",
     "SleepNight",
     "SyncEntity",
     "UpsertCounts",
@@ -142,6 +143,22 @@ class HealthSample:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+
+
+class SampleRecord(NamedTuple):
+    """A live sample as plain values (``Samples.dump``): times in µs since the epoch, metadata as JSON text."""
+
+    id: int
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_us: int
+    end_us: int
+    metadata_json: str
+    revision: int
+    updated_us: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from storage import HealthSample, SyncEntity
+from storage import SampleRecord, SyncEntity
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -25,10 +27,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def sample_line(s: HealthSample) -> dict[str, Any]:
+def _iso_us(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
+
+
+def sample_line(s: SampleRecord) -> dict[str, Any]:
+    # The stored metadata is JSON text already: embedded as is, never parsed.
     return {"kind": "sample", "sourceId": s.source_id, "sourceRecordId": s.source_record_id, "metric": s.metric,
-            "value": s.value, "unit": s.unit, "startAt": _iso(s.start_at), "endAt": _iso(s.end_at),
-            "metadata": s.metadata, "revision": s.revision, "updatedAt": _iso(s.updated_at)}
+            "value": s.value, "unit": s.unit, "startAt": _iso_us(s.start_us), "endAt": _iso_us(s.end_us),
+            "metadata": orjson.Fragment(s.metadata_json), "revision": s.revision, "updatedAt": _iso_us(s.updated_us)}
 
 
 def entity_line(e: SyncEntity) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from kernel import Actor, CircuitOpen, RetryAfter
-from storage import ExportJob, HealthSample, SampleCursor, Store, StoreError
+from storage import ExportJob, SampleCursor, SampleRecord, Store, StoreError
 
 from ._lines import Gzipper, encode_lines, entity_line, sample_line
 from ._messages import Tick
@@ -52,7 +52,7 @@ def object_key(job: ExportJob) -> str:
     return f"exports/{job.id}.jsonl.gz"
 
 
-def _compress(gz: Gzipper, samples: list[HealthSample]) -> bytes:
+def _compress(gz: Gzipper, samples: list[SampleRecord]) -> bytes:
     return gz.feed(encode_lines(map(sample_line, samples)))
 
 
@@ -64,15 +64,14 @@ async def export_chunks(store: Store, user_id: str, tally: Tally, *, page_size: 
     after: SampleCursor | None = None
     while True:
         async with store.transaction(readonly=True) as tx:
-            (page,) = await tx.commit(tx.samples.query(user_id, after=after, limit=page_size))
-        if page.items:
-            tally.rows += len(page.items)
-            data = await trio.to_thread.run_sync(_compress, gz, page.items)
+            ((records, after),) = await tx.commit(tx.samples.dump(user_id, after=after, limit=page_size))
+        if records:
+            tally.rows += len(records)
+            data = await trio.to_thread.run_sync(_compress, gz, records)
             if data:
                 yield data
-        if page.next_cursor is None:
+        if after is None:
             break
-        after = page.next_cursor
     key: tuple[str, str] | None = None
     while True:
         async with store.transaction(readonly=True) as tx:

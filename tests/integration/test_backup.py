@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from actors.exports import (
     BackupError,
@@ -85,7 +86,7 @@ async def roundtrip(source: str, target: str, bucket: Bucket, *, write_during: b
                 async with store.transaction() as tx:
                     await tx.commit(tx.entities.put_many([SyncEntity("carol", "note", f"n{i}", 1, {"i": i})]))
                 i += 1
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
             if write_during:

@@ -4,14 +4,21 @@ recorded only by the lease holder."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage import InvalidData, Store, StoreConfig, UniqueViolation, open_store
+from storage import InvalidData, SampleKey, SampleRecord, Store, StoreConfig, UniqueViolation, open_store
 from storage.testing import ManualClock
+from tests.exports_helpers import samples_for
 
 LEASE = 30.0
+
+
+def from_micros(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 @pytest.fixture
@@ -102,3 +109,29 @@ async def test_only_the_holder_records_the_outcome(clocked) -> None:  # type: ig
     assert b is not None and (b.status, b.error) == ("failed", "upload failed after 5 attempts: boom")
     clock.advance(LEASE * 10)
     assert await _claim(store, "w3") == []  # finished jobs are never claimed again
+
+
+async def test_dump_pages_a_users_live_samples_as_plain_values(store: Store) -> None:
+    rows = samples_for(5)
+    async with store.transaction() as tx:
+        await tx.commit(tx.samples.upsert_many("alice", rows), tx.samples.upsert_many("bob", samples_for(2)))
+    async with store.transaction() as tx:
+        await tx.commit(tx.samples.soft_delete_many("alice", [SampleKey(rows[1].source_id, rows[1].source_record_id,
+                                                                        rows[1].start_at)]))
+    records: list[SampleRecord] = []
+    after = None
+    pages = 0
+    while True:
+        async with store.transaction(readonly=True) as tx:
+            ((page, after),) = await tx.commit(tx.samples.dump("alice", after=after, limit=2))
+        records += page
+        pages += 1
+        if after is None:
+            break
+    async with store.transaction(readonly=True) as tx:
+        (live,) = await tx.commit(tx.samples.query("alice", limit=100))
+    assert pages == 3 and len(records) == 4  # the deleted one is not there, nor bob's
+    assert [(r.id, r.source_id, r.source_record_id, r.metric, r.value, r.unit, from_micros(r.start_us),
+             from_micros(r.end_us), json.loads(r.metadata_json), r.revision, from_micros(r.updated_us))
+            for r in records] == [(s.id, s.source_id, s.source_record_id, s.metric, s.value, s.unit, s.start_at,
+                                   s.end_at, s.metadata, s.revision, s.updated_at) for s in live.items]
