@@ -206,6 +206,39 @@ def _sqlite_load(snapshot: str, target: str) -> None:
         src.close()
 
 
+async def _feed(chunks: AsyncIterable[bytes], stdin: trio.abc.SendStream) -> int:
+    """Write ``chunks`` to ``stdin`` with the next few read ahead (a download keeps going while the tool
+    writes), then close it; returns the bytes written. A tool that stops reading ends it early (its exit
+    code and stderr say why)."""
+    send, receive = trio.open_memory_channel[bytes](4)
+    total = 0
+    failure: BaseException | None = None
+
+    async def read_ahead() -> None:
+        nonlocal failure
+        async with send:
+            try:
+                async for data in chunks:
+                    await send.send(data)
+            except trio.BrokenResourceError:
+                return  # the writer stopped
+            except Exception as exc:  # the source failed: raised below, not as a group
+                failure = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_ahead)
+        async with receive, stdin:
+            try:
+                async for data in receive:
+                    await stdin.send_all(data)
+                    total += len(data)
+            except trio.BrokenResourceError:
+                pass
+    if failure is not None:
+        raise failure
+    return total
+
+
 async def load_database(url: str, chunks: AsyncIterable[bytes]) -> int:
     """Write a ``dump_database`` stream into the database at ``url``, which the caller has checked is empty.
     Returns the bytes read."""
@@ -226,14 +259,7 @@ async def load_database(url: str, chunks: AsyncIterable[bytes]) -> int:
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
             assert process.stdin is not None
-            try:
-                async for data in chunks:
-                    await process.stdin.send_all(data)
-                    total += len(data)
-            except trio.BrokenResourceError:
-                pass  # pg_restore stopped reading: its exit code and stderr say why
-            finally:
-                await process.stdin.aclose()
+            total = await _feed(chunks, process.stdin)
             code = await process.wait()
         finally:
             if process.returncode is None:

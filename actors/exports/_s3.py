@@ -58,6 +58,7 @@ class S3Config:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     part_size: int = 8 * 1024 * 1024
+    parts_in_flight: int = 3  # parts uploading at once (each one in memory)
     presign_seconds: int = 3600  # how long a presigned export URL works
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -68,6 +69,8 @@ class S3Config:
             raise ValueError("bucket, access_key_id and secret_access_key are required")
         if self.part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's floor)")
+        if self.parts_in_flight < 1:
+            raise ValueError("parts_in_flight must be >= 1")
         if self.presign_seconds < 1 or self.presign_seconds > 7 * 24 * 3600:
             raise ValueError("presign_seconds must be within 1 s .. 7 days (SigV4's limit)")
 
@@ -101,6 +104,11 @@ def classify_s3(error: Exception) -> RetryDecision:
         if status == 429 or status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError"):
             return RetryAfter()
     return NO_RETRY
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    leaf = group.exceptions[0]
+    return _first(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
 
 
 def describe(error: BaseException) -> str:
@@ -166,26 +174,43 @@ class Bucket:
         bucket, part_size = self.config.bucket, self.config.part_size
         created = await self._call(lambda c: c.create_multipart_upload(Bucket=bucket, Key=key))
         upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
+        etags: dict[int, str] = {}
         total = 0
-        try:
-            buffer = bytearray()
-            async for chunk in chunks:
-                buffer += chunk
-                while len(buffer) >= part_size:
-                    part = bytes(buffer[:part_size])
-                    del buffer[:part_size]
-                    parts.append(await self._part(key, upload_id, len(parts) + 1, part))
-                    total += len(part)
-                    if on_part is not None:
-                        on_part(len(part))
-            if buffer or not parts:  # the last part may be small; an empty object is one empty part
-                part = bytes(buffer)
-                buffer.clear()
-                parts.append(await self._part(key, upload_id, len(parts) + 1, part))
-                total += len(part)
+        # Up to ``parts_in_flight`` parts go out while the next one is read: the source (pg_dump, the export's
+        # pages) keeps producing instead of waiting for each round trip. Memory: that many parts, plus one.
+        slots = trio.Semaphore(self.config.parts_in_flight)
+
+        async def send(number: int, body: bytes) -> None:
+            try:
+                etags[number] = await self._part(key, upload_id, number, body)
                 if on_part is not None:
-                    on_part(len(part))
+                    on_part(len(body))
+            finally:
+                slots.release()
+
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    buffer = bytearray()
+                    number = 0
+                    async for chunk in chunks:
+                        buffer += chunk
+                        while len(buffer) >= part_size:
+                            part = bytes(buffer[:part_size])
+                            del buffer[:part_size]
+                            number += 1
+                            total += len(part)
+                            await slots.acquire()
+                            nursery.start_soon(send, number, part)
+                    if buffer or number == 0:  # the last part may be small; an empty object is one empty part
+                        number += 1
+                        total += len(buffer)
+                        await slots.acquire()
+                        nursery.start_soon(send, number, bytes(buffer))
+                        buffer.clear()
+            except ExceptionGroup as group:  # a part's own error, as if the parts had gone one by one
+                raise _first(group) from None
+            parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
             await self._call(lambda c: c.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}))
         except BaseException:
@@ -194,11 +219,11 @@ class Bucket:
             raise
         return total
 
-    async def _part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    async def _part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
         bucket = self.config.bucket
         answer = await self._call(lambda c: c.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
                                                           PartNumber=number, Body=body))
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        return str(answer["ETag"])
 
     async def _abort(self, key: str, upload_id: str) -> None:
         client = await self.client()
