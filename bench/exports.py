@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.exports import Bucket, Tally, backup_database, export_chunks, restore_database  # noqa: E402
+from bench.ingest import pg_admin  # noqa: E402
 from storage import migrate, open_store, pg_tool  # noqa: E402
 from tests.exports_helpers import MotoServer, moto_server, seed  # noqa: E402
 
@@ -131,29 +132,12 @@ async def sqlite_phase(db: str, size: int, tmp: str, moto: MotoServer) -> dict[s
     return rates("sqlite", size, ours_backup, raw_backup, ours_restore, raw_restore, upload)
 
 
-async def pg_admin(dsn: str, sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    await trio_asyncio.aio_as_trio(run)()
-
-
 def db_dsn(admin: str, name: str) -> str:
     return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
-async def pg_phase(admin: str, rows: int, tmp: str, moto: MotoServer) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    names = [f"bench_exports_{tag}_{n}" for n in ("src", "raw", "ours")]
-    try:
-        for name in names:
-            await pg_admin(admin, f'CREATE DATABASE "{name}"')
+async def pg_phase(admin: str, names: list[str], rows: int, tmp: str, moto: MotoServer) -> dict[str, Any]:
+    async with trio_asyncio.open_loop():
         src, raw, ours = (db_dsn(admin, n) for n in names)
         await migrate(src)
         async with open_store(src) as store:
@@ -170,9 +154,6 @@ async def pg_phase(admin: str, rows: int, tmp: str, moto: MotoServer) -> dict[st
         out = rates("pg", result.bytes, ours_backup, raw_backup, ours_restore, raw_restore, upload)
         out["pg_rows"] = rows
         return out
-    finally:
-        for name in names:
-            await pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def seed_sqlite(db: str, rows: int) -> None:
@@ -180,11 +161,52 @@ async def seed_sqlite(db: str, rows: int) -> None:
         await seed(store, USER, rows, entities=10, batch=10_000)
 
 
+def sqlite_and_export(tmp: str, rows: int, moto: MotoServer) -> dict[str, Any]:
+    db = f"{tmp}/v.db"
+    started = time.perf_counter()
+    trio.run(seed_sqlite, db, rows)
+    print(f"seeded {rows:,} samples into SQLite in {time.perf_counter() - started:.1f} s")
+    s3 = moto.new_bucket()
+    child = subprocess.run([sys.executable, __file__, "--phase", "export", "--db", db, "--endpoint",
+                            moto.endpoint, "--bucket", s3.bucket], check=True, capture_output=True, text=True)
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"export: {out['export_rows_per_s']:,} rows/s ({out['export_rows']:,} rows, {out['export_raw_mb']} MB "
+          f"of JSON lines -> {out['export_gzip_mb']} MB gzip in {out['export_seconds']} s); RSS growth "
+          f"{out['export_rss_growth_mb']} MB  [limit {out['export_rss_limit_mb']} MB]")
+    out.update(trio.run(sqlite_phase, db, os.path.getsize(db), tmp, moto))
+    print(f"sqlite ({out['sqlite_mb']} MB): backup {out['sqlite_backup_mb_s']} MB/s vs raw .backup "
+          f"{out['sqlite_raw_backup_mb_s']} MB/s ({out['sqlite_backup_ratio']}x); restore "
+          f"{out['sqlite_restore_mb_s']} MB/s vs raw .restore {out['sqlite_raw_restore_mb_s']} MB/s "
+          f"({out['sqlite_restore_ratio']}x)  [target >= 0.8x]; raw .backup then boto3 upload_file "
+          f"{out['sqlite_raw_backup_then_upload_mb_s']} MB/s ({out['sqlite_backup_ratio_vs_raw_then_upload']}x)")
+    return dict(out)
+
+
+def postgres(tmp: str, rows: int, moto: MotoServer) -> dict[str, Any]:
+    admin = os.environ.get("VIGIL_BENCH_POSTGRES_DSN") or os.environ.get("VIGIL_TEST_POSTGRES_DSN") or DEFAULT_DSN
+    tag = uuid.uuid4().hex[:8]
+    names = [f"bench_exports_{tag}_{n}" for n in ("src", "raw", "ours")]
+    try:
+        for name in names:
+            trio.run(pg_admin, admin, f'CREATE DATABASE "{name}"')
+        out = trio.run(pg_phase, admin, names, rows, tmp, moto)
+    finally:
+        for name in names:
+            trio.run(pg_admin, admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"postgresql ({out['pg_rows']:,} samples, dump {out['pg_mb']} MB): backup {out['pg_backup_mb_s']} "
+          f"MB/s vs raw pg_dump {out['pg_raw_backup_mb_s']} MB/s ({out['pg_backup_ratio']}x); restore "
+          f"{out['pg_restore_mb_s']} MB/s vs raw pg_restore {out['pg_raw_restore_mb_s']} MB/s "
+          f"({out['pg_restore_ratio']}x)  [target >= 0.8x]; raw pg_dump then boto3 upload_file "
+          f"{out['pg_raw_backup_then_upload_mb_s']} MB/s ({out['pg_backup_ratio_vs_raw_then_upload']}x)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--pg-rows", type=int, default=200_000)
+    parser.add_argument("--pg-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only (no export, no SQLite)")
     parser.add_argument("--phase", choices=["export"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -196,37 +218,10 @@ def main() -> None:
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-exports-") as tmp, moto_server() as moto:
-        db = f"{tmp}/v.db"
-        started = time.perf_counter()
-        trio.run(seed_sqlite, db, args.rows)
-        print(f"seeded {args.rows:,} samples into SQLite in {time.perf_counter() - started:.1f} s")
-        s3 = moto.new_bucket()
-        child = subprocess.run([sys.executable, __file__, "--phase", "export", "--db", db, "--endpoint",
-                                moto.endpoint, "--bucket", s3.bucket], check=True, capture_output=True, text=True)
-        out.update(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(f"export: {out['export_rows_per_s']:,} rows/s ({out['export_rows']:,} rows, {out['export_raw_mb']} MB "
-              f"of JSON lines -> {out['export_gzip_mb']} MB gzip in {out['export_seconds']} s); RSS growth "
-              f"{out['export_rss_growth_mb']} MB  [limit {out['export_rss_limit_mb']} MB]")
-        out.update(trio.run(sqlite_phase, db, os.path.getsize(db), tmp, moto))
-        print(f"sqlite ({out['sqlite_mb']} MB): backup {out['sqlite_backup_mb_s']} MB/s vs raw .backup "
-              f"{out['sqlite_raw_backup_mb_s']} MB/s ({out['sqlite_backup_ratio']}x); restore "
-              f"{out['sqlite_restore_mb_s']} MB/s vs raw .restore {out['sqlite_raw_restore_mb_s']} MB/s "
-              f"({out['sqlite_restore_ratio']}x)  [target >= 0.8x]; raw .backup then boto3 upload_file "
-              f"{out['sqlite_raw_backup_then_upload_mb_s']} MB/s ({out['sqlite_backup_ratio_vs_raw_then_upload']}x)")
+        if not args.skip_sqlite:
+            out.update(sqlite_and_export(tmp, args.rows, moto))
         if not args.skip_pg:
-            admin = os.environ.get("VIGIL_BENCH_POSTGRES_DSN") or os.environ.get("VIGIL_TEST_POSTGRES_DSN") \
-                or DEFAULT_DSN
-
-            async def in_loop() -> dict[str, Any]:
-                async with trio_asyncio.open_loop():
-                    return await pg_phase(admin, args.pg_rows, tmp, moto)
-
-            out.update(trio.run(in_loop))
-            print(f"postgresql ({out['pg_rows']:,} samples, dump {out['pg_mb']} MB): backup {out['pg_backup_mb_s']} "
-                  f"MB/s vs raw pg_dump {out['pg_raw_backup_mb_s']} MB/s ({out['pg_backup_ratio']}x); restore "
-                  f"{out['pg_restore_mb_s']} MB/s vs raw pg_restore {out['pg_raw_restore_mb_s']} MB/s "
-                  f"({out['pg_restore_ratio']}x)  [target >= 0.8x]; raw pg_dump then boto3 upload_file "
-                  f"{out['pg_raw_backup_then_upload_mb_s']} MB/s ({out['pg_backup_ratio_vs_raw_then_upload']}x)")
+            out.update(postgres(tmp, args.pg_rows, moto))
     print(json.dumps(out))
 
 

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -150,6 +151,26 @@ def _stderr_text(err: IO[bytes]) -> str:
     return err.read().decode(errors="replace").strip()[-2000:]
 
 
+@asynccontextmanager
+async def _pg_process(tool: str, option: str, dsn: str, *, stdin: int, stdout: int) -> AsyncIterator[trio.Process]:
+    """``tool`` (pg_dump, pg_restore) on ``dsn`` for the body; killed if the body fails, waited for if not, and
+    a non-zero exit raised as StoreError with its stderr."""
+    with tempfile.TemporaryFile() as err:
+        process = await trio.lowlevel.open_process(
+            [pg_tool(tool), option, "--no-owner", "--no-privileges", f"--dbname={dsn}"],
+            stdin=stdin, stdout=stdout, stderr=err)
+        try:
+            yield process
+            code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        if code != 0:
+            raise StoreError(f"{tool} failed (exit {code}): {_stderr_text(err)}")
+
+
 async def dump_database(url: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
     """The database as a stream of chunks (see the module's table)."""
     kind, target = parse_url(url)
@@ -166,25 +187,14 @@ async def dump_database(url: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]
             async for block in _read_file(snapshot, chunk):
                 yield block
         return
-    with tempfile.TemporaryFile() as err:
-        process = await trio.lowlevel.open_process(
-            [pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", f"--dbname={target}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-        try:
-            assert process.stdout is not None
-            while True:
-                data = await process.stdout.receive_some(chunk)
-                if not data:
-                    break
-                yield bytes(data)
-            code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-        if code != 0:
-            raise StoreError(f"pg_dump failed (exit {code}): {_stderr_text(err)}")
+    async with _pg_process("pg_dump", "--format=custom", target, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        while True:
+            data = await process.stdout.receive_some(chunk)
+            if not data:
+                break
+            yield bytes(data)
 
 
 # -- load ---------------------------------------------------------------------------------------------------
@@ -253,19 +263,8 @@ async def load_database(url: str, chunks: AsyncIterable[bytes]) -> int:
                     total += len(data)
             await trio.to_thread.run_sync(_sqlite_load, snapshot, target)
         return total
-    with tempfile.TemporaryFile() as err:
-        process = await trio.lowlevel.open_process(
-            [pg_tool("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges", f"--dbname={target}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            assert process.stdin is not None
-            total = await _feed(chunks, process.stdin)
-            code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-        if code != 0:
-            raise StoreError(f"pg_restore failed (exit {code}): {_stderr_text(err)}")
+    async with _pg_process("pg_restore", "--exit-on-error", target, stdin=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL) as process:
+        assert process.stdin is not None
+        total = await _feed(chunks, process.stdin)
     return total

@@ -78,12 +78,16 @@ def moto_server() -> Iterator[MotoServer]:
         _wait_for_port(port, process, "moto_server")
         yield MotoServer(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process, 10)
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def closed_endpoint() -> str:
@@ -141,12 +145,7 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
             time.sleep(0.05)
         yield ThrowawayPostgres(port, directory)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process, 15)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -237,7 +237,7 @@ class Bucket:
         head = await self._call(lambda c: c.head_object(Bucket=self.config.bucket, Key=key))
         return int(head["ContentLength"])
 
-    async def download(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    async def download(self, key: str, *, chunk_size: int = 8 * 1024 * 1024) -> AsyncIterator[bytes]:
         """The object's bytes in chunks of at most ``chunk_size``, read as they are consumed."""
         got = await self._call(lambda c: c.get_object(Bucket=self.config.bucket, Key=key))
         body = got["Body"]

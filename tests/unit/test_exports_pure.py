@@ -4,15 +4,18 @@ keys, the S3 retry classification and configuration."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from datetime import UTC, datetime
 
 import pytest
+import trio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from actors.exports import (
     BackupError,
     Gzipper,
+    Progress,
     S3Config,
     backup_key,
     classify_s3,
@@ -88,3 +91,19 @@ def test_s3_config_from_the_environment() -> None:
     assert "very-secret" not in repr(cfg) and "AKID" not in repr(cfg)
     with pytest.raises(ValueError, match="part_size"):
         S3Config(bucket="b", access_key_id="a", secret_access_key="s", part_size=1024)
+
+
+async def test_progress_on_a_terminal_rewrites_one_line(autojump_clock: trio.testing.MockClock) -> None:
+    stream = io.StringIO()
+    progress = Progress("restore", total=4_000_000, stream=stream, terminal=True, interval=1.0)
+    progress.advance(0)
+    await trio.sleep(1.0)
+    progress.advance(1_000_000)  # 1 s in: 1 MB/s, 3 s left
+    progress.advance(1_000_000)  # within the interval: not shown
+    await trio.sleep(1.0)
+    final = progress.finish()
+    assert (final.done, final.rate, final.eta) == (2_000_000, 1_000_000.0, 2.0)
+    assert stream.getvalue() == (
+        "\r\x1b[2Krestore: 0.0 MB / 4.0 MB  0.0 MB/s  ETA --  (0.0 s)"
+        "\r\x1b[2Krestore: 1.0 MB / 4.0 MB  1.0 MB/s  ETA 3 s  (1.0 s)"
+        "\r\x1b[2Krestore: 2.0 MB / 4.0 MB  1.0 MB/s  ETA 2 s  (2.0 s)\n")
