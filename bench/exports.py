@@ -9,7 +9,8 @@
   the bucket into an empty file) beside raw ``sqlite3 DB ".backup FILE"`` / ``sqlite3 NEW ".restore FILE"`` of the
   same database. MB/s of the database's size; ratio = ours / raw (target >= 0.8).
   Also raw ``.backup`` then boto3's ``upload_file`` of that file to the same moto (what a backup that ends in
-  the bucket costs at best: moto's server takes ~25 MB/s here, far below a local copy).
+  the bucket costs at best: moto's server takes ~25 MB/s here, far below a local copy), and boto3's
+  ``download_file`` then the raw restore (the same for restores; PostgreSQL gets both references too).
 - backup / restore, PostgreSQL (``--pg-rows`` samples in a database of its own on the shared server, dropped
   after): ``pg_dump --format=custom`` streamed to the bucket, and ``pg_restore`` fed from it, beside raw
   ``pg_dump --format=custom -f FILE`` / ``pg_restore -d NEW FILE``. MB/s of the dump's size.
@@ -108,10 +109,20 @@ async def raw_upload(moto: MotoServer, path: str) -> float:
     return time.perf_counter() - started
 
 
+async def raw_download(bucket: Bucket, key: str, path: str) -> float:
+    """boto3's managed download of a backup object to a file: the bucket-side half of a fair raw restore."""
+    client = await bucket.client()
+    started = time.perf_counter()
+    await trio.to_thread.run_sync(lambda: client.download_file(bucket.config.bucket, key, path))
+    return time.perf_counter() - started
+
+
 def rates(prefix: str, size: int, ours_backup: float, raw_backup: float, ours_restore: float,
-          raw_restore: float, upload: float) -> dict[str, Any]:
+          raw_restore: float, upload: float, download: float) -> dict[str, Any]:
     mb = size / 1e6
     out = {f"{prefix}_mb": round(mb, 1),
+           f"{prefix}_download_then_raw_restore_mb_s": round(mb / (raw_restore + download), 1),
+           f"{prefix}_restore_ratio_vs_download_then_raw": round((raw_restore + download) / ours_restore, 2),
            f"{prefix}_raw_backup_then_upload_mb_s": round(mb / (raw_backup + upload), 1),
            f"{prefix}_backup_ratio_vs_raw_then_upload": round((raw_backup + upload) / ours_backup, 2),
            f"{prefix}_backup_mb_s": round(mb / ours_backup, 1), f"{prefix}_raw_backup_mb_s": round(mb / raw_backup, 1),
@@ -129,7 +140,8 @@ async def sqlite_phase(db: str, size: int, tmp: str, moto: MotoServer) -> dict[s
     raw_restore = timed_run(["sqlite3", f"{tmp}/raw-restored.db", f".restore {tmp}/raw.db"])
     ours_restore, _ = await timed(lambda: restore_database(f"sqlite:///{tmp}/restored.db", result.key, bucket))
     upload = await raw_upload(moto, f"{tmp}/raw.db")
-    return rates("sqlite", size, ours_backup, raw_backup, ours_restore, raw_restore, upload)
+    download = await raw_download(bucket, result.key, f"{tmp}/downloaded.db")
+    return rates("sqlite", size, ours_backup, raw_backup, ours_restore, raw_restore, upload, download)
 
 
 def db_dsn(admin: str, name: str) -> str:
@@ -151,7 +163,8 @@ async def pg_phase(admin: str, names: list[str], rows: int, tmp: str, moto: Moto
                                  f"--dbname={raw}", dump])
         ours_restore, _ = await timed(lambda: restore_database(ours, result.key, bucket))
         upload = await raw_upload(moto, dump)
-        out = rates("pg", result.bytes, ours_backup, raw_backup, ours_restore, raw_restore, upload)
+        download = await raw_download(bucket, result.key, f"{tmp}/downloaded.pgdump")
+        out = rates("pg", result.bytes, ours_backup, raw_backup, ours_restore, raw_restore, upload, download)
         out["pg_rows"] = rows
         return out
 
@@ -178,7 +191,9 @@ def sqlite_and_export(tmp: str, rows: int, moto: MotoServer) -> dict[str, Any]:
           f"{out['sqlite_raw_backup_mb_s']} MB/s ({out['sqlite_backup_ratio']}x); restore "
           f"{out['sqlite_restore_mb_s']} MB/s vs raw .restore {out['sqlite_raw_restore_mb_s']} MB/s "
           f"({out['sqlite_restore_ratio']}x)  [target >= 0.8x]; raw .backup then boto3 upload_file "
-          f"{out['sqlite_raw_backup_then_upload_mb_s']} MB/s ({out['sqlite_backup_ratio_vs_raw_then_upload']}x)")
+          f"{out['sqlite_raw_backup_then_upload_mb_s']} MB/s ({out['sqlite_backup_ratio_vs_raw_then_upload']}x); "
+          f"boto3 download_file then raw .restore {out['sqlite_download_then_raw_restore_mb_s']} MB/s "
+          f"({out['sqlite_restore_ratio_vs_download_then_raw']}x)")
     return dict(out)
 
 
@@ -197,7 +212,9 @@ def postgres(tmp: str, rows: int, moto: MotoServer) -> dict[str, Any]:
           f"MB/s vs raw pg_dump {out['pg_raw_backup_mb_s']} MB/s ({out['pg_backup_ratio']}x); restore "
           f"{out['pg_restore_mb_s']} MB/s vs raw pg_restore {out['pg_raw_restore_mb_s']} MB/s "
           f"({out['pg_restore_ratio']}x)  [target >= 0.8x]; raw pg_dump then boto3 upload_file "
-          f"{out['pg_raw_backup_then_upload_mb_s']} MB/s ({out['pg_backup_ratio_vs_raw_then_upload']}x)")
+          f"{out['pg_raw_backup_then_upload_mb_s']} MB/s ({out['pg_backup_ratio_vs_raw_then_upload']}x); "
+          f"boto3 download_file then raw pg_restore {out['pg_download_then_raw_restore_mb_s']} MB/s "
+          f"({out['pg_restore_ratio_vs_download_then_raw']}x)")
     return out
 
 

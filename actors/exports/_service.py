@@ -124,13 +124,6 @@ class ExportsService:
         self._rng = domain.rng
         self._timeout = domain.config.ask_timeout
 
-    @property
-    def bucket(self) -> Bucket | None:
-        return self._bucket
-
-    def breaker_state(self) -> str | None:
-        return None if self._bucket is None else self._bucket.breaker.snapshot().state
-
     async def request(self, user_id: str) -> ExportView:
         """A new pending export of everything ``user_id`` has; ExportsUnavailable when no object storage is
         configured or its breaker is open (the job would only fail)."""
