@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/binary.py
 
 # dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.

@@ -4,6 +4,8 @@
                         [--tree MODULE:FUNCTION]
     python run.py token --user USER [--ttl SECONDS]
     python run.py migrate [--database URL]
+    python run.py backup [--database URL]
+    python run.py restore KEY [--database URL]
     python run.py --version
 
 With no arguments it serves (as ``make run``). The single binary (``make binary`` → ``dist/vigil``, see
@@ -25,6 +27,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import hypercorn.trio
@@ -32,6 +35,15 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
+from actors.exports import (
+    BackupError,
+    Bucket,
+    ExportsConfig,
+    Progress,
+    S3Config,
+    backup_database,
+    restore_database,
+)
 from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
@@ -187,7 +199,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                                             redis_up=_redis_up(coordination) if settings.redis_url else None)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
-                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url),
+                                      exports=ExportsConfig(s3=_s3_config())), role=settings.role)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:
@@ -258,6 +271,55 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- backup / restore --------------------------------------------------------------------------------
+def _s3_config() -> S3Config | None:
+    try:
+        return S3Config.from_env(os.environ)
+    except ValueError as exc:
+        raise ConfigError(f"VIGIL_S3_*: {exc}") from None
+
+
+def _transfer(settings: Settings, verb: str, run: Callable[[Bucket, Progress], Awaitable[Any]]) -> int:
+    """Run a backup or restore against the configured bucket, with progress on a terminal (stderr) and
+    JSON log lines otherwise."""
+    configure_logging(settings.log_level)
+    s3 = _s3_config()
+    if s3 is None:
+        raise ConfigError("set VIGIL_S3_BUCKET, VIGIL_S3_ACCESS_KEY_ID and VIGIL_S3_SECRET_ACCESS_KEY "
+                          "(and VIGIL_S3_ENDPOINT_URL for a non-AWS store)")
+
+    async def main() -> Any:
+        async with trio_asyncio.open_loop():
+            progress = Progress(verb, stream=sys.stderr, terminal=sys.stderr.isatty())
+            try:
+                return await run(Bucket(s3), progress)
+            except Exception as exc:  # returned, not raised: the loop's nursery would wrap it in a group
+                return exc
+
+    result = trio.run(main)
+    if isinstance(result, BackupError | StoreError):
+        print(f"vigil: {verb} failed: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    if isinstance(result, Exception):  # boto3/botocore: the bucket could not be reached or refused us
+        print(f"vigil: {verb} failed: {type(result).__name__}: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    log.info(f"{verb} completed", extra={"fields": {
+        "key": result.key, "backend": result.backend, "schemaVersion": result.schema_version,
+        "bytes": result.bytes, "seconds": round(result.seconds, 3)}})
+    print(result.key)
+    return EXIT_OK
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    return _transfer(settings, "backup", lambda bucket, progress: backup_database(
+        settings.database_url, bucket, now=datetime.now(UTC), progress=progress))
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    return _transfer(settings, "restore", lambda bucket, progress: restore_database(
+        settings.database_url, args.key, bucket, progress=progress))
+
+
 # -- command line ------------------------------------------------------------------------------------
 def version() -> str:
     """The installed distribution's version (the binary carries its metadata)."""
@@ -300,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
     p.set_defaults(func=cmd_migrate, overrides=("database_url",))
+
+    p = sub.add_parser("backup", help="write a consistent backup of the database to the VIGIL_S3_* bucket; "
+                                      "prints its key")
+    p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
+    p.set_defaults(func=cmd_backup, overrides=("database_url",))
+
+    p = sub.add_parser("restore", help="restore a backup KEY from the VIGIL_S3_* bucket into an empty database")
+    p.add_argument("key", help="the backup's key, as `run.py backup` printed it")
+    p.add_argument("--database", dest="database_url", help="database URL (VIGIL_DATABASE_URL)")
+    p.set_defaults(func=cmd_restore, overrides=("database_url",))
     return parser
 
 

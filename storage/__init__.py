@@ -40,6 +40,7 @@ Errors (driver errors are translated once, at the boundary, into these)::
           └── CommitUnknown         lost during COMMIT: outcome unknown       [not retryable]
 """
 
+from ._backup import DatabaseInfo, dump_database, inspect_database, load_database, pg_tool
 from ._config import Limits, OutboxPolicy, RetryPolicy, StoreConfig, utc_now
 from ._errors import (
     CommitUnknown,
@@ -54,6 +55,7 @@ from ._errors import (
 )
 from ._model import (
     CHECKPOINT_STATUSES,
+    EXPORT_STATUSES,
     OUTBOX_STATUSES,
     Change,
     ChangeIn,
@@ -68,6 +70,8 @@ from ._model import (
     DeletedSamples,
     DeviceState,
     Enqueued,
+    ExportJob,
+    ExportStatus,
     HandlerLag,
     HealthSample,
     IngestBegin,
@@ -83,6 +87,7 @@ from ._model import (
     SampleCursor,
     SampleIn,
     SampleKey,
+    SampleRecord,
     SleepNight,
     SyncEntity,
     UpsertCounts,
@@ -108,11 +113,15 @@ __all__ = [
     "Conflict",
     "ConflictError",
     "DailyRollup",
+    "DatabaseInfo",
     "DeadLetter",
     "DeadLetterItem",
     "DeletedSamples",
     "DeviceState",
+    "EXPORT_STATUSES",
     "Enqueued",
+    "ExportJob",
+    "ExportStatus",
     "HandlerLag",
     "HealthSample",
     "IngestBegin",
@@ -135,6 +144,7 @@ __all__ = [
     "SampleCursor",
     "SampleIn",
     "SampleKey",
+    "SampleRecord",
     "SamplePreparer",
     "SerializationFailure",
     "SleepNight",
@@ -149,7 +159,11 @@ __all__ = [
     "UpsertCounts",
     "UserSettings",
     "UserWatermarks",
+    "dump_database",
+    "inspect_database",
+    "load_database",
     "migrate",
     "open_store",
+    "pg_tool",
     "utc_now",
 ]

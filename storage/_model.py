@@ -27,6 +27,9 @@ __all__ = [
     "DeletedSamples",
     "DeviceState",
     "Enqueued",
+    "EXPORT_STATUSES",
+    "ExportJob",
+    "ExportStatus",
     "HandlerLag",
     "HealthSample",
     "IngestBegin",
@@ -43,6 +46,7 @@ __all__ = [
     "SampleCursor",
     "SampleIn",
     "SampleKey",
+    "SampleRecord",
     "SleepNight",
     "SyncEntity",
     "UpsertCounts",
@@ -139,6 +143,22 @@ class HealthSample:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+
+
+class SampleRecord(NamedTuple):
+    """A live sample as plain values (``Samples.dump``): times in µs since the epoch, metadata as JSON text."""
+
+    id: int
+    source_id: str
+    source_record_id: str
+    metric: str
+    value: float
+    unit: str
+    start_us: int
+    end_us: int
+    metadata_json: str
+    revision: int
+    updated_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,3 +501,28 @@ class DeadLetter:
     payload: Json
     error: str
     created_at: datetime
+
+
+# --- export jobs -------------------------------------------------------------------------
+
+ExportStatus = Literal["pending", "running", "completed", "failed"]
+EXPORT_STATUSES: tuple[ExportStatus, ...] = ("pending", "running", "completed", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    """A user's export: leased to one worker while ``running``; ``object_key`` once completed,
+    ``error`` (the reason) once failed."""
+
+    id: str
+    user_id: str
+    status: ExportStatus
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    object_key: str | None
+    rows: int | None
+    bytes: int | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime

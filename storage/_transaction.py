@@ -11,6 +11,7 @@ from ._repos import (
     DeadLetters,
     Devices,
     Entities,
+    Exports,
     Ingest,
     Outbox,
     Rollups,
@@ -82,6 +83,10 @@ class Transaction(TransactionBase):
     @cached_property
     def conflicts(self) -> Conflicts:
         return Conflicts(self)
+
+    @cached_property
+    def exports(self) -> Exports:
+        return Exports(self)
 
     @cached_property
     def dead_letters(self) -> DeadLetters:

@@ -17,6 +17,7 @@ from actors.supervisor import Services
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
+from ._exports import exports as exports_api
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._logging import AccessLog
 from ._metrics import Dependencies, HttpMetrics
@@ -66,7 +67,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
-    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api] if serves_users else []
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, exports_api] if serves_users else []
     all_blueprints = [ops_blueprint(), ops_page_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()

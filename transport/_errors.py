@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
+from actors.exports import ExportsError, ExportsUnavailable, UnknownExport
 from actors.ingest import (
     IngestError,
     IngestUnavailable,
@@ -234,6 +235,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return err
     if isinstance(exc, IngestError | AccountsError | ProjectionError):
         return _domain_error(exc)
+    if isinstance(exc, ExportsError):
+        return _exports_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
@@ -271,6 +274,16 @@ def _domain_error(exc: IngestError | AccountsError | ProjectionError) -> ApiErro
         case NoRollup():
             return ValidationFailed(str(exc), details=[{"in": "query", "path": "metric", "problem": str(exc)}])
         case UnknownDeadLetter():
+            return NotFound(str(exc))
+    return InternalError("internal error")
+
+
+def _exports_error(exc: ExportsError) -> ApiError:
+    match exc:
+        case ExportsUnavailable():
+            retry_ms = max(1000, round(exc.retry_after * 1000)) if exc.retry_after else None
+            return Unavailable(str(exc), code="EXPORTS_UNAVAILABLE", retry_after_ms=retry_ms)
+        case UnknownExport():
             return NotFound(str(exc))
     return InternalError("internal error")
 

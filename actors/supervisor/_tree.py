@@ -8,9 +8,11 @@
      ├── accounts (keyed by user)  settings and sample reads, serialized per user
      ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
      │                             dispatcher, a worker per projection handler and the reaper
-     └── realtime (one_for_one)
-          ├── hub                  envelopes to the users' local WebSocket connections
-          └── bridge               with a Redis URL: envelopes to and from the other processes
+     ├── realtime (one_for_one)
+     │    ├── hub                  envelopes to the users' local WebSocket connections
+     │    └── bridge               with a Redis URL: envelopes to and from the other processes
+     └── exports (one_for_one)     with VIGIL_S3_*: users' export jobs (desk); in the worker role the
+                                   export worker streaming them to the bucket
 
 ``role`` (``run.py serve --role``) picks what this process runs: ``web`` the domains HTTP calls
 (ingestion, accounts, projection reads, realtime), ``worker`` the projection pipeline (dispatcher,
@@ -29,10 +31,11 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
+from actors.exports import ExportsConfig, ExportsDomain, ExportsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
 from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
-from kernel import ActorSystem, ChildSpec, Supervisor
+from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
 from storage import Store
 
 from ._telemetry_collector import TelemetryCollector
@@ -51,6 +54,7 @@ class TreeConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    exports: ExportsConfig = field(default_factory=ExportsConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -65,6 +69,7 @@ class Services:
     accounts: AccountsService
     projection: ProjectionService
     realtime: RealtimeService
+    exports: ExportsService
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class Application:
     accounts: AccountsDomain
     projection: ProjectionDomain
     realtime: RealtimeDomain
+    exports: ExportsDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -87,7 +93,8 @@ class Application:
         self.hub_link.bind(realtime)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
-                        projection=self.projection.service(system, under=root), realtime=realtime)
+                        projection=self.projection.service(system, under=root), realtime=realtime,
+                        exports=self.exports.service(system, under=root))
 
 
 class HubLink:
@@ -127,9 +134,11 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 
 
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
-                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None) -> Application:
+                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
+                s3_breaker: CircuitBreaker | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
-    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks)."""
+    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
+    ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
@@ -139,7 +148,9 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
                                   projections=projections)
     realtime = RealtimeDomain(config.realtime)
+    exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
+                            owner=projection.owner)
     tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          realtime.subtree()])
+                          realtime.subtree(), exports.subtree()])
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       hub_link=hub_link, role=role)
+                       exports=exports, hub_link=hub_link, role=role)

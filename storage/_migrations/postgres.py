@@ -256,5 +256,29 @@ MIGRATIONS = check_sequence(
                 "DROP INDEX health_samples_deleted",
             ),
         ),
+        # Exports (API.md "AI and exports"): a durable job per POST /v1/exports, leased to one export
+        # worker at a time; an expired lease (a crashed worker) makes a running job claimable again.
+        Migration(
+            4,
+            "export jobs",
+            (
+                """CREATE TABLE export_jobs (
+                    id text PRIMARY KEY,
+                    user_id text NOT NULL,
+                    status text NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+                    attempts bigint NOT NULL DEFAULT 0,
+                    lease_owner text,
+                    lease_expires_at timestamptz,
+                    object_key text,
+                    rows_exported bigint,
+                    bytes_exported bigint,
+                    error text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL
+                )""",
+                "CREATE INDEX export_jobs_due ON export_jobs (created_at) WHERE status IN ('pending', 'running')",
+                "CREATE INDEX export_jobs_user ON export_jobs (user_id, created_at)",
+            ),
+        ),
     )
 )

@@ -288,5 +288,29 @@ MIGRATIONS = check_sequence(
                 "DROP INDEX health_samples_deleted",
             ),
         ),
+        # Exports (API.md "AI and exports"): a durable job per POST /v1/exports, leased to one export
+        # worker at a time; an expired lease (a crashed worker) makes a running job claimable again.
+        Migration(
+            4,
+            "export jobs",
+            (
+                """CREATE TABLE export_jobs (
+                    id TEXT PRIMARY KEY,
+                    user_id TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    object_key TEXT,
+                    rows_exported INTEGER,
+                    bytes_exported INTEGER,
+                    error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT""",
+                "CREATE INDEX export_jobs_due ON export_jobs (created_at) WHERE status IN ('pending', 'running')",
+                "CREATE INDEX export_jobs_user ON export_jobs (user_id, created_at)",
+            ),
+        ),
     )
 )

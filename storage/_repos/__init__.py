@@ -6,6 +6,7 @@ holds the repositories of one aggregate and, beside them, their SQL as module-le
 """
 
 from .checkpoints import Checkpoints
+from .exports import Exports
 from .ingest import Ingest
 from .outbox import DeadLetters, Outbox
 from .projections import Rollups, Sleep, Watermarks
@@ -20,6 +21,7 @@ __all__ = [
     "DeadLetters",
     "Devices",
     "Entities",
+    "Exports",
     "Ingest",
     "Outbox",
     "Rollups",

@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .. import _validate as v
 from .._config import Limits
@@ -35,10 +35,11 @@ from .._model import (
     SampleCursor,
     SampleIn,
     SampleKey,
+    SampleRecord,
     UpsertCounts,
 )
 from .._sql import Steps, execute, fetch, fetchrow, fetchval
-from .._time import aware
+from .._time import aware, from_micros
 from .._tx import Const, Op
 from .base import Repo, Row
 
@@ -159,6 +160,19 @@ _FOR_PROJECTION_MANY_PG = (
 # A sample longer than this that starts before a projection's window is not seen (see for_projection).
 LOOKBACK = timedelta(days=2)
 _MIN_TS = datetime(1, 1, 2, tzinfo=UTC)
+# dump(): a user's live samples as plain values, keyset-paged by (start_at, id); times as µs since the epoch on
+# both backends and metadata as its JSON text, so a consumer (an export) encodes them without building objects.
+_DUMP_COLS = "id, source_id, source_record_id, metric, value, unit, {start}, {end}, metadata, revision, {updated}"
+_DUMP_WHERE = (
+    " FROM health_samples WHERE user_id = $1 AND deleted_at IS NULL AND (start_at, id) > ($2, $3)"
+    " ORDER BY start_at, id LIMIT $4"
+)
+_PG_MICROS = "(extract(epoch FROM {0}) * 1000000)::bigint"
+_DUMP = {
+    "sqlite": "SELECT " + _DUMP_COLS.format(start="start_at", end="end_at", updated="updated_at") + _DUMP_WHERE,
+    "postgresql": "SELECT " + _DUMP_COLS.format(start=_PG_MICROS.format("start_at"), end=_PG_MICROS.format("end_at"),
+                                                updated=_PG_MICROS.format("updated_at")) + _DUMP_WHERE,
+}
 # Clears the payload and keeps the row (see the module docstring); health_samples_purgeable
 # (a migration of its own) indexes exactly the rows still to clear, so tombstones are never scanned again.
 _PURGE_DELETED = (
@@ -339,6 +353,25 @@ class Samples(Repo):
             return Page(items, SampleCursor(items[-1].start_at, items[-1].id) if more else None)
 
         return self._op(fetch(sql, *args), post=page)
+
+    def dump(self, user_id: str, *, after: SampleCursor | None = None,
+             limit: int = 5_000) -> Op[tuple[list[SampleRecord], SampleCursor | None]]:
+        """A page of ``user_id``'s live samples as ``SampleRecord`` values (ordered by (start_at, id)) and the
+        cursor of the next page (None at the end): what an export streams."""
+        d = self._d
+        if after is not None and not isinstance(after, SampleCursor):
+            raise InvalidData("after", "expected a SampleCursor")
+        start = d.ts(aware("after.start_at", after.start_at)) if after is not None else d.ts(_MIN_TS)
+        ident = v.integer("after.id", after.id) if after is not None else 0
+        size = self._limit(limit)
+
+        def page(rows: list[Row]) -> tuple[list[SampleRecord], SampleCursor | None]:
+            records = [SampleRecord._make(cast(Sequence[Any], r)) for r in rows]
+            more = len(records) == size
+            last = records[-1] if more else None
+            return records, (SampleCursor(from_micros(last.start_us), last.id) if last is not None else None)
+
+        return self._op(fetch(_DUMP[d.name], self._id("user_id", user_id), start, ident, size), post=page)
 
     def purge_deleted(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
         """Clear the payload of samples soft-deleted longer ago than this, keeping their rows as

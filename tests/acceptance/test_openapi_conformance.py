@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.exports_helpers import moto_server
 from tests.ingest_helpers import OPS_TOKEN, REPO, SECRET, running_server
 from transport import issue_token
 
@@ -30,7 +31,15 @@ def _cli() -> list[str]:
 
 
 async def test_schemathesis_finds_no_mismatch_in_any_operation(tmp_path: Path) -> None:
-    async with running_server(tmp_path, "--decode-processes", "0") as server:
+    with moto_server() as moto:  # exports go to S3 (moto's server on loopback), as in a configured deployment
+        s3 = moto.new_bucket()
+        await _run_schemathesis(tmp_path, {
+            "VIGIL_S3_ENDPOINT_URL": moto.endpoint, "VIGIL_S3_BUCKET": s3.bucket,
+            "VIGIL_S3_ACCESS_KEY_ID": s3.access_key_id, "VIGIL_S3_SECRET_ACCESS_KEY": s3.secret_access_key})
+
+
+async def _run_schemathesis(tmp_path: Path, server_env: dict[str, str]) -> None:
+    async with running_server(tmp_path, "--decode-processes", "0", env=server_env) as server:
         env = {**os.environ,
                "VIGIL_SCHEMATHESIS_USER_TOKEN": issue_token(SECRET, "schemathesis-user"),
                "VIGIL_SCHEMATHESIS_OPS_TOKEN": OPS_TOKEN,
