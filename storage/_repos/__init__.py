@@ -6,6 +6,7 @@ holds the repositories of one aggregate and, beside them, their SQL as module-le
 """
 
 from .checkpoints import Checkpoints
+from .impact import ProductImpacts, SessionImpacts, Sessions
 from .ingest import Ingest
 from .outbox import DeadLetters, Outbox
 from .projections import Rollups, Sleep, Watermarks
@@ -22,9 +23,12 @@ __all__ = [
     "Entities",
     "Ingest",
     "Outbox",
+    "ProductImpacts",
     "Rollups",
     "SamplePreparer",
     "Samples",
+    "SessionImpacts",
+    "Sessions",
     "Sleep",
     "SyncOps",
     "Users",
