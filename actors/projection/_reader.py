@@ -29,7 +29,8 @@ from storage import (
 )
 
 from ._freshness import Freshness, decide_freshness
-from ._messages import ReadNights, ReadRollups
+from ._impact_reader import read_product_impact, read_session_impact
+from ._messages import ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact
 from ._worker import HandlerGate
 
 log = logging.getLogger("vigil.projection")
@@ -78,6 +79,10 @@ class ProjectionReader(Actor):
                     (nights,) = await tx.run(tx.sleep.read(self.user_id, start, end))
                     freshness = await read_freshness(tx, self.user_id, NIGHTS, self.gates.get(NIGHTS))
                 return NightsView(items=tuple(nights), freshness=freshness)
+            case ReadSessionImpact(session_id=session_id):
+                return await read_session_impact(self.store, self.user_id, session_id, self.gates)
+            case ReadProductImpact():
+                return await read_product_impact(self.store, self.user_id, self.gates)
             case _:
                 raise TypeError(f"projection reader: unexpected message {msg!r}")
 

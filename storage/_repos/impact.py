@@ -14,7 +14,7 @@ from typing import Any
 from .. import _validate as v
 from .._errors import InvalidData
 from .._model import ProductImpact, SessionImpact, SyncEntity
-from .._sql import Steps, execute, fetch, fetchrow, many
+from .._sql import Steps, execute, fetch, fetchrow, fetchval, many
 from .._time import aware
 from .._tx import Op
 from .base import Repo, Row
@@ -61,6 +61,11 @@ _ACTIVE_SESSIONS = {
     " AND (user_id, entity_id) > ($1, $2) ORDER BY user_id, entity_id LIMIT $3"
     for d, w in _ACTIVE.items()
 }
+# A sync change committed but not yet dispatched to the handlers (it has no checkpoint yet): not fresh.
+_UNDISPATCHED = (
+    "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE status IN ('pending', 'processing') AND user_id = $1"
+    " AND type = $2)"
+)
 
 
 def _opt_finite(field: str, value: object) -> float | None:
@@ -202,3 +207,9 @@ class Sessions(Repo):
                                           v.load_json(r["data"]), bool(r["deleted"]), ts(r["updated_at"]))
                                for r in rows],
         )
+
+    def undispatched(self, user_id: str, event_type: str) -> Op[bool]:
+        """Whether the user has an outbox event of ``event_type`` the dispatcher has not taken yet (its read
+        models cannot reflect it, and the checkpoints do not show it yet)."""
+        return self._op(fetchval(_UNDISPATCHED, self._id("user_id", user_id), self._name("event_type", event_type)),
+                        post=bool)
