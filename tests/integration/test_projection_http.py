@@ -334,7 +334,7 @@ async def test_lag_and_outbox_figures_in_metrics_and_supervision(h: Harness) -> 
                 break
             await trio.sleep(0.02)
     assert figures["outbox"]["pending"] == 0 and figures["outbox"]["dead"] == 0
-    assert set(figures["breakers"]) == {"daily_rollups", "sleep_nights"}
+    assert set(figures["breakers"]) == {"daily_rollups", "sleep_nights", "session_impact", "product_impact"}
     text = (await (await h.client.get("/metrics", headers=OPS)).get_data()).decode()
     assert 'vigil_outbox_events{status="completed"}' in text
     assert "vigil_outbox_oldest_pending_age_seconds" in text
