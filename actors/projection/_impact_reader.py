@@ -1,7 +1,7 @@
 """Reading the session read models with their freshness (the user's ``ProjectionReader`` runs these).
 
 A session's impact is readable only by its owner and only while the session exists (``sync_entities``, not
-deleted): anything else is ``NoSession`` (404), another user's session included. A session that exists but has
+deleted): anything else reads as None (the service raises ``NoSession``: 404), another user's session included. A session that exists but has
 no impact yet (still computing, or no ``startAt``) reads with null figures.
 
 Freshness covers every handler the view depends on (product impact: session impact too), and counts the sync
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from storage import ProductImpact, SessionImpact, Store, Transaction
 
-from ._errors import NoSession
 from ._freshness import Freshness, decide_freshness
 from ._impact import SESSION, session_facts
 from ._sessions import PRODUCT_IMPACT, SESSION_IMPACT
@@ -53,12 +52,12 @@ async def impact_freshness(tx: Transaction, user_id: str, handlers: Sequence[str
 
 
 async def read_session_impact(store: Store, user_id: str, session_id: str,
-                              gates: Mapping[str, HandlerGate]) -> SessionImpactView:
+                              gates: Mapping[str, HandlerGate]) -> SessionImpactView | None:
     async with store.transaction(readonly=True) as tx:
         entity, impact = await tx.run(tx.entities.get(user_id, SESSION, session_id),
                                       tx.session_impacts.get(user_id, session_id))
         if entity is None or entity.deleted:
-            raise NoSession(session_id)
+            return None
         freshness = await impact_freshness(tx, user_id, [SESSION_IMPACT], gates)
     facts = session_facts(session_id, entity.data)
     return SessionImpactView(session_id=session_id, status=facts.status, product_id=facts.product_id, impact=impact,

@@ -54,7 +54,7 @@ class ReadNights:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadSessionImpact:
-    """Reply: ``SessionImpactView``; ``NoSession`` when the user has no such (undeleted) session."""
+    """Reply: ``SessionImpactView``; None when the user has no such (undeleted) session."""
 
     session_id: str
 

@@ -34,7 +34,7 @@ from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 from storage.coordination import Leases
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
-from ._errors import NoRollup, UnknownDeadLetter
+from ._errors import NoRollup, NoSession, UnknownDeadLetter
 from ._impact_reader import ProductImpactView, SessionImpactView
 from ._messages import Dispatch, ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact, Tick
 from ._projections import default_projections, has_rollup
@@ -195,6 +195,8 @@ class ProjectionService:
     async def session_impact(self, user_id: str, session_id: str) -> SessionImpactView:
         """Heart rate around one of the user's consumption sessions; ``NoSession`` for any other id."""
         view = await self._readers.key(user_id).ask(ReadSessionImpact(session_id=session_id), timeout=self._timeout)
+        if view is None:
+            raise NoSession(session_id)
         assert isinstance(view, SessionImpactView)
         return view
 
