@@ -21,7 +21,16 @@ from actors.supervisor import application
 from kernel import ActorSystem
 from storage import Store
 from tests.impact_helpers import put_session
-from tests.ingest_helpers import SETTINGS, Harness, deletion, error_of, fast_tree_config, headers, sample, signed
+from tests.ingest_helpers import (
+    SETTINGS,
+    Harness,
+    deletion,
+    error_of,
+    fast_tree_config,
+    headers,
+    sample,
+    signed,
+)
 from transport import create_app
 
 SESSION = "/v1/health/session-impact/{}"
@@ -145,8 +154,12 @@ async def test_session_edits_move_the_windows_and_the_products(h: Harness) -> No
     # Deleted: gone from the read side.
     await put_session(h.store, "alice", "s1", deleted=True)
     with trio.fail_after(20):
-        while (await h.get(SESSION.format("s1")))[0] != 404:
+        while True:
+            status, body = await h.get(SESSION.format("s1"))
+            if status == 404:
+                break
             await trio.sleep(0.02)
+    error_of(status, body, "NOT_FOUND", 404)
 
 
 async def test_only_the_owner_reads_a_session(h: Harness) -> None:
