@@ -16,10 +16,18 @@ from typing import Any
 import pytest
 import trio
 
-from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig
+from actors.projection import (
+    DispatcherConfig,
+    HandlerConfig,
+    ProductImpacts,
+    ProjectionConfig,
+    SessionImpacts,
+    UserWork,
+    default_projections,
+)
 from actors.supervisor import application
 from kernel import ActorSystem
-from storage import Store
+from storage import InvalidData, Store, Transaction
 from tests.impact_helpers import put_session
 from tests.ingest_helpers import (
     SETTINGS,
@@ -189,3 +197,35 @@ async def test_an_unprojected_sync_change_is_never_fresh(store: Store) -> None:
         assert status == 200 and body["items"] == [] and body["freshness"]["status"] == "computing"
         response = await web.client.get(SESSION.format("s1"), headers=headers("bob"))
         assert response.status_code == 404
+
+
+class Poisoned(SessionImpacts):
+    """Session impact that refuses every event as bad data: its checkpoints die at once."""
+
+    __slots__ = ()
+
+    async def project_many(self, tx: Transaction, works: Any) -> None:
+        raise InvalidData("data", "a poison session")
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        await self.project_many(tx, [work])
+
+
+async def test_a_dead_session_impact_shows_failed_in_both_views(store: Store) -> None:
+    projections = [Poisoned() if isinstance(p, SessionImpacts) else p for p in default_projections()]
+    assert any(isinstance(p, ProductImpacts) for p in projections)
+    async with app_over(store, projections=projections) as h:
+        await put_session(h.store, "alice", "s1", product="coffee")
+        body: Any = None
+        with trio.fail_after(20):
+            while True:
+                status, body = await h.get(SESSION.format("s1"))
+                assert status == 200, body
+                if body["freshness"]["status"] == "failed":
+                    break
+                await trio.sleep(0.02)
+        assert body["freshness"] == {"status": "failed", "watermark": 0, "projectedWatermark": 0}
+        assert body["during"]["count"] == 0
+        # Product impact waits for session impact on the same event, which died: it says so too.
+        status, body = await h.get(PRODUCTS)
+        assert status == 200 and body["items"] == [] and body["freshness"]["status"] == "failed"
