@@ -239,7 +239,7 @@ async def sleep_nights(*, user_id: str, query: NightsQuery) -> NightsOut:
     return _nights_out(await domains().projection.sleep_nights(user_id, query.from_, query.to))
 
 
-@read_side.get("/session-impact/<session_id>", response=SessionImpactOut, errors=[404, 503],
+@read_side.get("/session-impact/<session_id>", response=SessionImpactOut, errors=[400, 404, 503],
                summary="Heart rate the hour before, during and the hour after one of the user's consumption sessions")
 async def session_impact(*, user_id: str, session_id: str) -> SessionImpactOut:
     return _session_impact_out(await domains().projection.session_impact(user_id, session_id))
