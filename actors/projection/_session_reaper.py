@@ -21,15 +21,16 @@ from datetime import timedelta
 from typing import Any
 
 from kernel import Actor
-from storage import Json, Store, StoreError
+from storage import Json, Store, StoreError, SyncEntity
 from storage.coordination import CoordinationError, Leases
 
 from ._impact import SESSION, STALE_AFTER, ended, is_stale
 
 log = logging.getLogger("vigil.projection")
 
-# (user_id, entity_type, entity_id, data): apply a server-made change to a synced entity.
-EndSession = Callable[[str, str, str, Json], Awaitable[None]]
+# (user_id, entity_type, entity_id, data): apply a server-made change to a synced entity (what it returns is
+# not read: SyncService.apply_server_change returns the stored entity).
+EndSession = Callable[[str, str, str, Json], Awaitable[object]]
 LEASE = "projection:stale-session-reaper"
 
 
@@ -65,10 +66,10 @@ class SessionEnder:
     def bound(self) -> bool:
         return self._end is not None
 
-    async def __call__(self, user_id: str, entity_type: str, entity_id: str, data: Json) -> None:
+    async def __call__(self, user_id: str, entity_type: str, entity_id: str, data: Json) -> object:
         if self._end is None:
             raise NotBound("no apply path for server-made sync changes is bound")
-        await self._end(user_id, entity_type, entity_id, data)
+        return await self._end(user_id, entity_type, entity_id, data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +119,11 @@ class StaleSessionReaper(Actor):
             return True
         return await self.leases.acquire(LEASE, self.owner, self.config.ttl)
 
+    async def _current(self, user_id: str, session_id: str) -> SyncEntity | None:
+        async with self.store.transaction(readonly=True) as tx:
+            (found,) = await tx.commit(tx.entities.get(user_id, SESSION, session_id))
+        return found
+
     async def _pass(self) -> int:
         if not self.ender.bound or not await self._holds_lease():
             return 0
@@ -132,7 +138,11 @@ class StaleSessionReaper(Actor):
                 if not is_stale(session.data, now, grace=grace):
                     continue
                 try:
-                    await self.ender(session.user_id, SESSION, session.entity_id, ended(session.data))
+                    # Read again just before: a device's push since the page was read is kept, not overwritten.
+                    current = await self._current(session.user_id, session.entity_id)
+                    if current is None or current.deleted or not is_stale(current.data, now, grace=grace):
+                        continue
+                    await self.ender(session.user_id, SESSION, session.entity_id, ended(current.data))
                 except Exception as exc:  # its owner's data, a conflict, the database: next pass tries again
                     log.warning("could not end stale session %s of %s: %s", session.entity_id, session.user_id, exc)
                     continue
