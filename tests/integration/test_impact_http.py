@@ -145,6 +145,19 @@ async def test_heart_rate_changes_recompute_the_sessions_they_touch(h: Harness) 
     assert body["during"]["count"] == 1 and body["before"]["count"] == 0
 
 
+async def test_heart_rate_days_are_the_users_local_days(h: Harness) -> None:
+    """The upload names the Berlin day it touched (the 25th for 23:15Z); the session it concerns is on the 24th
+    in UTC: the local day's span, not the UTC date, finds it."""
+    status, _ = await h.put_settings(timezone="Europe/Berlin")
+    assert status == 200
+    await put_session(h.store, "alice", "late", start="2026-11-24T22:00:00Z", end="2026-11-24T22:30:00Z")
+    body = await until(h, SESSION.format("late"), lambda b: True)
+    assert body["after"]["count"] == 0
+    await upload(h, [bpm("night", "2026-11-24T23:15:00Z", 58)])
+    body = await until(h, SESSION.format("late"), lambda b: b["after"]["count"] == 1)
+    assert body["after"]["avg"] == 58.0 and body["freshness"]["watermark"] == 2
+
+
 async def test_session_edits_move_the_windows_and_the_products(h: Harness) -> None:
     await upload(h, AROUND)
     await put_session(h.store, "alice", "s1", product="coffee")
