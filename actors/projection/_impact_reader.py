@@ -6,6 +6,10 @@ no impact yet (still computing, or no ``startAt``) reads with null figures.
 
 Freshness covers every handler the view depends on (product impact: session impact too), and counts the sync
 changes the watermark does not: their unfinished checkpoints, and events not dispatched yet.
+
+FRESHNESS_FIRST: the freshness is read before the rows. PostgreSQL's read committed gives each statement its own
+snapshot, so rows read first could predate work that completes before the freshness is read, which would then
+claim what the rows do not show; read the other way round, the rows are at least as new as the freshness says.
 """
 
 from __future__ import annotations
@@ -54,11 +58,11 @@ async def impact_freshness(tx: Transaction, user_id: str, handlers: Sequence[str
 async def read_session_impact(store: Store, user_id: str, session_id: str,
                               gates: Mapping[str, HandlerGate]) -> SessionImpactView | None:
     async with store.transaction(readonly=True) as tx:
+        freshness = await impact_freshness(tx, user_id, [SESSION_IMPACT], gates)  # first: see ``FRESHNESS_FIRST``
         entity, impact = await tx.run(tx.entities.get(user_id, SESSION, session_id),
                                       tx.session_impacts.get(user_id, session_id))
         if entity is None or entity.deleted:
             return None
-        freshness = await impact_freshness(tx, user_id, [SESSION_IMPACT], gates)
     facts = session_facts(session_id, entity.data)
     return SessionImpactView(session_id=session_id, status=facts.status, product_id=facts.product_id, impact=impact,
                              freshness=freshness)
@@ -66,8 +70,8 @@ async def read_session_impact(store: Store, user_id: str, session_id: str,
 
 async def read_product_impact(store: Store, user_id: str, gates: Mapping[str, HandlerGate]) -> ProductImpactView:
     async with store.transaction(readonly=True) as tx:
-        (items,) = await tx.run(tx.product_impacts.list(user_id))
         freshness = await impact_freshness(tx, user_id, [SESSION_IMPACT, PRODUCT_IMPACT], gates)
+        (items,) = await tx.run(tx.product_impacts.list(user_id))
     return ProductImpactView(items=tuple(items), freshness=freshness)
 
 

@@ -36,6 +36,21 @@ def _touches_sessions(work: UserWork) -> bool:
     return work.full or any(kind == SESSION for kind, _ in work.entities) or bool(work.dates_of(HEART_RATE))
 
 
+def _named_sessions(work: UserWork) -> set[str]:
+    return {ident for kind, ident in work.entities if kind == SESSION}
+
+
+async def _covered(tx: Transaction, works: Sequence[UserWork]) -> dict[str, set[str]]:
+    """Per user of keyed work, the sessions whose window overlaps a local day whose heart rate changed."""
+    by_hr = [w for w in works if not w.full and w.dates_of(HEART_RATE)]
+    if not by_hr:
+        return {}
+    (settings,) = await tx.run(tx.users.get_settings_many([w.user_id for w in by_hr]))
+    covered = await tx.run(*(tx.session_impacts.covering(
+        w.user_id, _day_spans(w.dates_of(HEART_RATE), ZoneInfo(settings[w.user_id].timezone))) for w in by_hr))
+    return {w.user_id: ids for w, ids in zip(by_hr, covered, strict=True)}
+
+
 async def _all_sessions(tx: Transaction, user_id: str) -> list[SyncEntity]:
     found: list[SyncEntity] = []
     after: tuple[str, str] | None = None
@@ -76,15 +91,7 @@ class SessionImpacts:
         todo = [w for w in works if _touches_sessions(w)]
         if not todo:
             return
-        by_hr = [w for w in todo if not w.full and w.dates_of(HEART_RATE)]
-        zones: dict[str, ZoneInfo] = {}
-        if by_hr:
-            (settings,) = await tx.run(tx.users.get_settings_many([w.user_id for w in by_hr]))
-            zones = {user: ZoneInfo(s.timezone) for user, s in settings.items()}
-        covered = await tx.run(*(tx.session_impacts.covering(w.user_id, _day_spans(w.dates_of(HEART_RATE),
-                                                                                   zones[w.user_id]))
-                                 for w in by_hr)) if by_hr else []
-        covering = {w.user_id: ids for w, ids in zip(by_hr, covered, strict=True)}
+        covering = await _covered(tx, todo)
         # Each user's sessions to recompute, read from the entities (their current state, whatever the event said).
         entities: dict[str, list[SyncEntity]] = {}
         wanted: dict[str, set[str]] = {}
@@ -93,7 +100,7 @@ class SessionImpacts:
             if w.full:
                 entities[w.user_id] = await _all_sessions(tx, w.user_id)
             else:
-                wanted[w.user_id] = {i for kind, i in w.entities if kind == SESSION} | covering.get(w.user_id, set())
+                wanted[w.user_id] = _named_sessions(w) | covering.get(w.user_id, set())
         found = await tx.run(*(tx.entities.get_many(w.user_id, [(SESSION, i) for i in sorted(wanted[w.user_id])])
                                for w in partial)) if partial else []
         for w, rows in zip(partial, found, strict=True):
@@ -144,6 +151,9 @@ class ProductImpacts:
 
     async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
         todo = [w for w in works if _touches_sessions(w)]
+        # Keyed heart-rate work changes a product only through a session it covers (those were just recomputed).
+        covering = await _covered(tx, [w for w in todo if not w.full and not _named_sessions(w)])
+        todo = [w for w in todo if w.full or _named_sessions(w) or covering.get(w.user_id)]
         if not todo:
             return
         sessions = await tx.run(*(tx.session_impacts.ended_with_product(w.user_id) for w in todo))
