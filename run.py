@@ -200,7 +200,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
                     store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url),
-                                      exports=ExportsConfig(s3=_s3_config())), role=settings.role)
+                                      exports=ExportsConfig(s3=_s3_config())), role=settings.role,
+                    leases=coordination.leases)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

@@ -42,11 +42,13 @@ __all__ = [
     "OutboxStatus",
     "Page",
     "PreparedSamples",
+    "ProductImpact",
     "ProjectionState",
     "SampleCursor",
     "SampleIn",
     "SampleKey",
     "SampleRecord",
+    "SessionImpact",
     "SleepNight",
     "SyncEntity",
     "UpsertCounts",
@@ -412,6 +414,37 @@ class SleepNight:
     asleep_minutes: float
     awake_minutes: float
     stages: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionImpact:
+    """Heart rate around one consumption session (API.md "Sync", session read models). ``stats`` maps
+    ``before``/``during``/``after`` to ``{"avg", "min", "max", "count"}``; [``window_from``, ``window_to``] is
+    the span whose heart-rate samples it reads (a sample change there recomputes it)."""
+
+    user_id: str
+    session_id: str
+    product_id: str | None
+    status: str
+    start_at: datetime
+    end_at: datetime | None
+    window_from: datetime
+    window_to: datetime
+    stats: Mapping[str, Any]
+    delta_during: float | None
+    delta_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductImpact:
+    """Session impacts of one product, averaged over its ended sessions."""
+
+    user_id: str
+    product_id: str
+    sessions: int
+    stats: Mapping[str, Any]
+    delta_during: float | None
+    delta_after: float | None
 
 
 @dataclass(frozen=True, slots=True)

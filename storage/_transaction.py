@@ -14,8 +14,11 @@ from ._repos import (
     Exports,
     Ingest,
     Outbox,
+    ProductImpacts,
     Rollups,
     Samples,
+    SessionImpacts,
+    Sessions,
     Sleep,
     SyncOps,
     Users,
@@ -91,3 +94,15 @@ class Transaction(TransactionBase):
     @cached_property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self)
+
+    @cached_property
+    def session_impacts(self) -> SessionImpacts:
+        return SessionImpacts(self)
+
+    @cached_property
+    def product_impacts(self) -> ProductImpacts:
+        return ProductImpacts(self)
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        return Sessions(self)

@@ -32,7 +32,13 @@ import trio_asyncio
 
 from actors.accounts import Account, AccountsConfig
 from actors.ingest import IngestConfig, payload_hash
-from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig, ReaperConfig
+from actors.projection import (
+    DispatcherConfig,
+    HandlerConfig,
+    ProjectionConfig,
+    ReaperConfig,
+    SessionReaperConfig,
+)
 from actors.supervisor import Application, Services, TreeConfig, application
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store, StoreConfig, open_store
@@ -147,7 +153,7 @@ def mock_clock_projection_config() -> ProjectionConfig:
     return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=None),
                             handler=HandlerConfig(poll_interval=None, timeout=FOREVER, lease_seconds=3600.0),
                             reaper=ReaperConfig(interval=None), reader_idle_timeout=FAR, ask_timeout=FOREVER,
-                            figures_interval=None)
+                            figures_interval=None, session_reaper=SessionReaperConfig(interval=None))
 
 
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:

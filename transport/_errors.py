@@ -31,7 +31,7 @@ from actors.ingest import (
     TooManyItems,
     UploadDisabled,
 )
-from actors.projection import NoRollup, ProjectionError, UnknownDeadLetter
+from actors.projection import NoRollup, NoSession, ProjectionError, UnknownDeadLetter
 from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
 from storage import InvalidData, StoreError, StoreUnavailable
 
@@ -273,7 +273,7 @@ def _domain_error(exc: IngestError | AccountsError | ProjectionError) -> ApiErro
                 {"in": "body", "path": field, "problem": problem} for field, problem in exc.problems.items()])
         case NoRollup():
             return ValidationFailed(str(exc), details=[{"in": "query", "path": "metric", "problem": str(exc)}])
-        case UnknownDeadLetter():
+        case UnknownDeadLetter() | NoSession():
             return NotFound(str(exc))
     return InternalError("internal error")
 

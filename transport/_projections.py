@@ -5,6 +5,7 @@ Handlers translate only: query in, ``ProjectionService`` called, its view render
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,8 +15,10 @@ from actors.projection import (
     DeadLetterPage,
     Freshness,
     NightsView,
+    ProductImpactView,
     ProjectionFigures,
     RollupsView,
+    SessionImpactView,
     rollup_metrics,
 )
 from storage import DailyRollup, SleepNight
@@ -86,6 +89,40 @@ class NightsOut(ApiModel):
     freshness: FreshnessOut
 
 
+class HeartRateOut(ApiModel):
+    avg: float | None
+    min: float | None
+    max: float | None
+    count: int
+
+
+class SessionImpactOut(ApiModel):
+    session_id: str
+    status: str | None
+    product_id: str | None
+    before: HeartRateOut
+    during: HeartRateOut
+    after: HeartRateOut
+    delta_during: float | None
+    delta_after: float | None
+    freshness: FreshnessOut
+
+
+class ProductImpactOut(ApiModel):
+    product_id: str
+    sessions: int
+    before: HeartRateOut
+    during: HeartRateOut
+    after: HeartRateOut
+    delta_during: float | None
+    delta_after: float | None
+
+
+class ProductImpactsOut(ApiModel):
+    items: list[ProductImpactOut]
+    freshness: FreshnessOut
+
+
 class DeadLettersQuery(ApiModel):
     cursor: StrictStr | None = Field(default=None, pattern=DEAD_LETTER_CURSOR, description="nextCursor of the "
                                      "previous page", json_schema_extra={ERROR_CODE_KEY: "INVALID_CURSOR"})
@@ -135,6 +172,34 @@ def _nights_out(view: NightsView) -> NightsOut:
     return NightsOut(items=[_night(n) for n in view.items], freshness=_freshness(view.freshness))
 
 
+_NO_DATA: dict[str, Any] = {"avg": None, "min": None, "max": None, "count": 0}
+
+
+def _heart_rate(stats: Mapping[str, Any] | None, window: str) -> HeartRateOut:
+    return HeartRateOut.model_validate((stats or {}).get(window, _NO_DATA))
+
+
+def _session_impact_out(view: SessionImpactView) -> SessionImpactOut:
+    impact = view.impact
+    stats = impact.stats if impact is not None else None
+    return SessionImpactOut(session_id=view.session_id, status=view.status, product_id=view.product_id,
+                            before=_heart_rate(stats, "before"), during=_heart_rate(stats, "during"),
+                            after=_heart_rate(stats, "after"),
+                            delta_during=impact.delta_during if impact is not None else None,
+                            delta_after=impact.delta_after if impact is not None else None,
+                            freshness=_freshness(view.freshness))
+
+
+def _product_impacts_out(view: ProductImpactView) -> ProductImpactsOut:
+    return ProductImpactsOut(items=[ProductImpactOut(product_id=p.product_id, sessions=p.sessions,
+                                                     before=_heart_rate(p.stats, "before"),
+                                                     during=_heart_rate(p.stats, "during"),
+                                                     after=_heart_rate(p.stats, "after"),
+                                                     delta_during=p.delta_during, delta_after=p.delta_after)
+                                    for p in view.items],
+                             freshness=_freshness(view.freshness))
+
+
 def _dead_letters_out(page: DeadLetterPage) -> DeadLettersOut:
     return DeadLettersOut(items=[DeadLetterOut(id=d.event_id, type=d.type, user_id=d.user_id, handler=d.handler,
                                                attempts=d.attempts, last_error=d.last_error, created_at=d.created_at,
@@ -172,6 +237,18 @@ async def daily_rollups(*, user_id: str, query: RollupsQuery) -> RollupsOut:
                summary="Sleep nights in the user's timezone, with their freshness")
 async def sleep_nights(*, user_id: str, query: NightsQuery) -> NightsOut:
     return _nights_out(await domains().projection.sleep_nights(user_id, query.from_, query.to))
+
+
+@read_side.get("/session-impact/<session_id>", response=SessionImpactOut, errors=[400, 404, 503],
+               summary="Heart rate the hour before, during and the hour after one of the user's consumption sessions")
+async def session_impact(*, user_id: str, session_id: str) -> SessionImpactOut:
+    return _session_impact_out(await domains().projection.session_impact(user_id, session_id))
+
+
+@read_side.get("/product-impact", response=ProductImpactsOut, errors=[503],
+               summary="Session impact per product, averaged over the product's ended sessions")
+async def product_impact(*, user_id: str) -> ProductImpactsOut:
+    return _product_impacts_out(await domains().projection.product_impact(user_id))
 
 
 outbox_ops = ApiBlueprint("outbox", url_prefix="/v1/ops/outbox", tags=["operators"])

@@ -1,13 +1,26 @@
 """The read side: projection handlers that turn committed sample changes (outbox events) into read models —
-daily rollups and sleep nights, recomputed from raw samples in the user's timezone with source priority — and
+daily rollups and sleep nights, recomputed from raw samples in the user's timezone with source priority, and the
+session read models (heart rate around consumption sessions, per product) with the stale-session reaper — and
 ``ProjectionService``, the facade that reads them with their freshness.
 
 Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route, fan_out
-from ._errors import NoRollup, ProjectionError, UnknownDeadLetter
+from ._errors import NoRollup, NoSession, ProjectionError, UnknownDeadLetter
 from ._freshness import Freshness, FreshnessStatus, decide_freshness
+from ._impact import (
+    SESSION,
+    STALE_AFTER,
+    SessionFacts,
+    ended,
+    is_stale,
+    product_impacts,
+    session_facts,
+    session_impact,
+    window_stats,
+)
+from ._impact_reader import ProductImpactView, SessionImpactView
 from ._projections import DailyRollups, SleepNights, day_runs, default_projections
 from ._ranking import rank_sources
 from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader, RollupsView
@@ -20,18 +33,33 @@ from ._service import (
     ProjectionFigures,
     ProjectionService,
 )
+from ._session_reaper import (
+    EndSession,
+    NotBound,
+    ReapSessions,
+    SessionEnder,
+    SessionReaperConfig,
+    StaleSessionReaper,
+)
+from ._sessions import PRODUCT_IMPACT, SESSION_IMPACT, ProductImpacts, SessionImpacts
 from ._sleep import STAGE_NAMES, sleep_nights
-from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, EventDigest, UserWork, group_work
+from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, SYNC_ENTITY_CHANGED, EventDigest, UserWork, group_work
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 __all__ = [
     "CUMULATIVE",
+    "PRODUCT_IMPACT",
     "SAMPLES_CHANGED",
+    "SESSION",
+    "SESSION_IMPACT",
     "SETTINGS_CHANGED",
     "STAGE_NAMES",
+    "STALE_AFTER",
+    "SYNC_ENTITY_CHANGED",
     "DailyRollups",
     "DeadLetterPage",
     "DispatcherConfig",
+    "EndSession",
     "EventDigest",
     "Freshness",
     "FreshnessStatus",
@@ -39,9 +67,13 @@ __all__ = [
     "HandlerGate",
     "NightsView",
     "NoRollup",
+    "NoSession",
+    "NotBound",
     "NotificationRelay",
     "OutboxAdmin",
     "OutboxDispatcher",
+    "ProductImpactView",
+    "ProductImpacts",
     "Projection",
     "ProjectionConfig",
     "ProjectionDomain",
@@ -54,21 +86,34 @@ __all__ = [
     "ProjectionWorker",
     "Publishes",
     "PurgeNow",
+    "ReapSessions",
     "ReaperConfig",
     "RollupSample",
     "RollupsView",
     "Route",
+    "SessionEnder",
+    "SessionFacts",
+    "SessionImpactView",
+    "SessionImpacts",
+    "SessionReaperConfig",
     "SleepNights",
+    "StaleSessionReaper",
     "UnknownDeadLetter",
     "UserWork",
     "daily_rollups",
     "day_runs",
     "decide_freshness",
     "default_projections",
+    "ended",
     "fan_out",
     "group_work",
     "has_rollup",
+    "is_stale",
+    "product_impacts",
     "rank_sources",
     "rollup_metrics",
+    "session_facts",
+    "session_impact",
     "sleep_nights",
+    "window_stats",
 ]

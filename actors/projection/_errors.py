@@ -2,7 +2,8 @@
 
     ProjectionError
      ├── NoRollup            the metric has no daily rollup (sleep_stage: read nights) or is not a known metric
-     └── UnknownDeadLetter   no dead letter with that id (replay, discard)
+     ├── UnknownDeadLetter   no dead letter with that id (replay, discard)
+     └── NoSession           no consumption session with that id for this user (session impact)
 
 Storage's own errors (an unavailable database) pass through; transport maps all of them to HTTP once.
 """
@@ -26,4 +27,10 @@ class UnknownDeadLetter(ProjectionError):
         self.event_id = event_id
 
 
-__all__ = ["NoRollup", "ProjectionError", "UnknownDeadLetter"]
+class NoSession(ProjectionError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no consumption session {session_id!r}")
+        self.session_id = session_id
+
+
+__all__ = ["NoRollup", "NoSession", "ProjectionError", "UnknownDeadLetter"]

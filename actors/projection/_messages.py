@@ -52,4 +52,16 @@ class ReadNights:
     end: date
 
 
-__all__ = ["Dispatch", "ReadNights", "ReadRollups", "Tick", "Wake", "Work"]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadSessionImpact:
+    """Reply: ``SessionImpactView``; None when the user has no such (undeleted) session."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadProductImpact:
+    """Reply: ``ProductImpactView``."""
+
+
+__all__ = ["Dispatch", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Tick", "Wake", "Work"]

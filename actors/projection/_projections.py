@@ -16,7 +16,7 @@ seen whole unless a chain of samples under 3 h apart runs on for more than a day
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -25,7 +25,9 @@ from storage import Transaction
 
 from ._ranking import rank_sources
 from ._rollups import RollupSample, daily_rollups, has_rollup, rollup_metrics
+from ._sessions import ProductImpacts, SessionImpacts
 from ._sleep import sleep_nights
+from ._spans import day_runs
 from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, UserWork
 from ._worker import Projection
 
@@ -39,17 +41,6 @@ _UTC = ZoneInfo("UTC")
 class _UserContext:
     zone: ZoneInfo
     ranks: dict[str, int]
-
-
-def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
-    """Sorted distinct days as inclusive runs of consecutive days."""
-    runs: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
-        if runs and runs[-1][1] + _DAY == day:
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return runs
 
 
 def _local(day: date, zone: ZoneInfo, at: time = time(0)) -> datetime:
@@ -162,7 +153,7 @@ class SleepNights(_Subscribed):
 
 
 def default_projections() -> list[Projection]:
-    return [DailyRollups(), SleepNights()]
+    return [DailyRollups(), SleepNights(), SessionImpacts(), ProductImpacts()]
 
 
 __all__ = ["FIRST_DAY", "LAST_DAY", "DailyRollups", "SleepNights", "day_runs", "default_projections", "has_rollup",

@@ -1,8 +1,8 @@
 """Reading the read models with their freshness (one keyed actor per user), and the outbox's operators' side.
 
 A read returns the rows and, from the same read-only transaction, the user's watermark, the projection's
-projected watermark and the state of its unfinished checkpoints, so the freshness it reports describes exactly
-the rows it returns.
+projected watermark and the state of its unfinished checkpoints. The freshness is read first: on PostgreSQL
+(read committed, a snapshot per statement) the rows are then at least as new as the freshness claims.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from storage import (
 )
 
 from ._freshness import Freshness, decide_freshness
-from ._messages import ReadNights, ReadRollups
+from ._impact_reader import read_product_impact, read_session_impact
+from ._messages import ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact
 from ._worker import HandlerGate
 
 log = logging.getLogger("vigil.projection")
@@ -69,15 +70,19 @@ class ProjectionReader(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case ReadRollups(metric=metric, start=start, end=end):
-                async with self.store.transaction(readonly=True) as tx:
-                    (rows,) = await tx.run(tx.rollups.read(self.user_id, metric, start, end))
+                async with self.store.transaction(readonly=True) as tx:  # freshness first: see _impact_reader
                     freshness = await read_freshness(tx, self.user_id, ROLLUPS, self.gates.get(ROLLUPS))
+                    (rows,) = await tx.run(tx.rollups.read(self.user_id, metric, start, end))
                 return RollupsView(items=tuple(rows), freshness=freshness)
             case ReadNights(start=start, end=end):
                 async with self.store.transaction(readonly=True) as tx:
-                    (nights,) = await tx.run(tx.sleep.read(self.user_id, start, end))
                     freshness = await read_freshness(tx, self.user_id, NIGHTS, self.gates.get(NIGHTS))
+                    (nights,) = await tx.run(tx.sleep.read(self.user_id, start, end))
                 return NightsView(items=tuple(nights), freshness=freshness)
+            case ReadSessionImpact(session_id=session_id):
+                return await read_session_impact(self.store, self.user_id, session_id, self.gates)
+            case ReadProductImpact():
+                return await read_product_impact(self.store, self.user_id, self.gates)
             case _:
                 raise TypeError(f"projection reader: unexpected message {msg!r}")
 

@@ -7,7 +7,8 @@
      ├── workers (one_for_one)     a ProjectionWorker per handler (daily_rollups, sleep_nights, ...)
      ├── dispatcher                OutboxDispatcher: outbox events -> checkpoints, handed to the workers
      ├── relay                     NotificationRelay: local commits and PostgreSQL NOTIFY -> dispatcher
-     └── reaper                    ProjectionReaper: completed events and checkpoints past retention
+     ├── reaper                    ProjectionReaper: completed events and checkpoints past retention
+     └── session_reaper            StaleSessionReaper: ends consumption sessions left active past endAt
 
 ``run.py serve --role web`` runs readers and admin (reads, operators' endpoints), ``--role worker`` adds the
 rest; any number of each share one database. ``ProjectionDomain`` builds the subtree (and the state its actors
@@ -30,10 +31,12 @@ import trio
 from actors.ingest import REGISTRY
 from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
+from storage.coordination import Leases
 
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
-from ._errors import NoRollup, UnknownDeadLetter
-from ._messages import Dispatch, ReadNights, ReadRollups, Tick
+from ._errors import NoRollup, NoSession, UnknownDeadLetter
+from ._impact_reader import ProductImpactView, SessionImpactView
+from ._messages import Dispatch, ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact, Tick
 from ._projections import default_projections, has_rollup
 from ._reader import (
     Discard,
@@ -46,6 +49,7 @@ from ._reader import (
     RollupsView,
 )
 from ._reaper import ProjectionReaper, PurgeNow, ReaperConfig
+from ._session_reaper import EndSession, ReapSessions, SessionEnder, SessionReaperConfig, StaleSessionReaper
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 
@@ -54,6 +58,7 @@ class ProjectionConfig:
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     handler: HandlerConfig = field(default_factory=HandlerConfig)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    session_reaper: SessionReaperConfig = field(default_factory=SessionReaperConfig)
     reader_idle_timeout: float = 300.0
     ask_timeout: float = 10.0
     figures_interval: float | None = 2.0  # None: read once at start (tests)
@@ -88,8 +93,14 @@ class ProjectionDomain:
     name = "projection"
 
     def __init__(self, store: Store, config: ProjectionConfig | None = None, *, publisher: Publishes | None = None,
-                 projections: Sequence[Projection] | None = None, owner: str | None = None) -> None:
+                 projections: Sequence[Projection] | None = None, owner: str | None = None,
+                 end_session: EndSession | None = None, leases: Leases | None = None) -> None:
+        """``end_session``: the sync domain's apply path for server-made changes, which the stale-session
+        reaper ends sessions through; when it exists only once the system runs, bind it later with
+        ``session_ender.bind``. ``leases`` keep that reaper to one process (None: every worker process reaps)."""
         self.store = store
+        self.session_ender = SessionEnder(end_session)
+        self.leases = leases
         self.config = config or ProjectionConfig()
         self.publisher = publisher
         self.projections = tuple(projections if projections is not None else default_projections())
@@ -113,7 +124,8 @@ class ProjectionDomain:
             workers = [ChildSpec(p.name, ProjectionWorker,
                                  kwargs={"store": self.store, "projection": p, "gate": self.gates[p.name],
                                          "owner": self.owner, "publisher": self.publisher,
-                                         "lock_users": lock_users},
+                                         "lock_users": lock_users,
+                                         "dependents": [d.name for d in self.projections if d.depends_on == p.name]},
                                  mailbox=32, overflow="reject", shutdown_timeout=cfg.handler.timeout)
                        for p in self.projections]
             routes = [Route(name=p.name, depends_on=p.depends_on, subscribes=p.subscribes,
@@ -128,6 +140,9 @@ class ProjectionDomain:
                           mailbox=4, shutdown_timeout=0.5),
                 ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper}, mailbox=8,
                           overflow="drop_oldest"),
+                ChildSpec("session_reaper", StaleSessionReaper,
+                          kwargs={"store": self.store, "ender": self.session_ender, "leases": self.leases,
+                                  "owner": self.owner, "config": cfg.session_reaper}, mailbox=8, overflow="drop_oldest"),
             ]
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                           max_delay=5.0, children=children)
@@ -141,16 +156,19 @@ class ProjectionDomain:
             if self.config.run_workers else {}
         dispatcher = system.ref(f"{path}/dispatcher") if self.config.run_workers else None
         reaper = system.ref(f"{path}/reaper") if self.config.run_workers else None
+        session_reaper = system.ref(f"{path}/session_reaper") if self.config.run_workers else None
         return ProjectionService(readers=readers, admin=system.ref(f"{path}/admin"), workers=workers,
-                                 dispatcher=dispatcher, reaper=reaper, domain=self)
+                                 dispatcher=dispatcher, reaper=reaper, session_reaper=session_reaper, domain=self)
 
 
 class ProjectionService:
     """Read models with their freshness; dead letters for operators; figures for metrics."""
 
     def __init__(self, *, readers: KeyedRef, admin: ActorRef, workers: dict[str, ActorRef],
-                 dispatcher: ActorRef | None, reaper: ActorRef | None, domain: ProjectionDomain) -> None:
+                 dispatcher: ActorRef | None, reaper: ActorRef | None, domain: ProjectionDomain,
+                 session_reaper: ActorRef | None = None) -> None:
         self._readers = readers
+        self._session_reaper = session_reaper
         self._dispatcher = dispatcher
         self._reaper = reaper
         self._admin = admin
@@ -172,6 +190,19 @@ class ProjectionService:
     async def sleep_nights(self, user_id: str, start: date, end: date) -> NightsView:
         view = await self._readers.key(user_id).ask(ReadNights(start=start, end=end), timeout=self._timeout)
         assert isinstance(view, NightsView)
+        return view
+
+    async def session_impact(self, user_id: str, session_id: str) -> SessionImpactView:
+        """Heart rate around one of the user's consumption sessions; ``NoSession`` for any other id."""
+        view = await self._readers.key(user_id).ask(ReadSessionImpact(session_id=session_id), timeout=self._timeout)
+        if view is None:
+            raise NoSession(session_id)
+        assert isinstance(view, SessionImpactView)
+        return view
+
+    async def product_impact(self, user_id: str) -> ProductImpactView:
+        view = await self._readers.key(user_id).ask(ReadProductImpact(), timeout=self._timeout)
+        assert isinstance(view, ProductImpactView)
         return view
 
     async def dead_letters(self, *, cursor: tuple[int, str] | None = None, limit: int = 100) -> DeadLetterPage:
@@ -207,14 +238,18 @@ class ProjectionService:
         purged = await self._reaper.ask(PurgeNow(), timeout=self._timeout)
         return int(purged)
 
+    async def reap_sessions_now(self) -> int:
+        """One stale-session pass now (it also runs every ``session_reaper.interval``): returns how many sessions
+        it ended. 0 in the web role, without the lease, or before an apply path is bound."""
+        if self._session_reaper is None:
+            return 0
+        return int(await self._session_reaper.ask(ReapSessions(), timeout=self._timeout))
+
     def figures(self) -> ProjectionFigures:
         refreshed = self.gauges.refreshed_at
         age = trio.current_time() - refreshed if math.isfinite(refreshed) else None
         breakers = {name: gate.breaker.snapshot().state for name, gate in self.gates.items()} if self._workers else {}
         return ProjectionFigures(outbox=self.gauges.outbox, lag=self.gauges.lag, breakers=breakers, age=age)
-
-
-
 
 
 __all__ = ["DeadLetterPage", "ProjectionFigures", "ProjectionConfig", "ProjectionDomain", "ProjectionService",

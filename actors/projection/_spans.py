@@ -7,6 +7,7 @@ loses or gains a sliver of its value to rounding at a boundary.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,17 @@ def micros(at: datetime) -> int:
 
 def from_micros(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Sorted distinct days as inclusive runs of consecutive days."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def day_start(day: date, zone: ZoneInfo) -> int:
@@ -91,4 +103,4 @@ class Cover:
         self._ends[lo:hi] = [end]
 
 
-__all__ = ["Cover", "Span", "day_start", "from_micros", "local_day", "micros", "split_by_day"]
+__all__ = ["Cover", "Span", "day_runs", "day_start", "from_micros", "local_day", "micros", "split_by_day"]

@@ -4,7 +4,8 @@ A handler takes leased checkpoints — one per (outbox event, handler) — and b
 date for all of that user's events at once (coalescing: two uploads touching the same day recompute it once).
 From the events it learns which keys changed (``health.samples.changed`` names (metric, local date) pairs) or
 that everything must be recomputed (``user.settings.changed``: a new timezone or source priority moves every
-day); from the checkpoints, which watermark ranges the work reflects once committed.
+day); from the checkpoints, which watermark ranges the work reflects once committed. ``sync.entity.changed``
+(an applied sync change) names the entity it changed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from storage import Checkpoint, CheckpointKey
 
 SAMPLES_CHANGED = "health.samples.changed"
 SETTINGS_CHANGED = "user.settings.changed"
+# One applied sync change (actors/sync): {"entityType", "entityId", "version", "op", "deleted", "deviceId", "data"}.
+SYNC_ENTITY_CHANGED = "sync.entity.changed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +42,8 @@ class UserWork:
     keys: frozenset[tuple[str, date]]
     # Recompute everything this handler keeps for the user (settings changed, or an event named no keys).
     full: bool
+    # (entity type, entity id) of the synced entities the events changed; empty when ``full``.
+    entities: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
@@ -70,6 +75,27 @@ def _event_keys(payload: Any) -> set[tuple[str, date]] | None:
     return keys
 
 
+def _event_entity(payload: Any) -> tuple[str, str] | None:
+    """The (entity type, entity id) a sync change names; None when it names none we can read."""
+    if not isinstance(payload, Mapping):
+        return None
+    kind, ident = payload.get("entityType"), payload.get("entityId")
+    return (kind, ident) if isinstance(kind, str) and isinstance(ident, str) else None
+
+
+def _named(event: EventDigest | None) -> tuple[set[tuple[str, date]], set[tuple[str, str]]] | None:
+    """What an event names: (sample keys, sync entities); None when it names nothing readable (recompute all)."""
+    if event is None:
+        return None
+    if event.type == SAMPLES_CHANGED:
+        keys = _event_keys(event.payload)
+        return None if keys is None else (keys, set())
+    if event.type == SYNC_ENTITY_CHANGED:
+        entity = _event_entity(event.payload)
+        return None if entity is None else (set(), {entity})
+    return None
+
+
 def group_work(checkpoints: Iterable[Checkpoint], events: Mapping[int, EventDigest]) -> list[UserWork]:
     """The checkpoints grouped per user (users sorted: one lock order everywhere), with their keys."""
     by_user: dict[str, list[Checkpoint]] = {}
@@ -79,16 +105,17 @@ def group_work(checkpoints: Iterable[Checkpoint], events: Mapping[int, EventDige
     for user in sorted(by_user):
         mine = by_user[user]
         keys: set[tuple[str, date]] = set()
+        entities: set[tuple[str, str]] = set()
         full = False
         for checkpoint in mine:
-            event = events.get(checkpoint.event_id)
-            named = _event_keys(event.payload) if event is not None and event.type == SAMPLES_CHANGED else None
+            named = _named(events.get(checkpoint.event_id))
             if named is None:
                 full = True
             else:
-                keys |= named
+                keys |= named[0]
+                entities |= named[1]
         work.append(UserWork(user_id=user, checkpoints=tuple(mine), keys=frozenset() if full else frozenset(keys),
-                             full=full))
+                             full=full, entities=frozenset() if full else frozenset(entities)))
     return work
 
 
@@ -97,4 +124,4 @@ def split(work: Sequence[UserWork]) -> list[list[UserWork]]:
     return [[one] for one in work]
 
 
-__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "EventDigest", "UserWork", "group_work", "split"]
+__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "UserWork", "group_work", "split"]

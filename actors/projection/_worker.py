@@ -17,6 +17,7 @@ timeout and its circuit breaker: after consecutive failures the breaker opens, t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import trio
 
-from kernel import Actor, BreakerConfig, CircuitBreaker, CircuitOpen
+from kernel import Actor, ActorRef, ActorStopped, BreakerConfig, CircuitBreaker, CircuitOpen, MailboxFull
 from storage import Checkpoint, CheckpointKey, InvalidData, Store, StoreError, Transaction
 
 from ._messages import Tick, Work
@@ -110,7 +111,7 @@ class ProjectionWorker(Actor):
     max_batch = 64
 
     def __init__(self, *, store: Store, projection: Projection, gate: HandlerGate, owner: str,
-                 publisher: Publishes | None = None, lock_users: bool = True) -> None:
+                 publisher: Publishes | None = None, lock_users: bool = True, dependents: Sequence[str] = ()) -> None:
         self.store = store
         self.projection = projection
         self.gate = gate
@@ -118,8 +119,14 @@ class ProjectionWorker(Actor):
         self.owner = owner
         self.publisher = publisher
         self.lock_users = lock_users
+        # Sibling workers whose handlers depend on this one: told to claim as soon as a unit completes (their
+        # checkpoints of those events just became claimable), not at their next poll.
+        self.dependents = tuple(dependents)
+        self._dependents: list[ActorRef] = []
 
     async def started(self) -> None:
+        here = self.path.rsplit("/", 1)[0]
+        self._dependents = [self.system.ref(f"{here}/{name}") for name in self.dependents]
         if self.config.poll_interval is not None:
             self.every(self.config.poll_interval, Tick())
         self.send_after(0.0, Tick())  # what a previous incarnation or process left due
@@ -216,6 +223,9 @@ class ProjectionWorker(Actor):
             log.exception("projection %s failed", self.projection.name)
             raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         self.gate.completed += len(keys)
+        for ref in self._dependents:
+            with contextlib.suppress(MailboxFull, ActorStopped):
+                ref.tell_nowait(Tick())
         if self.publisher is not None:
             for w in work:
                 correlation = next((c.correlation_id for c in w.checkpoints if c.correlation_id), None)

@@ -37,6 +37,7 @@ from actors.projection import Projection, ProjectionConfig, ProjectionDomain, Pr
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
 from storage import Store
+from storage.coordination import Leases
 
 from ._telemetry_collector import TelemetryCollector
 
@@ -91,6 +92,8 @@ class Application:
         root = self.tree.name
         realtime = self.realtime.service(system, under=root)
         self.hub_link.bind(realtime)
+        # The stale-session reaper ends sessions through the sync domain's apply path for server changes; once
+        # SyncService exists: self.projection.session_ender.bind(sync.apply_server_change)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
                         projection=self.projection.service(system, under=root), realtime=realtime,
@@ -135,10 +138,11 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
                 publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
-                s3_breaker: CircuitBreaker | None = None) -> Application:
+                s3_breaker: CircuitBreaker | None = None, leases: Leases | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
     caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
-    ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one."""
+    ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one;
+    ``leases`` (the coordination's) keep the singleton background work, the stale-session reaper, to one process."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
@@ -146,7 +150,7 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     accounts = AccountsDomain(store, config.accounts)
     hub_link = HubLink(also=publisher)
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
-                                  projections=projections)
+                                  projections=projections, leases=leases)
     realtime = RealtimeDomain(config.realtime)
     exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
                             owner=projection.owner)

@@ -280,5 +280,41 @@ MIGRATIONS = check_sequence(
                 "CREATE INDEX export_jobs_user ON export_jobs (user_id, created_at)",
             ),
         ),
+        # Session read models (issue 12): heart rate around each consumption session, per product; and the
+        # stale-session reaper's scan of active sessions (partial index: only active ones cost anything).
+        Migration(
+            5,
+            "session and product impact read models; index of active consumption sessions",
+            (
+                """CREATE TABLE session_impacts (
+                    user_id text NOT NULL,
+                    session_id text NOT NULL,
+                    product_id text,
+                    status text NOT NULL,
+                    start_at timestamptz NOT NULL,
+                    end_at timestamptz,
+                    window_from timestamptz NOT NULL,
+                    window_to timestamptz NOT NULL,
+                    stats jsonb NOT NULL,
+                    delta_during double precision,
+                    delta_after double precision,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, session_id)
+                )""",
+                "CREATE INDEX session_impacts_window ON session_impacts (user_id, window_from, window_to)",
+                """CREATE TABLE product_impacts (
+                    user_id text NOT NULL,
+                    product_id text NOT NULL,
+                    sessions integer NOT NULL,
+                    stats jsonb NOT NULL,
+                    delta_during double precision,
+                    delta_after double precision,
+                    updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, product_id)
+                )""",
+                "CREATE INDEX sync_entities_active_sessions ON sync_entities (user_id, entity_id)"
+                " WHERE entity_type = 'consumption_session' AND NOT deleted AND data->>'status' = 'active'",
+            ),
+        ),
     )
 )

@@ -312,5 +312,42 @@ MIGRATIONS = check_sequence(
                 "CREATE INDEX export_jobs_user ON export_jobs (user_id, created_at)",
             ),
         ),
+        # Session read models (issue 12): heart rate around each consumption session, per product; and the
+        # stale-session reaper's scan of active sessions (partial index: only active ones cost anything).
+        Migration(
+            5,
+            "session and product impact read models; index of active consumption sessions",
+            (
+                """CREATE TABLE session_impacts (
+                    user_id TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    product_id TEXT,
+                    status TEXT NOT NULL,
+                    start_at INTEGER NOT NULL,
+                    end_at INTEGER,
+                    window_from INTEGER NOT NULL,
+                    window_to INTEGER NOT NULL,
+                    stats TEXT NOT NULL,
+                    delta_during REAL,
+                    delta_after REAL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, session_id)
+                ) STRICT""",
+                "CREATE INDEX session_impacts_window ON session_impacts (user_id, window_from, window_to)",
+                """CREATE TABLE product_impacts (
+                    user_id TEXT NOT NULL,
+                    product_id TEXT NOT NULL,
+                    sessions INTEGER NOT NULL,
+                    stats TEXT NOT NULL,
+                    delta_during REAL,
+                    delta_after REAL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, product_id)
+                ) STRICT""",
+                "CREATE INDEX sync_entities_active_sessions ON sync_entities (user_id, entity_id)"
+                " WHERE entity_type = 'consumption_session' AND deleted = 0"
+                " AND json_extract(data, '$.status') = 'active'",
+            ),
+        ),
     )
 )

@@ -7,6 +7,7 @@ holds the repositories of one aggregate and, beside them, their SQL as module-le
 
 from .checkpoints import Checkpoints
 from .exports import Exports
+from .impact import ProductImpacts, SessionImpacts, Sessions
 from .ingest import Ingest
 from .outbox import DeadLetters, Outbox
 from .projections import Rollups, Sleep, Watermarks
@@ -24,9 +25,12 @@ __all__ = [
     "Exports",
     "Ingest",
     "Outbox",
+    "ProductImpacts",
     "Rollups",
     "SamplePreparer",
     "Samples",
+    "SessionImpacts",
+    "Sessions",
     "Sleep",
     "SyncOps",
     "Users",

@@ -334,7 +334,7 @@ async def test_lag_and_outbox_figures_in_metrics_and_supervision(h: Harness) -> 
                 break
             await trio.sleep(0.02)
     assert figures["outbox"]["pending"] == 0 and figures["outbox"]["dead"] == 0
-    assert set(figures["breakers"]) == {"daily_rollups", "sleep_nights"}
+    assert set(figures["breakers"]) == {"daily_rollups", "sleep_nights", "session_impact", "product_impact"}
     text = (await (await h.client.get("/metrics", headers=OPS)).get_data()).decode()
     assert 'vigil_outbox_events{status="completed"}' in text
     assert "vigil_outbox_oldest_pending_age_seconds" in text
@@ -382,6 +382,7 @@ async def test_the_reaper_purges_completed_work_after_the_retention(tmp_path: Pa
     async with running_app(tmp_path, config=quick_config(), store_config=StoreConfig(clock=clock)) as h:
         await upload(h, [sample("a")])
         await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
+        await until(h, "/v1/health/product-impact")  # every handler is done: its freshness covers the last two
         assert await h.services.projection.purge_now() == 0  # completed, but younger than 24 h
         assert h.db.scalar("SELECT count(*) FROM outbox_events") == 1
         clock.advance(24 * 3600 + 1)

@@ -158,7 +158,7 @@ async def test_shutting_down_closes_with_1001(tmp_path: Path) -> None:
 
 
 async def test_an_upload_reaches_its_users_sockets_as_projection_updates_and_no_one_elses(tmp_path: Path) -> None:
-    """End to end: upload -> outbox -> dispatcher -> both handlers -> the hub -> alice's socket, with the upload's
+    """End to end: upload -> outbox -> dispatcher -> every handler -> the hub -> alice's socket, with the upload's
     X-Request-ID as correlationId; bob's socket gets nothing."""
     from tests.ingest_helpers import sample, signed
 
@@ -167,10 +167,10 @@ async def test_an_upload_reaches_its_users_sockets_as_projection_updates_and_no_
                                                     extra_headers={"X-Request-ID": "upload-1"})
         assert status == 200, body
         got = {}
-        for _ in range(2):  # one per handler, in whatever order they finish
+        for _ in range(4):  # one per handler, in whatever order they finish
             envelope = await next_json(alice, 10.0)
             got[envelope["entityId"]] = envelope
-        assert set(got) == {"daily_rollups", "sleep_nights"}
+        assert set(got) == {"daily_rollups", "sleep_nights", "session_impact", "product_impact"}
         for handler, envelope in got.items():
             assert envelope["type"] == "health.projection.updated" and envelope["userId"] == "alice"
             assert envelope["eventId"] == f"{handler}:alice:1" and envelope["version"] == 1
