@@ -21,7 +21,7 @@ from ._service import (
     ProjectionService,
 )
 from ._sleep import STAGE_NAMES, sleep_nights
-from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, EventDigest, UserWork, group_work
+from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, SYNC_ENTITY_CHANGED, EventDigest, UserWork, group_work
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLES_CHANGED",
     "SETTINGS_CHANGED",
     "STAGE_NAMES",
+    "SYNC_ENTITY_CHANGED",
     "DailyRollups",
     "DeadLetterPage",
     "DispatcherConfig",

@@ -17,6 +17,9 @@ from typing import Any
 from storage import Checkpoint, CheckpointKey
 
 SAMPLES_CHANGED = "health.samples.changed"
+# A synced entity changed (actors/sync: a device push, a conflict resolution or a server change); payload
+# {"entityType", "entityId", "version", "op", "deleted", "deviceId", "data"}.
+SYNC_ENTITY_CHANGED = "sync.entity.changed"
 SETTINGS_CHANGED = "user.settings.changed"
 
 
@@ -97,4 +100,4 @@ def split(work: Sequence[UserWork]) -> list[list[UserWork]]:
     return [[one] for one in work]
 
 
-__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "EventDigest", "UserWork", "group_work", "split"]
+__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "UserWork", "group_work", "split"]

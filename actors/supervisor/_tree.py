@@ -8,6 +8,8 @@
      ├── accounts (keyed by user)  settings and sample reads, serialized per user
      ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
      │                             dispatcher, a worker per projection handler and the reaper
+     ├── sync (one_for_one)
+     │    └── devices (keyed by (user, device))   pushes, pulls and conflicts; server-made changes
      └── realtime (one_for_one)
           ├── hub                  envelopes to the users' local WebSocket connections
           └── bridge               with a Redis URL: envelopes to and from the other processes
@@ -32,6 +34,7 @@ from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
 from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
+from actors.sync import SyncConfig, SyncDomain, SyncService
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
 
@@ -51,6 +54,7 @@ class TreeConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -65,6 +69,7 @@ class Services:
     accounts: AccountsService
     projection: ProjectionService
     realtime: RealtimeService
+    sync: SyncService
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class Application:
     accounts: AccountsDomain
     projection: ProjectionDomain
     realtime: RealtimeDomain
+    sync: SyncDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -87,7 +93,8 @@ class Application:
         self.hub_link.bind(realtime)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
-                        projection=self.projection.service(system, under=root), realtime=realtime)
+                        projection=self.projection.service(system, under=root), realtime=realtime,
+                        sync=self.sync.service(system, under=root, publisher=realtime))
 
 
 class HubLink:
@@ -139,7 +146,8 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
                                   projections=projections)
     realtime = RealtimeDomain(config.realtime)
+    sync = SyncDomain(store, config.sync)
     tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          realtime.subtree()])
+                          sync.subtree(), realtime.subtree()])
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       hub_link=hub_link, role=role)
+                       sync=sync, hub_link=hub_link, role=role)

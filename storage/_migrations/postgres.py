@@ -256,5 +256,15 @@ MIGRATIONS = check_sequence(
                 "DROP INDEX health_samples_deleted",
             ),
         ),
+        # Sync (issue 12): a client operation id is unique per user, not per device; entities
+        # remember the client's clock of their last write for LAST_WRITE_WINS.
+        Migration(
+            4,
+            "sync: client operation ids unique per user; entity client timestamps",
+            (
+                "CREATE UNIQUE INDEX sync_operations_user_op ON sync_operations (user_id, client_op_id)",
+                "ALTER TABLE sync_entities ADD COLUMN client_ts timestamptz",
+            ),
+        ),
     )
 )
