@@ -133,7 +133,7 @@ class Policies:
 
 def validate_data(policy: EntityPolicy, data: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
     """``data`` checked against the type's schema: (normalized data, []) or (None, problems).
-    Defaults are filled in; fields the schema does not name are kept as given."""
+    Defaults other than None are filled in; fields the schema does not name are kept as given."""
     if not isinstance(data, dict):
         return None, [{"path": "data", "problem": "expected an object"}]
     try:
@@ -143,8 +143,8 @@ def validate_data(policy: EntityPolicy, data: Any) -> tuple[dict[str, Any] | Non
                       for err in exc.errors(include_url=False, include_input=False, include_context=False)]
     out = dict(data)
     for name in type(model).model_fields:
-        if name not in out:
-            out[name] = getattr(model, name)
+        if name not in out and getattr(model, name) is not None:
+            out[name] = getattr(model, name)  # a default worth storing (tags: []), not an absent optional
     return out, []
 
 
