@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingest_helpers import Harness, error_of, running_app
+from tests.ingest_helpers import Harness, error_of, headers, running_app
 from tests.sync_helpers import Device, op
 
 
@@ -219,9 +219,8 @@ async def test_a_bad_operation_is_rejected_and_the_rest_applies(h: Harness) -> N
 async def test_push_and_pull_need_a_device_id(h: Harness) -> None:
     for method, path in (("post", "/v1/sync/push"), ("get", "/v1/sync/pull")):
         call = getattr(h.client, method)
-        kwargs = {"json": {"operations": []}} if method == "post" else {}
+        kwargs: dict[str, object] = {"json": {"operations": []}} if method == "post" else {}
         for bad in ({}, {"X-Device-ID": "no spaces"}):
-            from tests.ingest_helpers import headers
             response = await call(path, headers={**headers("alice"), **bad}, **kwargs)
             error_of(response.status_code, await response.get_json(), "VALIDATION_ERROR", 400)
 
