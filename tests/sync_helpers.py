@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tests.ingest_helpers import headers
+from actors.supervisor import TreeConfig, application
+from kernel import ActorSystem
+from storage import Store
+from tests.ingest_helpers import SETTINGS, Db, Harness, fast_tree_config, headers
+from transport import create_app
 
 PUSH = "/v1/sync/push"
 PULL = "/v1/sync/pull"
@@ -79,3 +86,15 @@ class Device:
             body["data"] = data
         response = await self.client.post(f"{CONFLICTS}/{conflict_id}/resolve", json=body, headers=self.headers())
         return response.status_code, await response.get_json()
+
+
+@asynccontextmanager
+async def app_over(store: Store, config: TreeConfig | None = None) -> AsyncIterator[Harness]:
+    """One "server process" over ``store`` (which may be shared with others, e.g. one PostgreSQL schema):
+    its own supervision tree, actors and HTTP app. The caller runs inside ``trio_asyncio.open_loop()``."""
+    parts = application(store, config or fast_tree_config())
+    async with ActorSystem.start(parts.tree, seed=1) as system:
+        services = parts.services(system)
+        app = create_app(SETTINGS, system=system, services=services)
+        yield Harness(app=app, system=system, store=store, db=Db(Path("/nonexistent")), services=services)
+        await system.stop()
