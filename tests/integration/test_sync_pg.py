@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import pytest
 import trio
+import trio.lowlevel
 import trio_asyncio
 
 from storage import StoreConfig, open_store
@@ -104,7 +105,7 @@ async def test_concurrent_writers_and_pulls_lose_nothing(postgres_dsn: str, post
         async def puller() -> None:
             while writing:
                 pulled.extend(c["entityId"] for c in await reader.pull_all(limit=7))
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(puller)
