@@ -14,6 +14,7 @@ import trio
 from actors.realtime import RealtimeConfig
 from storage.coordination import RedisConfig
 from tests.integration.test_coordination_redis import REDIS_URL, require_redis
+from tests.integration.test_realtime_redis import bridge, eventually
 from tests.realtime_helpers import client, next_json, serving
 from tests.sync_helpers import Device, op
 
@@ -67,9 +68,7 @@ async def test_sync_changed_crosses_processes_through_redis_and_is_not_echoed(tm
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     async with serving(tmp_path / "one", bridged("p1")) as one, serving(tmp_path / "two", bridged("p2")) as two:
-        with trio.fail_after(5):
-            while not all(s.realtime.status().bridge.connected for s in (one, two)):  # type: ignore[union-attr]
-                await trio.sleep(0.01)
+        await eventually(lambda: all(bridge(s.realtime).connected for s in (one, two)))
         async with client(two, "alice", device="tablet") as tablet_ws, \
                 client(two, "alice", device="phone") as phone_elsewhere_ws, \
                 client(two, "bob", device="tablet") as bob_ws, \
