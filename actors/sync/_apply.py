@@ -2,11 +2,11 @@
 server makes, a conflict's resolution, a pull. The decisions are ``_merge``'s; this module only reads the state
 they need and writes their outcome.
 
-Every writer of a user's entities first locks the user's change-log counter (``changes.lock_user``), so
-entity versions and change seqs follow commit order: a pull never skips a change. A push also takes a
-transaction-scoped advisory lock on (user, device) before it, so a device's pushes serialize across processes.
-Every applied change appends to the change log and enqueues one ``sync.entity.changed`` outbox event, in the same
-transaction.
+The scripts run inside the committer's group commit (``_committer``), which has taken their locks first: the
+transaction-scoped advisory lock on (user, device), so a device's pushes serialize across processes, and the
+user's change-log counter (``changes.lock_user``), so entity versions and change seqs follow commit order and a
+pull never skips a change. Every applied change appends to the change log and enqueues one
+``sync.entity.changed`` outbox event, in the same transaction.
 """
 
 from __future__ import annotations
@@ -105,8 +105,6 @@ def _result(op: PushOp, outcome: Outcome, entity: SyncEntity | None, *, strategy
 def push(tx: Transaction, user_id: str, device_id: str, ops: Sequence[PushOp], correlation_id: str | None,
          policies: Policies) -> Callable[[], Script]:
     def script() -> Script:
-        yield tx.devices.lock(user_id, device_id)
-        yield tx.changes.lock_user(user_id)
         stored: dict[str, Any] = yield tx.sync_ops.get_for_user(user_id, [o.op_id for o in ops])
         keys = [(o.entity_type, o.entity_id) for o in ops]
         for o in ops:
@@ -185,7 +183,6 @@ def _server_write(tx: Transaction, user_id: str, write: ServerWrite,
 
 def server_change(tx: Transaction, user_id: str, write: ServerWrite) -> Callable[[], Script]:
     def script() -> Script:
-        yield tx.changes.lock_user(user_id)
         return (yield from _server_write(tx, user_id, write, None))
 
     return script
@@ -197,7 +194,6 @@ def resolve(tx: Transaction, user_id: str, device_id: str | None, conflict_id: s
     resolved, or ``InvalidResolution`` for custom data its entity type refuses (the caller raises)."""
 
     def script() -> Script:
-        yield tx.changes.lock_user(user_id)
         conflict = yield tx.conflicts.get(user_id, conflict_id)
         if conflict is None or conflict.status != "open":
             return conflict

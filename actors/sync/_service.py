@@ -1,6 +1,7 @@
 """The sync domain's wiring and its facade.
 
     sync (one_for_one)
+     ├── committer                          Committer: group commit of the devices' units of work
      └── devices (keyed by (user, device))   DeviceSync: a device's pushes and pulls, one at a time
 
 ``SyncDomain`` builds the subtree before the system starts; ``service(system, publisher=...)`` gives the
@@ -25,6 +26,7 @@ from kernel import ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import Change, Conflict, Store, SyncEntity
 
 from ._apply import Applied, PullPage, PushOutcome, Resolved
+from ._committer import Committer
 from ._device import DeviceSync
 from ._errors import InvalidResolution, InvalidSyncCursor, SyncBusy, SyncError
 from ._merge import ClientChange, OpKind
@@ -40,14 +42,15 @@ class SyncConfig:
     busy_retry_ms: int = 500  # SYNC_BUSY's retryAfterMs is drawn from [busy_retry_ms, 3 * busy_retry_ms)
     device_idle_timeout: float = 60.0  # a device actor is passivated after this long without messages
     device_max_live: int = 100_000
+    commit_batch: int = 64  # units of work (pushes, pulls, ...) committed in one transaction at most
     ask_timeout: float = 30.0
     max_pull: int = 1000
     seed: int | None = None  # the jitter's random source (tests)
     policies: Policies = field(default_factory=lambda: DEFAULT_POLICIES)
 
     def __post_init__(self) -> None:
-        if self.max_in_flight < 1 or self.busy_retry_ms < 1:
-            raise ValueError("SyncConfig: max_in_flight and busy_retry_ms must be >= 1")
+        if min(self.max_in_flight, self.busy_retry_ms, self.commit_batch) < 1:
+            raise ValueError("SyncConfig: max_in_flight, busy_retry_ms and commit_batch must be >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,14 +129,18 @@ class SyncDomain:
         self.store = store
         self.config = config or SyncConfig()
 
-    def subtree(self) -> Supervisor:
+    def subtree(self, *, under: str = "root") -> Supervisor:
         cfg = self.config
+        committer = f"{under}/{self.name}/committer"
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                           max_delay=5.0, children=[
-                              ChildSpec("devices", DeviceSync, kwargs={"store": self.store, "policies": cfg.policies},
-                                        keyed=True,
-                                        idle_timeout=cfg.device_idle_timeout, max_live=cfg.device_max_live,
-                                        mailbox=64)])
+                              ChildSpec("committer", Committer, kwargs={"store": self.store,
+                                                                        "max_batch": cfg.commit_batch},
+                                        mailbox=max(cfg.max_in_flight, cfg.commit_batch) * 2),
+                              ChildSpec("devices", DeviceSync, kwargs={
+                                  "store": self.store, "policies": cfg.policies, "committer": committer,
+                                  "timeout": cfg.ask_timeout}, keyed=True, idle_timeout=cfg.device_idle_timeout,
+                                  max_live=cfg.device_max_live, mailbox=64)])
 
     def service(self, system: ActorSystem, *, under: str = "root", publisher: Publishes | None = None) -> SyncService:
         devices = system.ref(f"{under}/{self.name}/devices")

@@ -95,6 +95,7 @@ _PG_DEVICE_XACT_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended('vigil.sync' || chr(31) || current_schema()"
     " || chr(31) || $1 || chr(31) || $2, 0))"
 )
+_PG_DEVICE_XACT_TRY_LOCK = _PG_DEVICE_XACT_LOCK.replace("pg_advisory_xact_lock", "pg_try_advisory_xact_lock")
 # Takes the user's change-log counter row lock up front (creating the row if need be): every
 # writer of the user's entities then serializes on it, so versions and seqs follow commit order.
 _LOCK_SEQUENCE = (
@@ -398,6 +399,13 @@ class Devices(Repo):
         if self._d.name != "postgresql":
             return self._op(Const(None))
         return self._op(fetchval(_PG_DEVICE_XACT_LOCK, user, device), post=lambda _: None)
+
+    def try_lock(self, user_id: str, device_id: str) -> Op[bool]:
+        """``lock`` without waiting: False when another transaction holds it (always True on SQLite)."""
+        user, device = self._id("user_id", user_id), self._id("device_id", device_id)
+        if self._d.name != "postgresql":
+            return self._op(Const(True))
+        return self._op(fetchval(_PG_DEVICE_XACT_TRY_LOCK, user, device), post=bool)
 
     def get(self, user_id: str, device_id: str) -> Op[DeviceState | None]:
         return self._op(

@@ -43,3 +43,13 @@ async def test_a_push_locks_its_device_then_its_users_change_log(store: Store) -
         await tx.devices.lock("u1", "phone")  # released with the transaction: taken again at once
         assert await tx.changes.lock_user("u1") == 1
         assert await tx.changes.latest_seq("u1") == 1  # locking moves nothing
+
+
+async def test_a_device_lock_held_elsewhere_is_not_taken_by_try_lock(store: Store) -> None:
+    async with store.transaction() as holder:
+        await holder.devices.lock("u1", "phone")
+        async with store.transaction() as other:
+            # PostgreSQL: held by the other transaction. SQLite: no advisory locks (its one writer serializes).
+            assert await other.devices.try_lock("u1", "phone") is (store.backend == "sqlite")
+            assert await other.devices.try_lock("u1", "tablet") is True
+            await other.rollback()
