@@ -9,6 +9,7 @@ answers, not crashes: the facade raises them.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,13 @@ from ._policy import Policies
 
 
 class DeviceSync(Actor):
-    def __init__(self, key: tuple[str, str], *, store: Store, policies: Policies, committer: str,
+    def __init__(self, key: tuple[str, str], *, store: Store, policies: Policies, committers: tuple[str, ...],
                  timeout: float) -> None:
         self._user, self._device = key
         self._store = store
         self._policies = policies
-        self._committer = committer  # the committer's path
+        # The user's committer (its path): one user's units share a batch rather than contend across batches.
+        self._committer = committers[zlib.crc32(self._user.encode()) % len(committers)]
         self._timeout = timeout
 
     async def _script(self, build: Callable[[Transaction], Any], *, device_lock: bool = True) -> Any:

@@ -1,7 +1,8 @@
 """The sync domain's wiring and its facade.
 
     sync (one_for_one)
-     ├── committer                          Committer: group commit of the devices' units of work
+     ├── committer-0..n-1                   Committer: group commit of the devices' units of work (a user's
+     │                                      units always go to the same one)
      └── devices (keyed by (user, device))   DeviceSync: a device's pushes and pulls, one at a time
 
 ``SyncDomain`` builds the subtree before the system starts; ``service(system, publisher=...)`` gives the
@@ -43,14 +44,15 @@ class SyncConfig:
     device_idle_timeout: float = 60.0  # a device actor is passivated after this long without messages
     device_max_live: int = 100_000
     commit_batch: int = 64  # units of work (pushes, pulls, ...) committed in one transaction at most
+    committers: int | None = None  # group commits running at once; None: 1 on SQLite (one writer), 4 on PostgreSQL
     ask_timeout: float = 30.0
     max_pull: int = 1000
     seed: int | None = None  # the jitter's random source (tests)
     policies: Policies = field(default_factory=lambda: DEFAULT_POLICIES)
 
     def __post_init__(self) -> None:
-        if min(self.max_in_flight, self.busy_retry_ms, self.commit_batch) < 1:
-            raise ValueError("SyncConfig: max_in_flight, busy_retry_ms and commit_batch must be >= 1")
+        if min(self.max_in_flight, self.busy_retry_ms, self.commit_batch, self.committers or 1) < 1:
+            raise ValueError("SyncConfig: max_in_flight, busy_retry_ms, commit_batch and committers must be >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,16 +133,17 @@ class SyncDomain:
 
     def subtree(self, *, under: str = "root") -> Supervisor:
         cfg = self.config
-        committer = f"{under}/{self.name}/committer"
+        count = cfg.committers or (1 if self.store.backend == "sqlite" else 4)
+        names = tuple(f"committer-{i}" for i in range(count))
+        committers: list[ChildSpec | Supervisor] = [
+            ChildSpec(name, Committer, kwargs={"store": self.store, "max_batch": cfg.commit_batch},
+                      mailbox=max(cfg.max_in_flight, cfg.commit_batch) * 2) for name in names]
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
-                          max_delay=5.0, children=[
-                              ChildSpec("committer", Committer, kwargs={"store": self.store,
-                                                                        "max_batch": cfg.commit_batch},
-                                        mailbox=max(cfg.max_in_flight, cfg.commit_batch) * 2),
-                              ChildSpec("devices", DeviceSync, kwargs={
-                                  "store": self.store, "policies": cfg.policies, "committer": committer,
-                                  "timeout": cfg.ask_timeout}, keyed=True, idle_timeout=cfg.device_idle_timeout,
-                                  max_live=cfg.device_max_live, mailbox=64)])
+                          max_delay=5.0, children=[*committers, ChildSpec("devices", DeviceSync, kwargs={
+                              "store": self.store, "policies": cfg.policies,
+                              "committers": tuple(f"{under}/{self.name}/{name}" for name in names),
+                              "timeout": cfg.ask_timeout}, keyed=True, idle_timeout=cfg.device_idle_timeout,
+                              max_live=cfg.device_max_live, mailbox=64)])
 
     def service(self, system: ActorSystem, *, under: str = "root", publisher: Publishes | None = None) -> SyncService:
         devices = system.ref(f"{under}/{self.name}/devices")
