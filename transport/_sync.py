@@ -8,7 +8,7 @@ validated here only as far as its envelope.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictStr
 from quart import request
@@ -22,6 +22,8 @@ from ._errors import ERROR_CODE_KEY, ValidationFailed
 from ._routes import ApiBlueprint, ApiModel, current_request_id, validate_body
 
 MAX_OPERATIONS = 500
+DEVICE_HEADER = ("X-Device-ID", True, f"^{DEVICE_ID.pattern}$")
+OPTIONAL_DEVICE_HEADER = ("X-Device-ID", False, f"^{DEVICE_ID.pattern}$")
 _CONFLICT_ID = "<string(length=32):conflict_id>"
 
 
@@ -36,12 +38,17 @@ def device_id(*, required: bool = True) -> str | None:
     return value
 
 
+_OPERATION_DOC = (
+    "One operation: " + ", ".join(f"{name} ({'required' if f.is_required() else 'optional'})"
+                                  for name, f in OperationIn.model_fields.items())
+    + ". Each one is checked alone: a bad one comes back `rejected` and the rest of the push still applies.")
+
+
 class PushBody(ApiModel):
-    operations: list[OperationIn] = Field(max_length=MAX_OPERATIONS)
+    """The request as documented: each operation is an object checked on its own (see its description)."""
 
-
-class PushEnvelope(ApiModel):
-    operations: list[Any] = Field(max_length=MAX_OPERATIONS)
+    operations: list[Annotated[dict[str, Any], Field(description=_OPERATION_DOC)]] = Field(
+        max_length=MAX_OPERATIONS)
 
 
 class EntityOut(ApiModel):
@@ -143,16 +150,17 @@ sync = ApiBlueprint("sync", url_prefix="/v1/sync", tags=["sync"])
 
 
 @sync.post("/push", body=PushBody, raw_body=True, response=PushOut, errors=[400, 413, 429, 503],
+           headers=[DEVICE_HEADER],
            summary="Apply the device's operations in order (X-Device-ID); one result per operation")
 async def push(*, user_id: str, raw: bytes) -> Any:
     device = device_id()
     assert device is not None
-    envelope: PushEnvelope = validate_body(PushEnvelope, raw)
+    envelope: PushBody = validate_body(PushBody, raw)
     results = await domains().sync.push(user_id, device, envelope.operations, correlation_id=current_request_id())
     return {"results": list(results)}
 
 
-@sync.get("/pull", query=PullQuery, response=PullOut, errors=[400, 503],
+@sync.get("/pull", query=PullQuery, response=PullOut, errors=[400, 503], headers=[DEVICE_HEADER],
           summary="The user's changes after the cursor (X-Device-ID), parents before children; acknowledges it")
 async def pull(*, user_id: str, query: PullQuery) -> PullOut:
     device = device_id()
@@ -161,6 +169,7 @@ async def pull(*, user_id: str, query: PullQuery) -> PullOut:
 
 
 @sync.get("/conflicts", query=ConflictsQuery, response=ConflictsOut, errors=[503],
+          headers=[OPTIONAL_DEVICE_HEADER],
           summary="The user's open conflicts (MANUAL policy), oldest first")
 async def conflicts(*, user_id: str, query: ConflictsQuery) -> ConflictsOut:
     items = await domains().sync.conflicts(user_id, device_id(required=False), limit=query.limit)
@@ -168,7 +177,7 @@ async def conflicts(*, user_id: str, query: ConflictsQuery) -> ConflictsOut:
 
 
 @sync.post(f"/conflicts/{_CONFLICT_ID}/resolve", body=ResolveBody, response=ResolvedOut,
-           errors=[400, 404, 409, 503], summary="Resolve an open conflict: keep the server's, take the client's, "
+           errors=[400, 404, 409, 503], headers=[OPTIONAL_DEVICE_HEADER], summary="Resolve an open conflict: keep the server's, take the client's, "
            "or store custom data")
 async def resolve(*, user_id: str, conflict_id: str, body: ResolveBody) -> ResolvedOut:
     done = await domains().sync.resolve(user_id, device_id(required=False), conflict_id, body.resolution, body.data,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,14 +81,17 @@ class Publishes(Protocol):
                      payload: dict[str, Any], origin_device: str | None, correlation_id: str | None) -> None: ...
 
 
+_NO_NUL = "^[^\x00]+$"  # storage refuses NUL in ids (and PostgreSQL in JSON text)
+
+
 class OperationIn(BaseModel):
     """The wire form of one push operation (API.md); each one is checked alone, so one bad operation is
     ``rejected`` and the rest of the push still applies."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
-    clientSyncOperationId: str = Field(min_length=1, max_length=128)
-    entityType: str = Field(min_length=1, max_length=64)
-    entityId: str = Field(min_length=1, max_length=128)
+    clientSyncOperationId: str = Field(min_length=1, max_length=128, pattern=_NO_NUL)
+    entityType: str = Field(min_length=1, max_length=64, pattern=_NO_NUL)
+    entityId: str = Field(min_length=1, max_length=128, pattern=_NO_NUL)
     op: Literal["create", "update", "delete"]
     baseVersion: int = Field(ge=0)
     data: Any = None
@@ -176,6 +180,8 @@ class SyncService:
         problems: list[dict[str, str]] = []
         if policy is not None and o.op != "delete":
             data, problems = validate_data(policy, o.data)
+            if data is not None and "\\u0000" in json.dumps(data):
+                data, problems = None, [{"path": "data", "problem": "contains a NUL character"}]
         change = ClientChange(op=o.op, base_version=o.base_version, data=data, client_ts=o.client_timestamp)
         return PushOp(op_id=o.op_id, entity_type=o.entity_type, entity_id=o.entity_id, change=change,
                       problems=tuple(problems))

@@ -321,3 +321,13 @@ async def test_a_burst_beyond_the_admission_limit_gets_sync_busy_with_jittered_r
         assert harness.services.sync.in_flight == 0
         changes = await Device(harness.client, "alice", "x").pull_all()
         assert len(changes) == len(ok)  # a refused push changed nothing
+
+
+async def test_nul_characters_reject_the_operation_not_the_push(h: Harness) -> None:
+    phone, _ = devices(h)
+    results = await phone.push(op("journal_entry", "j\x00", data={"text": "a"}),
+                               op("journal_entry", "j2", data={"text": "a\x00b"}),
+                               op("journal_entry", "j3", data={"text": "ok"}))
+    assert [r["status"] for r in results] == ["rejected", "rejected", "applied"]
+    status, body = await phone.push_raw([[None, None]])  # not an operation at all: the request is malformed
+    error_of(status, body, "VALIDATION_ERROR", 400)
