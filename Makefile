@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/impact.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/binary.py
 
 # dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.

@@ -470,6 +470,7 @@ class SyncEntity:
     data: Json
     deleted: bool = False
     updated_at: datetime | None = None
+    client_ts: datetime | None = None  # the client's clock of the last write (LAST_WRITE_WINS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from ._realtime import realtime as realtime_api
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
+from ._sync import sync as sync_api
 from ._users import users as users_api
 
 log = logging.getLogger("vigil.transport")
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
-    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, exports_api] if serves_users else []
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, exports_api, sync_api] if serves_users else []
     all_blueprints = [ops_blueprint(), ops_page_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()

@@ -32,6 +32,14 @@ from actors.ingest import (
     UploadDisabled,
 )
 from actors.projection import NoRollup, NoSession, ProjectionError, UnknownDeadLetter
+from actors.sync import (
+    ConflictResolved,
+    InvalidResolution,
+    InvalidSyncCursor,
+    SyncBusy,
+    SyncError,
+    UnknownConflict,
+)
 from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
 from storage import InvalidData, StoreError, StoreUnavailable
 
@@ -237,6 +245,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return _domain_error(exc)
     if isinstance(exc, ExportsError):
         return _exports_error(exc)
+    if isinstance(exc, SyncError):
+        return _sync_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
@@ -285,6 +295,22 @@ def _exports_error(exc: ExportsError) -> ApiError:
             return Unavailable(str(exc), code="EXPORTS_UNAVAILABLE", retry_after_ms=retry_ms)
         case UnknownExport():
             return NotFound(str(exc))
+    return InternalError("internal error")
+
+
+def _sync_error(exc: SyncError) -> ApiError:
+    match exc:
+        case SyncBusy():
+            return RateLimited(str(exc), code="SYNC_BUSY", retry_after_ms=exc.retry_after_ms)
+        case InvalidSyncCursor():
+            return ValidationFailed(str(exc), code="INVALID_CURSOR",
+                                    details=[{"in": "query", "path": "cursor", "problem": exc.reason}])
+        case UnknownConflict():
+            return NotFound(str(exc))
+        case ConflictResolved():
+            return Conflict(str(exc), code="CONFLICT_ALREADY_RESOLVED")
+        case InvalidResolution():
+            return ValidationFailed(str(exc), details=[{"in": "body", **p} for p in exc.problems])
     return InternalError("internal error")
 
 

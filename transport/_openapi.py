@@ -81,6 +81,9 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
             required = set(target.get("required", []))
             for name, prop in target.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        for name, needed, pattern in spec.headers:
+            params.append({"name": name, "in": "header", "required": needed,
+                           "schema": {"type": "string", "pattern": pattern}})
         if spec.websocket:
             if spec.auth != "none":
                 params.append({"name": "token", "in": "query", "required": False, "schema": {"type": "string"},

@@ -91,6 +91,7 @@ class RouteSpec:
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
     close_codes: tuple[tuple[int, str], ...] = ()  # a WebSocket's own close codes, beyond the common ones
+    headers: tuple[tuple[str, bool, str], ...] = ()  # request headers the handler reads: (name, required, pattern)
 
     @property
     def websocket(self) -> bool:
@@ -235,11 +236,12 @@ class ApiBlueprint:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, media_type: str = "application/json",
               errors: Sequence[int] = (), tags: Sequence[str] = (),
-              raw_body: bool = False) -> Callable[[H], H]:
+              raw_body: bool = False, headers: Sequence[tuple[str, bool, str]] = ()) -> Callable[[H], H]:
         """``raw_body``: the handler gets ``raw`` (the body's bytes, after the content-type and size
         checks) instead of ``body``, and validates it with :func:`validate_body` when it chooses — to
         refuse cheaply first (a full queue), or to wait for its turn before spending the CPU. ``body``
-        still documents the request in OpenAPI."""
+        still documents the request in OpenAPI. ``headers`` documents the request headers the handler reads
+        itself: (name, required, regex pattern)."""
         method = method.upper()
         if method not in _HTTP_METHODS:
             raise ValueError(f"unsupported method {method!r}; use one of {sorted(_HTTP_METHODS)}")
@@ -254,7 +256,7 @@ class ApiBlueprint:
             spec = RouteSpec(method=method, path=self.url_prefix + path, endpoint=f"{self.name}.{handler.__name__}",
                              summary=summary, auth=auth, body=body, query=query, response=response,
                              status=status, media_type=media_type, tags=tuple(tags) or self.tags,
-                             errors=tuple(errors))
+                             errors=tuple(errors), headers=tuple(headers))
             adapter = TypeAdapter(response) if response is not None else None
             _check_signature(handler, path, [name for name, used in (
                 ("user_id", auth == "user"), ("query", query is not None),

@@ -18,9 +18,10 @@ from typing import Any
 from storage import Checkpoint, CheckpointKey
 
 SAMPLES_CHANGED = "health.samples.changed"
-SETTINGS_CHANGED = "user.settings.changed"
-# One applied sync change (actors/sync): {"entityType", "entityId", "version", "op", "deleted", "deviceId", "data"}.
+# A synced entity changed (actors/sync: a device push, a conflict resolution or a server change); payload
+# {"entityType", "entityId", "version", "op", "deleted", "deviceId", "data"}.
 SYNC_ENTITY_CHANGED = "sync.entity.changed"
+SETTINGS_CHANGED = "user.settings.changed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,8 @@
      ├── accounts (keyed by user)  settings and sample reads, serialized per user
      ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
      │                             dispatcher, a worker per projection handler and the reaper
+     ├── sync (one_for_one)
+     │    └── devices (keyed by (user, device))   pushes, pulls and conflicts; server-made changes
      ├── realtime (one_for_one)
      │    ├── hub                  envelopes to the users' local WebSocket connections
      │    └── bridge               with a Redis URL: envelopes to and from the other processes
@@ -35,6 +37,7 @@ from actors.exports import ExportsConfig, ExportsDomain, ExportsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
 from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
+from actors.sync import SyncConfig, SyncDomain, SyncService
 from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
 from storage import Store
 from storage.coordination import Leases
@@ -56,6 +59,7 @@ class TreeConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -71,6 +75,7 @@ class Services:
     projection: ProjectionService
     realtime: RealtimeService
     exports: ExportsService
+    sync: SyncService
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,7 @@ class Application:
     projection: ProjectionDomain
     realtime: RealtimeDomain
     exports: ExportsDomain
+    sync: SyncDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -92,12 +98,13 @@ class Application:
         root = self.tree.name
         realtime = self.realtime.service(system, under=root)
         self.hub_link.bind(realtime)
-        # The stale-session reaper ends sessions through the sync domain's apply path for server changes; once
-        # SyncService exists: self.projection.session_ender.bind(sync.apply_server_change)
+        sync = self.sync.service(system, under=root, publisher=realtime)
+        # The stale-session reaper ends sessions through the sync domain's apply path for server changes.
+        self.projection.session_ender.bind(sync.apply_server_change)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
                         projection=self.projection.service(system, under=root), realtime=realtime,
-                        exports=self.exports.service(system, under=root))
+                        exports=self.exports.service(system, under=root), sync=sync)
 
 
 class HubLink:
@@ -154,7 +161,8 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     realtime = RealtimeDomain(config.realtime)
     exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
                             owner=projection.owner)
+    sync = SyncDomain(store, config.sync)
     tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          realtime.subtree(), exports.subtree()])
+                          sync.subtree(), realtime.subtree(), exports.subtree()])
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       exports=exports, hub_link=hub_link, role=role)
+                       exports=exports, sync=sync, hub_link=hub_link, role=role)

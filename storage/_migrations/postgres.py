@@ -316,5 +316,15 @@ MIGRATIONS = check_sequence(
                 " WHERE entity_type = 'consumption_session' AND NOT deleted AND data->>'status' = 'active'",
             ),
         ),
+        # Sync (issue 12): a client operation id is unique per user, not per device; entities
+        # remember the client's clock of their last write for LAST_WRITE_WINS.
+        Migration(
+            6,
+            "sync: client operation ids unique per user; entity client timestamps",
+            (
+                "CREATE UNIQUE INDEX sync_operations_user_op ON sync_operations (user_id, client_op_id)",
+                "ALTER TABLE sync_entities ADD COLUMN client_ts timestamptz",
+            ),
+        ),
     )
 )

@@ -12,28 +12,29 @@ from .. import _validate as v
 from .._errors import ConflictError, InvalidData, NotFound
 from .._model import Change, ChangeIn, Conflict, DeviceState, Json, SyncEntity
 from .._sql import Steps, fetch, fetchrow, fetchval, many
+from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
 
 __all__ = ["Changes", "Conflicts", "Devices", "Entities", "SyncOps"]
 
-_ENTITY_COLS = "user_id, entity_type, entity_id, version, data, deleted, updated_at"
+_ENTITY_COLS = "user_id, entity_type, entity_id, version, data, deleted, updated_at, client_ts"
 _INSERT_ENTITY = (
     "INSERT INTO sync_entities (user_id, entity_type, entity_id, version, data, deleted, created_at,"
-    " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+    " updated_at, client_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)"
 )
 _UPSERT_ENTITY = (
     _INSERT_ENTITY + " ON CONFLICT (user_id, entity_type, entity_id)"
     " DO UPDATE SET version = excluded.version, data = excluded.data, deleted = excluded.deleted,"
-    " updated_at = excluded.updated_at"
+    " updated_at = excluded.updated_at, client_ts = excluded.client_ts"
 )
 _PUT_ENTITY = _UPSERT_ENTITY + f" RETURNING {_ENTITY_COLS}"
 _CREATE_ENTITY = (
     _INSERT_ENTITY + f" ON CONFLICT (user_id, entity_type, entity_id) DO NOTHING RETURNING {_ENTITY_COLS}"
 )
 _UPDATE_ENTITY_AT_VERSION = (
-    "UPDATE sync_entities SET version = $4, data = $5, deleted = $6, updated_at = $7"
-    " WHERE user_id = $1 AND entity_type = $2 AND entity_id = $3 AND version = $8"
+    "UPDATE sync_entities SET version = $4, data = $5, deleted = $6, updated_at = $7, client_ts = $8"
+    " WHERE user_id = $1 AND entity_type = $2 AND entity_id = $3 AND version = $9"
     f" RETURNING {_ENTITY_COLS}"
 )
 _ENTITY_VERSION = (
@@ -61,9 +62,17 @@ _SQLITE_GET_OP_RESULTS = (
     "SELECT client_op_id, result FROM sync_operations WHERE user_id = $1 AND device_id = $2"
     " AND client_op_id IN (SELECT value FROM json_each($3))"
 )
+_PG_GET_USER_OP_RESULTS = (
+    "SELECT client_op_id, result FROM sync_operations WHERE user_id = $1 AND client_op_id = ANY($2::text[])"
+)
+_SQLITE_GET_USER_OP_RESULTS = (
+    "SELECT client_op_id, result FROM sync_operations WHERE user_id = $1"
+    " AND client_op_id IN (SELECT value FROM json_each($2))"
+)
+# Any unique key: (user, device, op) and, since migration 4, (user, op).
 _RECORD_OP_RESULT = (
     "INSERT INTO sync_operations (user_id, device_id, client_op_id, result, created_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id, client_op_id) DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
 )
 
 _CHANGE_COLS = "user_id, seq, entity_type, entity_id, op, version, data, deleted, device_id, changed_at"
@@ -80,6 +89,19 @@ _READ_CHANGES = (
 _LATEST_SEQ = "SELECT last_seq FROM sync_sequences WHERE user_id = $1"
 
 _DEVICE_COLS = "user_id, device_id, acked_seq, updated_at"
+# Held until the transaction ends (no session state, no connection of its own); the schema is part
+# of the key so schemas sharing a database do not serialize each other.
+_PG_DEVICE_XACT_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('vigil.sync' || chr(31) || current_schema()"
+    " || chr(31) || $1 || chr(31) || $2, 0))"
+)
+_PG_DEVICE_XACT_TRY_LOCK = _PG_DEVICE_XACT_LOCK.replace("pg_advisory_xact_lock", "pg_try_advisory_xact_lock")
+# Takes the user's change-log counter row lock up front (creating the row if need be): every
+# writer of the user's entities then serializes on it, so versions and seqs follow commit order.
+_LOCK_SEQUENCE = (
+    "INSERT INTO sync_sequences (user_id, last_seq) VALUES ($1, 0) ON CONFLICT (user_id)"
+    " DO UPDATE SET last_seq = sync_sequences.last_seq RETURNING last_seq"
+)
 _GET_DEVICE = f"SELECT {_DEVICE_COLS} FROM sync_devices WHERE user_id = $1 AND device_id = $2"
 _ACKNOWLEDGE = (
     "INSERT INTO sync_devices (user_id, device_id, acked_seq, created_at, updated_at)"
@@ -121,6 +143,7 @@ class Entities(Repo):
             v.load_json(row["data"]),
             bool(row["deleted"]),
             self._d.ts_out(row["updated_at"]),
+            self._d.opt_ts_out(row["client_ts"]),
         )
 
     def _row(self, field: str, e: SyncEntity, now: Any) -> tuple[Any, ...]:
@@ -136,6 +159,7 @@ class Entities(Repo):
             self._json(f"{field}.data", e.data),
             e.deleted,
             now,
+            None if e.client_ts is None else self._d.ts(aware("client_ts", e.client_ts)),
         )
 
     def get(self, user_id: str, entity_type: str, entity_id: str) -> Op[SyncEntity | None]:
@@ -246,6 +270,19 @@ class SyncOps(Repo):
             cmd = fetch(_SQLITE_GET_OP_RESULTS, user, device, v.dump_json("op_ids", ids, 2**62))
         return self._op(cmd, post=lambda rows: {r["client_op_id"]: v.load_json(r["result"]) for r in rows})
 
+    def get_for_user(self, user_id: str, op_ids: Sequence[str]) -> Op[dict[str, Json]]:
+        """Like ``get_many`` but from any of the user's devices (op ids are unique per user)."""
+        user = self._id("user_id", user_id)
+        v.batch("op_ids", op_ids, self._limits)
+        ids = list(dict.fromkeys(self._id(f"op_ids[{i}]", o) for i, o in enumerate(op_ids)))
+        if not ids:
+            return self._op(Const({}))
+        if self._d.name == "postgresql":
+            cmd = fetch(_PG_GET_USER_OP_RESULTS, user, ids)
+        else:
+            cmd = fetch(_SQLITE_GET_USER_OP_RESULTS, user, v.dump_json("op_ids", ids, 2**62))
+        return self._op(cmd, post=lambda rows: {r["client_op_id"]: v.load_json(r["result"]) for r in rows})
+
     def record_many(self, user_id: str, device_id: str, results: Mapping[str, Json]) -> Op[int]:
         """Store op id → result; an id already stored keeps its first result. Returns the count given."""
         user, device = self._id("user_id", user_id), self._id("device_id", device_id)
@@ -307,6 +344,11 @@ class Changes(Repo):
 
         return self._op(steps)
 
+    def lock_user(self, user_id: str) -> Op[int]:
+        """Lock the user's change log until the transaction ends; returns the latest seq. Call it
+        before touching the user's entities so that all writers of a user take locks in one order."""
+        return self._op(fetchval(_LOCK_SEQUENCE, self._id("user_id", user_id)), post=lambda value: int(value))
+
     def read(self, user_id: str, *, after_seq: int = 0, limit: int = 500) -> Op[list[Change]]:
         """Changes with seq > ``after_seq``, in seq order."""
         ts = self._d.ts_out
@@ -348,6 +390,22 @@ class Devices(Repo):
         return DeviceState(
             row["user_id"], row["device_id"], row["acked_seq"], self._d.ts_out(row["updated_at"])
         )
+
+    def lock(self, user_id: str, device_id: str) -> Op[None]:
+        """Serialize the rest of this transaction with every other one that locks the same (user,
+        device), across processes: a transaction-scoped advisory lock on PostgreSQL; nothing on
+        SQLite, whose single writer already serializes transactions."""
+        user, device = self._id("user_id", user_id), self._id("device_id", device_id)
+        if self._d.name != "postgresql":
+            return self._op(Const(None))
+        return self._op(fetchval(_PG_DEVICE_XACT_LOCK, user, device), post=lambda _: None)
+
+    def try_lock(self, user_id: str, device_id: str) -> Op[bool]:
+        """``lock`` without waiting: False when another transaction holds it (always True on SQLite)."""
+        user, device = self._id("user_id", user_id), self._id("device_id", device_id)
+        if self._d.name != "postgresql":
+            return self._op(Const(True))
+        return self._op(fetchval(_PG_DEVICE_XACT_TRY_LOCK, user, device), post=bool)
 
     def get(self, user_id: str, device_id: str) -> Op[DeviceState | None]:
         return self._op(

@@ -6,6 +6,8 @@ shape gets the right value, as a real client's would. And a client names each ne
 new ``requestId`` (reusing one for another body is answered 422 by contract, which no schema can
 say), so a well-formed generated one is replaced by the next of a sequence. Values the generator
 broke on purpose (wrong shape, wrong type, missing) are left alone: those are negative cases.
+A sync pull's ``cursor`` is opaque: a client only sends one the server gave it, so a well-formed generated one
+is dropped (a pull from the start).
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ UPLOAD_PATH = "/v1/health/samples/batch-upsert"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _request_ids = itertools.count(1)
+PULL_PATH = "/v1/sync/pull"
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Every phase's cases pass here just before they are sent (map_body misses the coverage phase)."""
+    if case.operation.path == PULL_PATH and isinstance(case.query, dict):
+        cursor = case.query.get("cursor")
+        if isinstance(cursor, str) and _CURSOR.fullmatch(cursor):
+            del case.query["cursor"]
     body = case.body
     if case.operation.path != UPLOAD_PATH or not isinstance(body, dict):
         return
