@@ -40,6 +40,7 @@ from actors.projection import (
     SessionReaperConfig,
 )
 from actors.supervisor import Application, Services, TreeConfig, application
+from actors.sync import SyncConfig
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store, StoreConfig, open_store
 from transport import Settings, VigilApp, create_app, issue_token
@@ -160,7 +161,9 @@ def mock_clock_tree_config(**ingest: Any) -> TreeConfig:
     ingest = {"ask_timeout": FOREVER, "reap_interval": FAR, **ingest}
     return fast_tree_config(tree={"telemetry_interval": FAR, "accounts": AccountsConfig(idle_timeout=FAR,
                                                                                          ask_timeout=FOREVER),
-                                  "projection": mock_clock_projection_config()},
+                                  "projection": mock_clock_projection_config(),
+                                  # Under autojump a wait for SQLite's thread moves trio's clock: no ask may time out.
+                                  "sync": SyncConfig(ask_timeout=FOREVER, device_idle_timeout=FAR)},
                             **ingest)
 
 
