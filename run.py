@@ -136,6 +136,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
                 open_decode_pool(default_processes() if processes is None else processes))
+            coordination: Coordination | None = None
             if tree_factory is not None:
                 tree, application_parts = tree_factory(settings), None
             else:
@@ -155,7 +156,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     services: Services | None = None
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
-                    app = create_app(settings, system=system, services=services, health=health)
+                    app = create_app(settings, system=system, services=services, health=health,
+                                     rate_limiter=coordination.limiter if coordination is not None else None)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:

@@ -13,12 +13,14 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from actors.supervisor import Services
+from storage.coordination import RateLimiter
 
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
-from ._logging import AccessLog
+from ._limits import RateLimitConfig, RateLimits, quota_headers
+from ._logging import AccessLog, server_time
 from ._metrics import HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
@@ -47,11 +49,13 @@ class VigilApp(QuartTrio):
 
 
 def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
-               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None) -> VigilApp:
+               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None,
+               rate_limiter: RateLimiter | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
     them the user API is served, without them only the operators' endpoints; ``blueprints`` add
-    routes; ``health`` may carry extra checks (the actor system and draining checks are added here)."""
+    routes; ``health`` may carry extra checks (the actor system and draining checks are added here);
+    ``rate_limiter`` (the coordination limiter) enforces the settings' rate limits, which are off without it."""
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -80,7 +84,9 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
                             projection=services.projection if services is not None else None), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
-        request_ids=RequestIds(), domains=services)
+        request_ids=RequestIds(), domains=services,
+        limits=RateLimits(rate_limiter, RateLimitConfig(user_per_min=settings.rate_limit_user_per_min,
+                                                        ip_per_min=settings.rate_limit_ip_per_min)))
 
     @app.while_serving
     async def _write_access_log() -> AsyncGenerator[None, None]:
@@ -145,7 +151,11 @@ async def _finish_request(response: Any) -> Any:
     req = request._get_current_object()  # type: ignore[attr-defined]
     state = g._get_current_object()
     rid = current_request_id()
-    response.headers["X-Request-ID"] = rid
+    headers = response.headers
+    headers["X-Request-ID"] = rid
+    headers["Server-Time"] = server_time()
+    if "rate_quota" in state:
+        headers.update(quota_headers())
     context = app_context()
     now = trio.current_time()
     if context.draining.is_set() or not getattr(state, "body_read", False) and (

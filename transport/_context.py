@@ -14,6 +14,7 @@ from kernel import NodeSnapshot
 from ._auth import TokenVerifier
 from ._errors import Unavailable
 from ._health import HealthRegistry
+from ._limits import RateLimits
 from ._logging import AccessLog
 from ._metrics import HttpMetrics
 from ._settings import Settings
@@ -49,6 +50,8 @@ class AppContext:
     request_ids: RequestIds
     # The domains' facades; None for an app over a bare actor tree (operators' endpoints only).
     domains: Services | None = None
+    # Per-user and per-IP limits of the user routes (off without a limiter).
+    limits: RateLimits | None = None
 
 
 def app_context(app: Quart | None = None) -> AppContext:

@@ -60,7 +60,8 @@ class LocalRateLimiter:
         count = len(stamps)
         if count < limit:
             stamps.append(now)
-            return RateDecision(allowed=True, remaining=limit - count - 1, retry_after=0.0)
+            return RateDecision(allowed=True, remaining=limit - count - 1, retry_after=0.0,
+                                reset=min(stamps[0] + window - now, window))
         # A slot frees when the entry that keeps us at `limit` expires; with a limit lower
         # than on earlier calls that is not necessarily the oldest one.
         expires = stamps[count - limit] + window
@@ -69,7 +70,7 @@ class LocalRateLimiter:
         retry_after = min(expires - now, window)
         while now + retry_after < expires:
             retry_after = math.nextafter(retry_after, math.inf)
-        return RateDecision(allowed=False, remaining=0, retry_after=retry_after)
+        return RateDecision(allowed=False, remaining=0, retry_after=retry_after, reset=retry_after)
 
     def _maybe_sweep(self, now: float) -> None:
         if now < self._next_sweep:

@@ -57,10 +57,12 @@ if count < limit then
   -- now + count is unique per key: two hits in one microsecond see different counts.
   redis.call('ZADD', KEYS[1], string.format('%d', now), string.format('%d.%d', now, count))
   redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(window / 1000)))
-  return {1, limit - count - 1, 0}
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {1, limit - count - 1, 0, tonumber(oldest[2]) + window - now}
 end
 local entry = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
-return {0, 0, tonumber(entry[2]) + window - now}
+local retry = tonumber(entry[2]) + window - now
+return {0, 0, retry, retry}
 """
 
 # Idempotent for the holder: a retry after a lost reply must not lock the owner out.
@@ -136,8 +138,9 @@ class RedisRateLimiter:
         check_rate(key, limit, window)
         window_us = max(1, round(window * 1_000_000))
         call = functools.partial(self._script, keys=[self._prefix + key], args=[limit, window_us])
-        allowed, remaining, retry_us = await self._bridge.call(call)
-        return RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6)
+        allowed, remaining, retry_us, reset_us = await self._bridge.call(call)
+        return RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6,
+                            reset=int(reset_us) / 1e6)
 
 
 def _ttl_ms(ttl: float) -> int:

@@ -182,6 +182,22 @@ async def test_rate_limit_allows_exactly_limit_and_tells_retry_after(
     assert again.allowed
 
 
+async def test_rate_limit_reset_is_when_the_oldest_hit_leaves_the_window(
+    coord: Coordination, backend_clock: object
+) -> None:
+    window = 0.5
+    first = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert first.allowed and 0.4 < first.reset <= window  # only itself counted: one window from now
+    await trio.sleep(0.2)
+    second = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert second.allowed and second.remaining == 0
+    assert 0.2 <= second.reset <= 0.31  # the first hit leaves about 0.3 s from now
+    denied = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert not denied.allowed and denied.reset == denied.retry_after
+    await trio.sleep(denied.reset + 0.02)
+    assert (await coord.limiter.hit("reset:k", limit=2, window=window)).allowed
+
+
 async def test_rate_limit_keys_are_independent(coord: Coordination, backend_clock: object) -> None:
     assert (await coord.limiter.hit("a", limit=1, window=10)).allowed
     assert not (await coord.limiter.hit("a", limit=1, window=10)).allowed
