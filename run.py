@@ -149,7 +149,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
-                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role,
+                    leases=coordination.leases)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

@@ -32,6 +32,7 @@ import trio_asyncio
 
 from actors.accounts import Account, AccountsConfig
 from actors.ingest import IngestConfig, payload_hash
+from actors.maintenance import MaintenanceConfig
 from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig, ReaperConfig
 from actors.supervisor import Application, Services, TreeConfig, application
 from kernel import ActorSystem, ChildSpec, Supervisor
@@ -150,11 +151,18 @@ def mock_clock_projection_config() -> ProjectionConfig:
                             figures_interval=None)
 
 
+def mock_clock_maintenance_config() -> MaintenanceConfig:
+    """The retention reapers only when asked (``MaintenanceService.reap_now``)."""
+    base = MaintenanceConfig()
+    return replace(base, ask_timeout=FOREVER, **{job.name: replace(job, interval=None) for job in base.jobs})
+
+
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:
     ingest = {"ask_timeout": FOREVER, "reap_interval": FAR, **ingest}
     return fast_tree_config(tree={"telemetry_interval": FAR, "accounts": AccountsConfig(idle_timeout=FAR,
                                                                                          ask_timeout=FOREVER),
-                                  "projection": mock_clock_projection_config()},
+                                  "projection": mock_clock_projection_config(),
+                                  "maintenance": mock_clock_maintenance_config()},
                             **ingest)
 
 

@@ -81,7 +81,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     app.extensions[EXTENSION_KEY] = AppContext(
         settings=settings, system=system, health=health,
         metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None,
-                            projection=services.projection if services is not None else None), draining=draining,
+                            projection=services.projection if services is not None else None,
+                            maintenance=services.maintenance if services is not None else None), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
         request_ids=RequestIds(), domains=services,

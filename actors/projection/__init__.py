@@ -19,12 +19,14 @@ from ._service import (
     ProjectionDomain,
     ProjectionFigures,
     ProjectionService,
+    process_owner,
 )
 from ._sleep import STAGE_NAMES, sleep_nights
 from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, EventDigest, UserWork, group_work
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 __all__ = [
+    "process_owner",
     "CUMULATIVE",
     "SAMPLES_CHANGED",
     "SETTINGS_CHANGED",

@@ -28,6 +28,7 @@ from datetime import date
 import trio
 
 from actors.ingest import REGISTRY
+from actors.maintenance import ReapGuard
 from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 
@@ -88,8 +89,10 @@ class ProjectionDomain:
     name = "projection"
 
     def __init__(self, store: Store, config: ProjectionConfig | None = None, *, publisher: Publishes | None = None,
-                 projections: Sequence[Projection] | None = None, owner: str | None = None) -> None:
+                 projections: Sequence[Projection] | None = None, owner: str | None = None,
+                 reap_guard: ReapGuard | None = None) -> None:
         self.store = store
+        self.reap_guard = reap_guard
         self.config = config or ProjectionConfig()
         self.publisher = publisher
         self.projections = tuple(projections if projections is not None else default_projections())
@@ -126,8 +129,9 @@ class ProjectionDomain:
                                   "config": cfg.dispatcher}, mailbox=64, overflow="reject"),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
-                ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper}, mailbox=8,
-                          overflow="drop_oldest"),
+                ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,
+                                                              "guard": self.reap_guard},
+                          mailbox=8, overflow="drop_oldest"),
             ]
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                           max_delay=5.0, children=children)

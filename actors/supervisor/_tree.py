@@ -8,9 +8,11 @@
      ├── accounts (keyed by user)  settings and sample reads, serialized per user
      ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
      │                             dispatcher, a worker per projection handler and the reaper
-     └── realtime (one_for_one)
-          ├── hub                  envelopes to the users' local WebSocket connections
-          └── bridge               with a Redis URL: envelopes to and from the other processes
+     ├── realtime (one_for_one)
+     │    ├── hub                  envelopes to the users' local WebSocket connections
+     │    └── bridge               with a Redis URL: envelopes to and from the other processes
+     └── maintenance (one_for_one) not in the web role: the retention reapers (ingest results, sync results,
+                                   tombstones, stale checkpoint leases), one lease each across processes
 
 ``role`` (``run.py serve --role``) picks what this process runs: ``web`` the domains HTTP calls
 (ingestion, accounts, projection reads, realtime), ``worker`` the projection pipeline (dispatcher,
@@ -30,10 +32,19 @@ from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
-from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
+from actors.maintenance import MaintenanceConfig, MaintenanceDomain, MaintenanceService
+from actors.projection import (
+    Projection,
+    ProjectionConfig,
+    ProjectionDomain,
+    ProjectionService,
+    Publishes,
+    process_owner,
+)
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store
+from storage.coordination import Leases
 
 from ._telemetry_collector import TelemetryCollector
 
@@ -51,6 +62,7 @@ class TreeConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -65,6 +77,8 @@ class Services:
     accounts: AccountsService
     projection: ProjectionService
     realtime: RealtimeService
+    # What every reaper of this process removed (vigil_reaped_total); reap_now in the worker role.
+    maintenance: MaintenanceService | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +90,7 @@ class Application:
     accounts: AccountsDomain
     projection: ProjectionDomain
     realtime: RealtimeDomain
+    maintenance: MaintenanceDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -87,7 +102,8 @@ class Application:
         self.hub_link.bind(realtime)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
-                        projection=self.projection.service(system, under=root), realtime=realtime)
+                        projection=self.projection.service(system, under=root), realtime=realtime,
+                        maintenance=self.maintenance.service(system if self.role != "web" else None, under=root))
 
 
 class HubLink:
@@ -127,19 +143,28 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 
 
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
-                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None) -> Application:
+                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
+                leases: Leases | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
-    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks)."""
+    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
+    ``leases`` (the coordination leases) make each reaper a single instance across processes."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
-    ingest = IngestDomain(store, config.ingest)
+    owner = process_owner()
+    maintenance = MaintenanceDomain(store, config.maintenance, owner=owner, leases=leases)
+    ingest = IngestDomain(store, config.ingest,
+                          reap_guard=maintenance.guard("ingest_claims", ttl=1.5 * config.ingest.reap_interval))
     accounts = AccountsDomain(store, config.accounts)
     hub_link = HubLink(also=publisher)
+    outbox_interval = config.projection.reaper.interval
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
-                                  projections=projections)
+                                  projections=projections, owner=owner,
+                                  reap_guard=maintenance.guard("outbox", ttl=1.5 * (outbox_interval or 40.0)))
     realtime = RealtimeDomain(config.realtime)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          realtime.subtree()])
+    children: list[ChildSpec | Supervisor] = [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(), realtime.subtree()]
+    if role != "web":  # the retention reapers are background work
+        children.append(maintenance.subtree())
+    tree = _root(config, children)
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       hub_link=hub_link, role=role)
+                       maintenance=maintenance, hub_link=hub_link, role=role)
