@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -37,6 +38,7 @@ from transport import (
     ConfigError,
     HealthRegistry,
     Settings,
+    ShutdownBudget,
     begin_drain,
     configure_logging,
     create_app,
@@ -88,22 +90,65 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [_bind(settings.host, settings.port)]
     config.accesslog = None  # transport writes one structured line per request itself
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = settings.drain_timeout
+    config.graceful_timeout = ShutdownBudget.split(settings.shutdown_timeout, settings.drain_timeout).drain
     config.include_server_header = False
     return config
 
 
-async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: trio.CancelScope) -> None:
+class _Shutdown:
+    """When shutdown began, and the watchdog that ends the process if the budget overruns."""
+
+    def __init__(self, budget: ShutdownBudget) -> None:
+        self.budget = budget
+        self.requested = trio.Event()
+        self.began_at: float | None = None
+        self._watchdog: threading.Timer | None = None
+
+    def begin(self) -> None:
+        self.began_at = trio.current_time()
+        self.requested.set()
+        # A thread, not a trio task: it must fire even if a phase blocks the event loop or hangs in a shield.
+        self._watchdog = threading.Timer(self.budget.watchdog, _overrun, args=(self.budget.total,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.began_at is None else trio.current_time() - self.began_at
+
+    def done(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+
+def _overrun(total: float) -> None:
+    log.critical("shutdown overran its budget; exiting now", extra={"fields": {"budgetSeconds": total}})
+    logging.shutdown()
+    os._exit(EXIT_FAILURE)
+
+
+async def _watch_signals(signals: Any, app: Any, shutdown: _Shutdown, force: trio.CancelScope) -> None:
     """First SIGTERM/SIGINT: drain gracefully. A second one: stop waiting for in-flight requests."""
     async for signum in signals:
-        if not shutdown.is_set():
-            log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name}})
+        if not shutdown.requested.is_set():
+            log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name,
+                                                             "budgetSeconds": shutdown.budget.total}})
             begin_drain(app)  # /health turns 503 and telemetry streams close before the listener does
-            shutdown.set()
+            shutdown.begin()
         else:
             log.warning("second signal: cutting the HTTP drain short",
                         extra={"fields": {"signal": signal.Signals(signum).name}})
             force.cancel()
+
+
+async def _stop_actors(system: ActorSystem, shutdown: _Shutdown) -> None:
+    """Lanes commit what they accepted, outbox work finishes, reapers release their leases: within what the drain
+    left of the budget; past it, the system is cancelled (what was not committed was never acknowledged)."""
+    allowed = shutdown.budget.for_actors(shutdown.elapsed())
+    with trio.move_on_after(allowed) as scope:
+        await system.stop()
+    if scope.cancelled_caught:
+        log.warning("actors did not stop within the shutdown budget; cancelling them",
+                    extra={"fields": {"allowedSeconds": round(allowed, 3)}})
 
 
 def _store_check(store: Store) -> Callable[[], Awaitable[CheckResult]]:
@@ -126,7 +171,11 @@ def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[Ch
 
 
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
-    """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
+    """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE).
+
+    A signal starts the shutdown budget (``transport.ShutdownBudget``): drain HTTP, stop the actors, close the
+    pools, all within ``settings.shutdown_timeout``."""
+    shutdown = _Shutdown(ShutdownBudget.split(settings.shutdown_timeout, settings.drain_timeout))
     # Catch the signals before anything starts, so one that arrives during startup still drains.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
@@ -159,22 +208,25 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                         services = application_parts.services(system, decode_pool=decode_pool)
                     app = create_app(settings, system=system, services=services, health=health,
                                      rate_limiter=coordination.limiter if coordination is not None else None)
-                    shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_watch_signals, signals, app, shutdown, force)
                         with force:
                             # Returns once the trigger fired, the listener closed and requests drained.
                             await hypercorn.trio.serve(app, hypercorn_config(settings),
-                                                       shutdown_trigger=shutdown.wait, task_status=_AnnounceBinds())
+                                                       shutdown_trigger=shutdown.requested.wait,
+                                                       task_status=_AnnounceBinds())
                         nursery.cancel_scope.cancel()
-                    log.info("HTTP drained; stopping the actor system")
-                    await system.stop()
+                    log.info("HTTP drained; stopping the actor system",
+                             extra={"fields": {"elapsedSeconds": round(shutdown.elapsed(), 3)}})
+                    await _stop_actors(system, shutdown)
             except SupervisorGaveUp as exc:
                 # The kernel already cancelled the server; there is nothing left to serve with.
                 log.critical("the root supervisor gave up; exiting", exc_info=exc)
+                shutdown.done()
                 return EXIT_FAILURE
-    log.info("stopped")
+    shutdown.done()
+    log.info("stopped", extra={"fields": {"elapsedSeconds": round(shutdown.elapsed(), 3)}})
     return EXIT_OK
 
 
