@@ -2,8 +2,9 @@
 limiter (Redis when configured, in-process otherwise), 429 ``RATE_LIMITED`` past it, and the ``RateLimit-*``
 headers on every response of a limited route.
 
-Limited routes are the user routes (``auth="user"``): the IP is counted before authentication (so a flood
-of bad tokens is limited too), the user after it. Operators' routes and ``/health`` are never limited.
+Limited routes are the user routes (``auth="user"``): the client IP and the user are counted together, in one
+limiter call (one Redis round trip), both or neither; a request with a bad token counts against its IP alone, so
+a flood of them is limited too. Operators' routes and ``/health`` are never limited.
 
 A limiter that fails (Redis down) lets the request through: a rate limit protects the service, it must not
 become the outage. Every limiter call goes through :meth:`RateLimits._hit`, the one place to wrap (a breaker).
@@ -67,32 +68,33 @@ class RateLimits:
     def enabled(self) -> bool:
         return self._limiter is not None and (self.config.user_per_min > 0 or self.config.ip_per_min > 0)
 
-    async def check_ip(self, ip: str | None) -> None:
-        await self._check("ip", ip or "unknown", self.config.ip_per_min)
-
-    async def check_user(self, user_id: str) -> None:
-        await self._check("user", user_id, self.config.user_per_min)
-
-    async def _check(self, scope: str, who: str, limit: int) -> None:
-        if self._limiter is None or limit <= 0:
+    async def check(self, ip: str | None, user_id: str | None) -> None:
+        """Count one hit on the client IP's and (when known) the user's limit, in one limiter call: both or
+        neither. Raises RateLimited (429) past either; records the headers' quota either way."""
+        if self._limiter is None:
             return
-        decision = await self._hit(self._limiter, f"{scope}:{who}", limit)
-        if decision is None:
+        hits: list[tuple[str, str, int]] = []  # (scope, key, limit)
+        if self.config.ip_per_min > 0:
+            hits.append(("ip", f"http:ip:{ip or 'unknown'}", self.config.ip_per_min))
+        if user_id is not None and self.config.user_per_min > 0:
+            hits.append(("user", f"http:user:{user_id}", self.config.user_per_min))
+        if not hits:
             return
-        quota = Quota(limit, decision.remaining, decision.reset)
-        current: Quota | None = g.get("rate_quota")
-        if current is None or quota.remaining < current.remaining:
-            g.rate_quota = quota
+        decisions = await self._hit(self._limiter, [(key, limit) for _, key, limit in hits])
+        if decisions is None:
+            return
+        tight = min(zip(decisions, hits, strict=True), key=lambda pair: (pair[0].allowed, pair[0].remaining))
+        decision, (scope, _, limit) = tight
+        g.rate_quota = Quota(limit, decision.remaining, decision.reset)
         if not decision.allowed:
-            g.rate_quota = quota
             raise RateLimited(f"too many requests for this {scope}; retry in {decision.retry_after:.1f} s",
                               code="RATE_LIMITED", retry_after_ms=max(1, math.ceil(decision.retry_after * 1000)),
                               details={"scope": scope, "limit": limit, "windowSeconds": self.config.window})
 
-    async def _hit(self, limiter: RateLimiter, key: str, limit: int) -> RateDecision | None:
+    async def _hit(self, limiter: RateLimiter, hits: list[tuple[str, int]]) -> tuple[RateDecision, ...] | None:
         """THE limiter call. None when the limiter failed: the request goes through (fail open)."""
         try:
-            return await limiter.hit(f"http:{key}", limit=limit, window=self.config.window)
+            return await limiter.hit_all(hits, window=self.config.window)
         except CoordinationError as exc:
             self.failed_open += 1
             now = trio.current_time()

@@ -314,14 +314,17 @@ class ApiBlueprint:
                 kwargs: dict[str, Any] = dict(path_params)
                 authorization = request.headers.get("Authorization")
                 limits = context.limits
-                # Auth first: an anonymous caller learns nothing about the body's validity. The client's IP
-                # is counted before it (bad tokens count too), the user after it.
+                # Auth first: an anonymous caller learns nothing about the body's validity. Then the rate
+                # limits, the client's IP and the user together; a bad token counts against its IP alone.
                 if auth == "user":
+                    try:
+                        kwargs["user_id"] = g.user_id = context.tokens.user_id(bearer_token(authorization))
+                    except Unauthenticated:
+                        if limits is not None:
+                            await limits.check(request.remote_addr, None)
+                        raise
                     if limits is not None:
-                        await limits.check_ip(request.remote_addr)
-                    kwargs["user_id"] = g.user_id = context.tokens.user_id(bearer_token(authorization))
-                    if limits is not None:
-                        await limits.check_user(kwargs["user_id"])
+                        await limits.check(request.remote_addr, kwargs["user_id"])
                 elif auth == "ops":
                     authenticate_ops(settings.ops_token, authorization)
                 if query is not None:
