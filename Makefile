@@ -4,7 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench lint typecheck clean
+.PHONY: setup run test bench lint typecheck clean browser
+
+# The operator page's test (tests/acceptance/test_ops_page.py) drives Debian's chromium through its
+# chromium-driver; a machine without them gets them here (as root, or through sudo).
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+APT     := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +22,13 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python run.py serve
 
-test: $(STAMP)
+$(BROWSER) &:
+	$(APT) update -qq
+	$(APT) install -y -qq chromium chromium-driver
+
+browser: $(BROWSER)
+
+test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -36,6 +36,7 @@ from storage.coordination import Coordination, CoordinationConfig, open_coordina
 from transport import (
     CheckResult,
     ConfigError,
+    Dependencies,
     HealthRegistry,
     Settings,
     ShutdownBudget,
@@ -170,6 +171,13 @@ def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[Ch
     return check
 
 
+def _redis_up(coordination: Coordination) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return (await coordination.health()).ok
+
+    return probe
+
+
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
     """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE).
 
@@ -186,6 +194,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
             decode_pool = await stack.enter_async_context(
                 open_decode_pool(default_processes() if processes is None else processes))
             coordination: Coordination | None = None
+            dependencies = Dependencies()
             if tree_factory is not None:
                 tree, application_parts = tree_factory(settings), None
             else:
@@ -196,6 +205,9 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     open_coordination(settings.redis_url, config=CoordinationConfig()))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
+                # What /metrics exports for the alerts (deploy/prometheus/alerts.yml): pool use, Redis up.
+                dependencies = Dependencies(pool_stats=store.pool_stats,
+                                            redis_up=_redis_up(coordination) if settings.redis_url else None)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
                     store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role,
@@ -207,6 +219,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
                     app = create_app(settings, system=system, services=services, health=health,
+                                     dependencies=dependencies,
                                      rate_limiter=coordination.limiter if coordination is not None else None)
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:

@@ -39,6 +39,17 @@ from ._policy import (
     should_restart,
 )
 from ._refs import DEFAULT_ASK_TIMEOUT, ActorRef, EntityRef, KeyedRef
+from ._retry import (
+    NO_RETRY,
+    Classify,
+    RetryAfter,
+    RetryDecision,
+    RetryPolicy,
+    http_status_decision,
+    parse_retry_after,
+    retry_call,
+    retry_delay,
+)
 from ._snapshot import FailureSnapshot, MailboxStatistics, NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem, DeadLetter, DeadLetters
@@ -57,6 +68,15 @@ from ._telemetry import (
 from ._timers import Timer
 
 __all__ = [
+    "NO_RETRY",
+    "Classify",
+    "RetryAfter",
+    "RetryDecision",
+    "RetryPolicy",
+    "http_status_decision",
+    "parse_retry_after",
+    "retry_call",
+    "retry_delay",
     "DEFAULT_ASK_TIMEOUT",
     "Actor",
     "ActorCrashed",

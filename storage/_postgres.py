@@ -27,6 +27,7 @@ from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
 from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
+from ._model import PoolStats
 from ._sql import POSTGRES, Cmd
 from ._store import StoreBase
 from ._transaction import Transaction
@@ -297,6 +298,13 @@ class PostgresStore(StoreBase):
                     log.warning("connections still in use at close; terminating them",
                                 extra={"fields": {"afterSeconds": self.config.pg_close_timeout}})
                     pool.terminate()
+
+    def pool_stats(self) -> PoolStats:
+        pool = self._pool
+        if pool is None:
+            return PoolStats(in_use=0, open=0, max_size=self.config.pg_max_size)
+        size = pool.get_size()
+        return PoolStats(in_use=size - pool.get_idle_size(), open=size, max_size=pool.get_max_size())
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""
