@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/impact.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/binary.py
 
 # dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.

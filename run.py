@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -56,6 +56,7 @@ from transport import (
     Dependencies,
     HealthRegistry,
     Settings,
+    ShutdownBudget,
     begin_drain,
     configure_logging,
     create_app,
@@ -107,7 +108,7 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [_bind(settings.host, settings.port)]
     config.accesslog = None  # transport writes one structured line per request itself
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = settings.drain_timeout
+    config.graceful_timeout = ShutdownBudget.split(settings.shutdown_timeout, settings.drain_timeout).drain
     config.include_server_header = False
     return config
 
@@ -118,23 +119,64 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
 REPEAT_WINDOW_S = 0.5
 
 
-async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: trio.CancelScope) -> None:
+class _Shutdown:
+    """When shutdown began, and the watchdog that ends the process if the budget overruns."""
+
+    def __init__(self, budget: ShutdownBudget) -> None:
+        self.budget = budget
+        self.requested = trio.Event()
+        self.began_at: float | None = None
+        self._watchdog: threading.Timer | None = None
+
+    def begin(self) -> None:
+        self.began_at = trio.current_time()
+        self.requested.set()
+        # A thread, not a trio task: it must fire even if a phase blocks the event loop or hangs in a shield.
+        self._watchdog = threading.Timer(self.budget.watchdog, _overrun, args=(self.budget.total,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.began_at is None else trio.current_time() - self.began_at
+
+    def done(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+
+def _overrun(total: float) -> None:
+    log.critical("shutdown overran its budget; exiting now", extra={"fields": {"budgetSeconds": total}})
+    logging.shutdown()
+    os._exit(EXIT_FAILURE)
+
+
+async def _watch_signals(signals: Any, app: Any, shutdown: _Shutdown, force: trio.CancelScope) -> None:
     """First SIGTERM/SIGINT: drain gracefully. A second one (not a repeat, see REPEAT_WINDOW_S): stop
     waiting for in-flight requests."""
-    first_at = -math.inf
     async for signum in signals:
-        if not shutdown.is_set():
-            log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name}})
-            first_at = trio.current_time()
+        if not shutdown.requested.is_set():
+            log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name,
+                                                             "budgetSeconds": shutdown.budget.total}})
             begin_drain(app)  # /health turns 503 and telemetry streams close before the listener does
-            shutdown.set()
-        elif trio.current_time() - first_at < REPEAT_WINDOW_S:
+            shutdown.begin()
+        elif shutdown.elapsed() < REPEAT_WINDOW_S:
             log.info("the same signal again (delivered twice); already draining",
                      extra={"fields": {"signal": signal.Signals(signum).name}})
         else:
             log.warning("second signal: cutting the HTTP drain short",
                         extra={"fields": {"signal": signal.Signals(signum).name}})
             force.cancel()
+
+
+async def _stop_actors(system: ActorSystem, shutdown: _Shutdown) -> None:
+    """Lanes commit what they accepted, outbox work finishes, reapers release their leases: within what the drain
+    left of the budget; past it, the system is cancelled (what was not committed was never acknowledged)."""
+    allowed = shutdown.budget.for_actors(shutdown.elapsed())
+    with trio.move_on_after(allowed) as scope:
+        await system.stop()
+    if scope.cancelled_caught:
+        log.warning("actors did not stop within the shutdown budget; cancelling them",
+                    extra={"fields": {"allowedSeconds": round(allowed, 3)}})
 
 
 def _store_check(store: Store) -> Callable[[], Awaitable[CheckResult]]:
@@ -169,7 +211,11 @@ def _late_signal(signum: int, frame: Any) -> None:
 
 
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
-    """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
+    """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE).
+
+    A signal starts the shutdown budget (``transport.ShutdownBudget``): drain HTTP, stop the actors, close the
+    pools, all within ``settings.shutdown_timeout``."""
+    shutdown = _Shutdown(ShutdownBudget.split(settings.shutdown_timeout, settings.drain_timeout))
     # What the receiver below restores when it closes: a repeat arriving after it (see REPEAT_WINDOW_S), or
     # still pending in it, must not kill a process that is already on its way out.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -183,6 +229,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
                 open_decode_pool(default_processes() if processes is None else processes))
+            coordination: Coordination | None = None
             dependencies = Dependencies()
             if tree_factory is not None:
                 tree, application_parts = tree_factory(settings), None
@@ -209,23 +256,27 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
                     app = create_app(settings, system=system, services=services, health=health,
-                                     dependencies=dependencies)
-                    shutdown = trio.Event()
+                                     dependencies=dependencies,
+                                     rate_limiter=coordination.limiter if coordination is not None else None)
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_watch_signals, signals, app, shutdown, force)
                         with force:
                             # Returns once the trigger fired, the listener closed and requests drained.
                             await hypercorn.trio.serve(app, hypercorn_config(settings),
-                                                       shutdown_trigger=shutdown.wait, task_status=_AnnounceBinds())
+                                                       shutdown_trigger=shutdown.requested.wait,
+                                                       task_status=_AnnounceBinds())
                         nursery.cancel_scope.cancel()
-                    log.info("HTTP drained; stopping the actor system")
-                    await system.stop()
+                    log.info("HTTP drained; stopping the actor system",
+                             extra={"fields": {"elapsedSeconds": round(shutdown.elapsed(), 3)}})
+                    await _stop_actors(system, shutdown)
             except SupervisorGaveUp as exc:
                 # The kernel already cancelled the server; there is nothing left to serve with.
                 log.critical("the root supervisor gave up; exiting", exc_info=exc)
+                shutdown.done()
                 return EXIT_FAILURE
-    log.info("stopped")
+    shutdown.done()
+    log.info("stopped", extra={"fields": {"elapsedSeconds": round(shutdown.elapsed(), 3)}})
     return EXIT_OK
 
 

@@ -82,6 +82,8 @@ def server_env() -> dict[str, str]:
         if name.startswith("VIGIL_") and name not in ("VIGIL_LOG_LEVEL",):
             env.pop(name)  # the bench decides database and port; dev secrets sign the tokens
     env["PYTHONUNBUFFERED"] = "1"
+    # One load generator on one IP measures ingestion, not the per-IP/per-user rate limits.
+    env["VIGIL_RATE_LIMIT_USER_PER_MIN"] = env["VIGIL_RATE_LIMIT_IP_PER_MIN"] = "0"
     return env
 
 

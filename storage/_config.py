@@ -143,6 +143,9 @@ class StoreConfig:
     pg_application_name: str = "vigil"  # shown in pg_stat_activity
     pg_connect_timeout: float = 5.0
     pg_command_timeout: float | None = 30.0
+    # close() waits this long for connections in use to come back, then terminates them: a connection held by a
+    # cancelled task mid-transaction must not hang shutdown.
+    pg_close_timeout: float = 5.0
     # NOTIFY channel of outbox enqueues (the schema name is appended when set).
     notify_channel: str = "vigil_outbox"
 
@@ -151,6 +154,7 @@ class StoreConfig:
             "StoreConfig",
             checkpoint_lease_seconds=self.checkpoint_lease_seconds,
             pg_connect_timeout=self.pg_connect_timeout,
+            pg_close_timeout=self.pg_close_timeout,
         )
         if self.pg_min_size < 0 or self.pg_max_size < max(1, self.pg_min_size) or self.pg_lock_pool_size < 1:
             raise ValueError("StoreConfig pool sizes must satisfy 0 <= min <= max, max >= 1, lock pool >= 1")

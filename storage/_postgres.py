@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypedDict, TypeVar
@@ -35,6 +36,8 @@ from ._tx import Const, End, Op, Step
 __all__ = ["PostgresStore", "migrate_postgres"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("vigil.storage")
 
 
 def _lock_key(*parts: str) -> int:
@@ -278,7 +281,8 @@ class PostgresStore(StoreBase):
         return PostgresTransaction(self, readonly=readonly, retry_first=retry_first, urgent=urgent)
 
     async def close(self) -> None:
-        """Close both pools (waiting for connections in use to come back). Idempotent."""
+        """Close both pools: connections in use get ``pg_close_timeout`` to come back, then every connection
+        is terminated, so close is bounded. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -288,7 +292,12 @@ class PostgresStore(StoreBase):
     async def _close_pools(self) -> None:
         for pool in (self._lock_pool, self._pool):
             if pool is not None:
-                await pool.close()
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=self.config.pg_close_timeout)
+                except TimeoutError:
+                    log.warning("connections still in use at close; terminating them",
+                                extra={"fields": {"afterSeconds": self.config.pg_close_timeout}})
+                    pool.terminate()
 
     def pool_stats(self) -> PoolStats:
         pool = self._pool

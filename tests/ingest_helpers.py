@@ -32,6 +32,7 @@ import trio_asyncio
 
 from actors.accounts import Account, AccountsConfig
 from actors.ingest import IngestConfig, payload_hash
+from actors.maintenance import MaintenanceConfig
 from actors.projection import (
     DispatcherConfig,
     HandlerConfig,
@@ -157,13 +158,20 @@ def mock_clock_projection_config() -> ProjectionConfig:
                             figures_interval=None, session_reaper=SessionReaperConfig(interval=None))
 
 
+def mock_clock_maintenance_config() -> MaintenanceConfig:
+    """The retention reapers only when asked (``MaintenanceService.reap_now``)."""
+    base = MaintenanceConfig()
+    return replace(base, ask_timeout=FOREVER, **{job.name: replace(job, interval=None) for job in base.jobs})
+
+
 def mock_clock_tree_config(**ingest: Any) -> TreeConfig:
     ingest = {"ask_timeout": FOREVER, "reap_interval": FAR, **ingest}
     return fast_tree_config(tree={"telemetry_interval": FAR, "accounts": AccountsConfig(idle_timeout=FAR,
                                                                                          ask_timeout=FOREVER),
                                   "projection": mock_clock_projection_config(),
                                   # Under autojump a wait for SQLite's thread moves trio's clock: no ask may time out.
-                                  "sync": SyncConfig(ask_timeout=FOREVER, device_idle_timeout=FAR)},
+                                  "sync": SyncConfig(ask_timeout=FOREVER, device_idle_timeout=FAR),
+                                  "maintenance": mock_clock_maintenance_config()},
                             **ingest)
 
 
@@ -275,7 +283,9 @@ def free_port() -> int:
 
 def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env.update(VIGIL_JWT_SECRET=SECRET, VIGIL_OPS_TOKEN=OPS_TOKEN, PYTHONUNBUFFERED="1")
+    env.update(VIGIL_JWT_SECRET=SECRET, VIGIL_OPS_TOKEN=OPS_TOKEN, PYTHONUNBUFFERED="1",
+               # Tests of other things send many requests from one IP; the rate-limit tests set their own.
+               VIGIL_RATE_LIMIT_USER_PER_MIN="0", VIGIL_RATE_LIMIT_IP_PER_MIN="0")
     return env
 
 
@@ -283,7 +293,7 @@ def server_env() -> dict[str, str]:
 async def running_server(tmp_path: Path, *extra: str, own_group: bool = False,
                          env: Mapping[str, str] | None = None) -> AsyncIterator[Server]:
     """``run.py serve`` on a temp SQLite file; ``own_group``: in a new session (process group), as a
-    service manager starts it, so a test can signal the whole group; ``env``: extra environment."""
+    service manager starts it, so a test can signal the whole group; ``env`` adds or overrides variables."""
     port = free_port()
     db_path = tmp_path / "v.db"
     log_path = tmp_path / "server.log"

@@ -44,6 +44,7 @@ from ._routes import (
 )
 from ._samples import BatchUpsertResult, SamplesPage
 from ._settings import DEV_JWT_SECRET, DEV_OPS_TOKEN, ConfigError, Settings
+from ._shutdown import ShutdownBudget
 from ._users import SettingsBody
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "BatchUpsertResult", "CheckResult", "ConfigError", "Conflict", "Dependencies", "ErrorResponse", "Forbidden", "HealthRegistry",
     "HealthReport", "HistoryConfig",
     "HealthResponse", "HttpMetrics", "InternalError", "JsonFormatter", "MethodNotAllowedError", "NotFound",
-    "PayloadTooLarge", "RateLimited", "Reply", "RouteSpec", "SamplesPage", "Settings", "SettingsBody",
+    "PayloadTooLarge", "RateLimited", "Reply", "RouteSpec", "SamplesPage", "Settings", "SettingsBody", "ShutdownBudget",
     "SupervisionNode", "Unauthenticated",
     "Unavailable", "Unprocessable", "UnsupportedMediaType", "UpgradeRequired", "ValidationFailed", "VigilApp",
     "authenticate_ops", "authenticate_user", "bearer_token", "begin_drain", "build_openapi",

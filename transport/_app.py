@@ -13,13 +13,15 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from actors.supervisor import Services
+from storage.coordination import RateLimiter
 
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._exports import exports as exports_api
 from ._health import HealthRegistry, actor_system_check, draining_check
-from ._logging import AccessLog
+from ._limits import RateLimitConfig, RateLimits, quota_headers
+from ._logging import AccessLog, server_time
 from ._metrics import Dependencies, HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
@@ -52,11 +54,13 @@ class VigilApp(QuartTrio):
 
 def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
                blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None,
-               dependencies: Dependencies | None = None, history: HistoryConfig | None = None) -> VigilApp:
+               dependencies: Dependencies | None = None, history: HistoryConfig | None = None,
+               rate_limiter: RateLimiter | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
     them the user API is served, without them only the operators' endpoints; ``blueprints`` add
-    routes; ``health`` may carry extra checks (the actor system and draining checks are added here)."""
+    routes; ``health`` may carry extra checks (the actor system and draining checks are added here);
+    ``rate_limiter`` (the coordination limiter) enforces the settings' rate limits, which are off without it."""
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -82,7 +86,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     dependencies = dependencies if dependencies is not None else Dependencies()
     ingest = services.ingest if services is not None else None
     projection = services.projection if services is not None else None
-    metrics = HttpMetrics(system, ingest=ingest, projection=projection, dependencies=dependencies)
+    metrics = HttpMetrics(system, ingest=ingest, projection=projection, dependencies=dependencies,
+                          maintenance=services.maintenance if services is not None else None)
     ops_history = OpsHistory(app_reader(system.tree, metrics.request_duration, ingest=ingest, projection=projection),
                              metrics.request_duration.bounds, history or HistoryConfig())
     app.extensions[EXTENSION_KEY] = AppContext(
@@ -90,7 +95,9 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
         request_ids=RequestIds(), domains=services, history=ops_history, static=load_static(),
-        dependencies=dependencies)
+        dependencies=dependencies,
+        limits=RateLimits(rate_limiter, RateLimitConfig(user_per_min=settings.rate_limit_user_per_min,
+                                                        ip_per_min=settings.rate_limit_ip_per_min)))
 
     @app.while_serving
     async def _write_access_log() -> AsyncGenerator[None, None]:
@@ -163,7 +170,11 @@ async def _finish_request(response: Any) -> Any:
     req = request._get_current_object()  # type: ignore[attr-defined]
     state = g._get_current_object()
     rid = current_request_id()
-    response.headers["X-Request-ID"] = rid
+    headers = response.headers
+    headers["X-Request-ID"] = rid
+    headers["Server-Time"] = server_time()
+    if "rate_quota" in state:
+        headers.update(quota_headers())
     context = app_context()
     now = trio.current_time()
     if context.draining.is_set() or not getattr(state, "body_read", False) and (

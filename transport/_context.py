@@ -15,6 +15,7 @@ from kernel import NodeSnapshot
 from ._auth import TokenVerifier
 from ._errors import Unavailable
 from ._health import HealthRegistry
+from ._limits import RateLimits
 from ._logging import AccessLog
 from ._metrics import Dependencies, HttpMetrics
 from ._settings import Settings
@@ -56,6 +57,8 @@ class AppContext:
     # The operator page's files, and the dependencies /metrics and the page read.
     static: Mapping[str, bytes] = field(default_factory=dict)
     dependencies: Dependencies = field(default_factory=Dependencies)
+    # Per-user and per-IP limits of the user routes (off without a limiter).
+    limits: RateLimits | None = None
 
 
 def app_context(app: Quart | None = None) -> AppContext:

@@ -19,6 +19,16 @@ import trio
 _HANDLER_MARK = "_vigil_json_handler"
 
 
+def rfc3339_millis(created: float) -> str:
+    """A wall-clock instant as RFC 3339 UTC with milliseconds: ``2026-11-24T08:00:00.123Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+
+
+def server_time() -> str:
+    """The ``Server-Time`` header's value (API.md "Conventions"): now, for clients' clock offsets."""
+    return rfc3339_millis(time.time())
+
+
 class JsonFormatter(logging.Formatter):
     """One compact JSON object per record. Every request writes one (the access log), so this is on
     the hot path: orjson, and the timestamp from ``time.gmtime`` rather than ``datetime``."""
@@ -27,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         created = record.created
         out: dict[str, Any] = {
             # Wall-clock time is for humans reading logs; durations come from trio's clock.
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z",
+            "ts": rfc3339_millis(created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -129,4 +139,4 @@ class AccessLog:
         self.logger.handle(record)
 
 
-__all__ = ["AccessLog", "JsonFormatter", "configure_logging"]
+__all__ = ["AccessLog", "JsonFormatter", "configure_logging", "rfc3339_millis", "server_time"]

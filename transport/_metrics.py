@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from actors.ingest import IngestService
+from actors.maintenance import MaintenanceService
 from actors.projection import ProjectionService
 from kernel import NodeSnapshot
 from storage import PoolStats
@@ -188,6 +189,27 @@ class ProjectionCollector(Collector):
         yield from fam.values()
 
 
+class ReapedCollector(Collector):
+    """``vigil_reaped_total{reaper=...}``: rows each reaper of this process removed or freed (ingest_claims, outbox,
+    ingest_results, sync_results, tombstones, checkpoint_leases), from ``MaintenanceService.reaped``."""
+
+    def __init__(self, maintenance: MaintenanceService) -> None:
+        self._maintenance = maintenance
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily("vigil_reaped", "Rows removed or freed by each reaper", labels=["reaper"])
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for reaper, count in sorted(self._maintenance.reaped().items()):
+            family.add_metric([reaper], float(count))
+        yield family
+
+
 class RequestLatency(Collector):
     """``vigil_http_request_duration_seconds``: a histogram by (method, route template, status).
 
@@ -322,7 +344,8 @@ class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
-                 projection: ProjectionService | None = None, dependencies: Dependencies | None = None) -> None:
+                 projection: ProjectionService | None = None, dependencies: Dependencies | None = None,
+                 maintenance: MaintenanceService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.dependencies = DependencyCollector(dependencies or Dependencies())
         self.registry.register(self.dependencies)
@@ -334,10 +357,12 @@ class HttpMetrics:
             self.registry.register(LaneCollector(ingest))
         if projection is not None:
             self.registry.register(ProjectionCollector(projection))
+        if maintenance is not None:
+            self.registry.register(ReapedCollector(maintenance))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)
 
 
 __all__ = ["ActorTreeCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector",
-           "ProjectionCollector", "RequestLatency", "ResponseClasses"]
+           "ProjectionCollector", "ReapedCollector", "RequestLatency", "ResponseClasses"]

@@ -108,6 +108,8 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
         codes = set(spec.errors)
         if spec.auth != "none":
             codes.add(401)
+        if spec.auth == "user":
+            codes.add(429)  # the per-IP and per-user rate limits (transport/_limits.py)
         if spec.body is not None:
             codes.update({400, 413, 415})
         if spec.query is not None:

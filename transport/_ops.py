@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any, Literal
 
 import trio
@@ -16,8 +18,19 @@ from quart import websocket as current_websocket
 from kernel import NodeSnapshot
 
 from ._context import app_context
+from ._logging import server_time
 from ._projections import figures_to_dict
 from ._routes import WS_GOING_AWAY, ApiBlueprint, Reply
+
+
+def _version() -> str:
+    try:
+        return package_version("vigil")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+VERSION = _version()  # a constant of the installed code, read once
 
 
 class CheckModel(BaseModel):
@@ -29,6 +42,8 @@ class CheckModel(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
+    version: str = Field(description="the running Vigil version")
+    timestamp: str = Field(description="the server's wall clock, RFC 3339 with milliseconds")
     checks: dict[str, CheckModel]
     circuitBreakers: dict[str, str]
 
@@ -121,9 +136,10 @@ def ops_blueprint() -> ApiBlueprint:
     async def health() -> Any:
         context = app_context()
         report = await context.health.run(context.settings.health_check_timeout)
+        body = {"status": report.status, "version": VERSION, "timestamp": server_time(), **report.to_dict()}
         if report.http_status == 503:
-            return Reply(report.to_dict(), status=503, headers={"Retry-After": "1"})
-        return report.to_dict()
+            return Reply(body, status=503, headers={"Retry-After": "1"})
+        return body
 
     @ops.get("/metrics", auth="ops", media_type=CONTENT_TYPE_LATEST.split(";")[0],
              summary="Prometheus metrics: actors (from the live tree) and HTTP latency")

@@ -27,6 +27,7 @@ import logging
 import re
 import types
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -40,7 +41,14 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ._auth import authenticate_ops, bearer_token
 from ._context import app_context
-from ._errors import Unauthenticated, UnsupportedMediaType, request_validation_error
+from ._errors import (
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+    ValidationFailed,
+    request_validation_error,
+)
+from ._logging import server_time
 
 Auth = Literal["user", "ops", "none"]
 Handler = Callable[..., Awaitable[Any]]
@@ -138,7 +146,47 @@ async def read_json_bytes() -> bytes:
     raw = await request.get_data(cache=True, as_text=False)
     g.body_read = True
     assert isinstance(raw, bytes), "get_data(as_text=False) gives bytes"
-    return raw
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        return inflate_gzip(raw, app_context().settings.max_body_bytes)
+    raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; send gzip or identity",
+                               details={"supportedEncodings": ["gzip", "identity"]})
+
+
+_INFLATE_CHUNK = 64 * 1024
+
+
+def inflate_gzip(data: bytes, limit: int) -> bytes:
+    """``data`` (one or more gzip members) inflated: 413 as soon as the output passes ``limit`` — a small
+    bomb is never inflated beyond it — and 400 when it is not valid gzip."""
+    out = bytearray()
+    pending = data
+    try:
+        while True:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(pending, limit + 1 - len(out))
+            while True:
+                out += chunk
+                if len(out) > limit:
+                    raise PayloadTooLarge(f"the inflated request body passes the limit of {limit} bytes",
+                                          details={"maxBytes": limit})
+                if not inflater.unconsumed_tail:
+                    break
+                chunk = inflater.decompress(inflater.unconsumed_tail, min(_INFLATE_CHUNK, limit + 1 - len(out)))
+            if not inflater.eof:
+                raise request_body_error("the gzip body is truncated")
+            pending = inflater.unused_data
+            if not pending:
+                return bytes(out)
+    except zlib.error as exc:
+        raise request_body_error(f"the body is not valid gzip: {exc}") from None
+
+
+def request_body_error(message: str) -> ValidationFailed:
+    return ValidationFailed(message, details=[{"in": "body", "path": "", "problem": message,
+                                               "type": "content_encoding_invalid"}])
 
 
 def validate_body(model: type[BaseModel], raw: bytes) -> Any:
@@ -267,9 +315,18 @@ class ApiBlueprint:
                 settings = context.settings
                 kwargs: dict[str, Any] = dict(path_params)
                 authorization = request.headers.get("Authorization")
-                # Auth first: an anonymous caller learns nothing about the body's validity.
+                limits = context.limits
+                # Auth first: an anonymous caller learns nothing about the body's validity. Then the rate
+                # limits, the client's IP and the user together; a bad token counts against its IP alone.
                 if auth == "user":
-                    kwargs["user_id"] = g.user_id = context.tokens.user_id(bearer_token(authorization))
+                    try:
+                        kwargs["user_id"] = g.user_id = context.tokens.user_id(bearer_token(authorization))
+                    except Unauthenticated:
+                        if limits is not None:
+                            await limits.check(request.remote_addr, None)
+                        raise
+                    if limits is not None:
+                        await limits.check(request.remote_addr, kwargs["user_id"])
                 elif auth == "ops":
                     authenticate_ops(settings.ops_token, authorization)
                 if query is not None:
@@ -349,10 +406,10 @@ class ApiBlueprint:
                             authenticate_ops(context.settings.ops_token, authorization, query_token)
                     except Unauthenticated as exc:
                         outcome = "unauthenticated"
-                        await current_websocket.accept(headers={"X-Request-ID": rid})
+                        await current_websocket.accept(headers={"X-Request-ID": rid, "Server-Time": server_time()})
                         await current_websocket.close(WS_UNAUTHENTICATED, exc.message)
                         return
-                    await current_websocket.accept(headers={"X-Request-ID": rid})
+                    await current_websocket.accept(headers={"X-Request-ID": rid, "Server-Time": server_time()})
                     try:
                         await handler(**kwargs)
                     except Exception:

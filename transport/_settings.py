@@ -48,6 +48,12 @@ class Settings:
     drain_timeout: float = 10.0
     # Per-check budget of GET /health, so one hung dependency cannot hang the probe.
     health_check_timeout: float = 2.0
+    # Requests per sliding minute on the user routes, per user and per client IP; 0 turns a limit off.
+    rate_limit_user_per_min: int = 600
+    rate_limit_ip_per_min: int = 1200
+    # SIGTERM to exit, everything included (HTTP drain, lanes, outbox work, leases, pools): inside the
+    # usual 30 s SIGTERM -> SIGKILL window of a service manager.
+    shutdown_timeout: float = 25.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -64,6 +70,10 @@ class Settings:
             raise ConfigError(f"role must be one of all, web, worker; got {self.role!r}")
         if self.drain_timeout < 0 or self.health_check_timeout <= 0:
             raise ConfigError("drain_timeout must be >= 0 and health_check_timeout > 0")
+        if self.rate_limit_user_per_min < 0 or self.rate_limit_ip_per_min < 0:
+            raise ConfigError("rate limits must be >= 0 (0 turns a limit off)")
+        if not 1.0 <= self.shutdown_timeout <= 3600:
+            raise ConfigError(f"shutdown_timeout must be 1..3600 seconds, got {self.shutdown_timeout}")
         if self.production:
             for name, env, dev in (("jwt_secret", "VIGIL_JWT_SECRET", DEV_JWT_SECRET),
                                    ("ops_token", "VIGIL_OPS_TOKEN", DEV_OPS_TOKEN)):
@@ -119,6 +129,9 @@ class Settings:
             ("role", "VIGIL_ROLE", str),
             ("worker_nice", "VIGIL_WORKER_NICE", _int("VIGIL_WORKER_NICE")),
             ("log_level", "VIGIL_LOG_LEVEL", str),
+            ("rate_limit_user_per_min", "VIGIL_RATE_LIMIT_USER_PER_MIN", _int("VIGIL_RATE_LIMIT_USER_PER_MIN")),
+            ("rate_limit_ip_per_min", "VIGIL_RATE_LIMIT_IP_PER_MIN", _int("VIGIL_RATE_LIMIT_IP_PER_MIN")),
+            ("shutdown_timeout", "VIGIL_SHUTDOWN_TIMEOUT", _float("VIGIL_SHUTDOWN_TIMEOUT")),
         ):
             raw = environ.get(var)
             if raw is not None and raw.strip() != "":
@@ -140,6 +153,18 @@ def _int(var: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+    return parse
+
+
+def _float(var: str) -> Any:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be a number of seconds, got {raw!r}") from None
+        if value != value:  # NaN
+            raise ConfigError(f"{var} must be a number of seconds, got {raw!r}")
+        return value
     return parse
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.maintenance import ReapGuard
 from kernel import Actor
 from storage import Store
 
@@ -35,14 +36,20 @@ class _Tick:
 
 
 class IngestReaper(Actor):
-    def __init__(self, *, store: Store, interval: float = 30.0, stale_after: float = 120.0) -> None:
+    def __init__(self, *, store: Store, interval: float = 30.0, stale_after: float = 120.0,
+                 guard: ReapGuard | None = None) -> None:
         self.store = store
         self.interval = interval
         self.stale_after = stale_after
+        self.guard = guard  # the lease across processes and the vigil_reaped_total tally ("ingest_claims")
         self.reaped = 0
 
     async def started(self) -> None:
         self.send_after(self.interval, _Tick())
+
+    async def stopping(self) -> None:
+        if self.guard is not None:
+            await self.guard.release()
 
     async def receive(self, msg: Any) -> Any:
         match msg:
@@ -60,7 +67,11 @@ class IngestReaper(Actor):
                 raise TypeError(f"ingest reaper: unexpected message {msg!r}")
 
     async def _reap(self) -> int:
+        if self.guard is not None and not await self.guard.acquire():
+            return 0  # another process runs this reaper
         async with self.store.transaction() as tx:
             (freed,) = await tx.commit(tx.ingest.reap_stale(self.stale_after))
         self.reaped += freed
+        if self.guard is not None:
+            self.guard.reaped(int(freed))
         return int(freed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from actors.maintenance import ReapGuard
 from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, MailboxFull, Supervisor
 from storage import Store
 
@@ -72,9 +73,10 @@ class IngestDomain:
 
     name = "ingest"
 
-    def __init__(self, store: Store, config: IngestConfig | None = None) -> None:
+    def __init__(self, store: Store, config: IngestConfig | None = None, *, reap_guard: ReapGuard | None = None) -> None:
         self.store = store
         self.config = config or IngestConfig()
+        self.reap_guard = reap_guard
         self.gauges = {lane: LaneGauge(lane=lane, capacity=self.config.capacity[lane]) for lane in LANES}
         self.priority = LanePriority(self.config.priority)
 
@@ -89,7 +91,8 @@ class IngestDomain:
             for lane in LANES
         ]
         reaper = ChildSpec("reaper", IngestReaper,
-                           kwargs={"store": self.store, "interval": cfg.reap_interval, "stale_after": cfg.stale_after},
+                           kwargs={"store": self.store, "interval": cfg.reap_interval, "stale_after": cfg.stale_after,
+                                   "guard": self.reap_guard},
                            mailbox=8, overflow="drop_oldest")
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0,
                           base_delay=0.05, max_delay=2.0, children=[*lanes, reaper])

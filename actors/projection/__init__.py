@@ -32,6 +32,7 @@ from ._service import (
     ProjectionDomain,
     ProjectionFigures,
     ProjectionService,
+    process_owner,
 )
 from ._session_reaper import (
     EndSession,
@@ -47,6 +48,7 @@ from ._work import SAMPLES_CHANGED, SETTINGS_CHANGED, SYNC_ENTITY_CHANGED, Event
 from ._worker import HandlerConfig, HandlerGate, Projection, ProjectionWorker, Publishes
 
 __all__ = [
+    "process_owner",
     "CUMULATIVE",
     "PRODUCT_IMPACT",
     "SAMPLES_CHANGED",

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from actors.maintenance import ReapGuard
 from kernel import Actor
 from storage import Store, StoreError
 
@@ -35,13 +36,18 @@ class _Tick:
 
 
 class ProjectionReaper(Actor):
-    def __init__(self, *, store: Store, config: ReaperConfig) -> None:
+    def __init__(self, *, store: Store, config: ReaperConfig, guard: ReapGuard | None = None) -> None:
         self.store = store
         self.config = config
+        self.guard = guard  # the lease across processes and the vigil_reaped_total tally ("outbox")
         self.purged = 0
 
     async def started(self) -> None:
         self._schedule()
+
+    async def stopping(self) -> None:
+        if self.guard is not None:
+            await self.guard.release()
 
     async def receive(self, msg: Any) -> Any:
         match msg:
@@ -63,11 +69,15 @@ class ProjectionReaper(Actor):
             self.send_after(self.config.interval, _Tick())
 
     async def _purge(self) -> int:
+        if self.guard is not None and not await self.guard.acquire():
+            return 0  # another process runs this reaper
         total = 0
         while True:
             async with self.store.transaction() as tx:
                 (deleted,) = await tx.commit(tx.outbox.purge_completed(self.config.retention, limit=self.config.limit))
             total += deleted
+            if self.guard is not None:
+                self.guard.reaped(int(deleted))
             if deleted < self.config.limit:
                 break
         self.purged += total

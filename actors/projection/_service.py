@@ -29,6 +29,7 @@ from datetime import date
 import trio
 
 from actors.ingest import REGISTRY
+from actors.maintenance import ReapGuard
 from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 from storage.coordination import Leases
@@ -94,13 +95,16 @@ class ProjectionDomain:
 
     def __init__(self, store: Store, config: ProjectionConfig | None = None, *, publisher: Publishes | None = None,
                  projections: Sequence[Projection] | None = None, owner: str | None = None,
-                 end_session: EndSession | None = None, leases: Leases | None = None) -> None:
+                 end_session: EndSession | None = None, leases: Leases | None = None,
+                 reap_guard: ReapGuard | None = None) -> None:
         """``end_session``: the sync domain's apply path for server-made changes, which the stale-session
         reaper ends sessions through; when it exists only once the system runs, bind it later with
-        ``session_ender.bind``. ``leases`` keep that reaper to one process (None: every worker process reaps)."""
+        ``session_ender.bind``. ``leases`` keep that reaper to one process (None: every worker process reaps);
+        ``reap_guard`` does the same for the outbox reaper."""
         self.store = store
         self.session_ender = SessionEnder(end_session)
         self.leases = leases
+        self.reap_guard = reap_guard
         self.config = config or ProjectionConfig()
         self.publisher = publisher
         self.projections = tuple(projections if projections is not None else default_projections())
@@ -138,8 +142,9 @@ class ProjectionDomain:
                                   "config": cfg.dispatcher}, mailbox=64, overflow="reject"),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
-                ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper}, mailbox=8,
-                          overflow="drop_oldest"),
+                ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,
+                                                              "guard": self.reap_guard},
+                          mailbox=8, overflow="drop_oldest"),
                 ChildSpec("session_reaper", StaleSessionReaper,
                           kwargs={"store": self.store, "ender": self.session_ender, "leases": self.leases,
                                   "owner": self.owner, "config": cfg.session_reaper}, mailbox=8, overflow="drop_oldest"),

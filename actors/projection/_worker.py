@@ -220,7 +220,8 @@ class ProjectionWorker(Actor):
         except StoreError as exc:
             raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except Exception as exc:  # a bug in the projection: retried with backoff, then dead-lettered
-            log.exception("projection %s failed", self.projection.name)
+            log.exception("projection %s failed", self.projection.name,
+                          extra={"fields": {"handler": self.projection.name, "correlationIds": correlation_ids(work)}})
             raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         self.gate.completed += len(keys)
         for ref in self._dependents:
@@ -238,7 +239,7 @@ class ProjectionWorker(Actor):
         failure: Exception | None = None
         projected: dict[str, int] = {}
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat, keys)
+            nursery.start_soon(self._heartbeat, keys, correlation_ids(work))
             try:
                 with trio.fail_after(self.config.timeout):
                     projected = await self.store.transact(lambda tx: self._unit(tx, work))
@@ -265,16 +266,20 @@ class ProjectionWorker(Actor):
                                    tx.watermarks.advance_many(name, {w.user_id: w.ranges for w in work}))
         return marks
 
-    async def _heartbeat(self, keys: list[CheckpointKey]) -> None:
+    async def _heartbeat(self, keys: list[CheckpointKey], correlations: list[str]) -> None:
         while True:
             await trio.sleep(self.config.heartbeat)
             try:
                 async with self.store.transaction() as tx:
                     await tx.commit(tx.checkpoints.renew(self.owner, keys, lease_seconds=self.config.lease_seconds))
             except Exception as exc:  # the unit itself will fail or succeed on its own terms
-                log.warning("projection %s: heartbeat failed: %s", self.projection.name, exc)
+                log.warning("projection %s: heartbeat failed: %s", self.projection.name, exc,
+                            extra={"fields": {"handler": self.projection.name, "correlationIds": correlations}})
 
     async def _fail(self, work: UserWork, failure: _Failed) -> None:
+        log.warning("projection %s: unit failed for %s: %s", self.projection.name, work.user_id, failure,
+                    extra={"fields": {"handler": self.projection.name, "userId": work.user_id,
+                                      "retryable": failure.retryable, "correlationIds": correlation_ids([work])}})
         try:
             async with self.store.transaction() as tx:
                 await tx.commit(*(tx.checkpoints.fail(key, self.owner, str(failure), retryable=failure.retryable)
@@ -282,7 +287,13 @@ class ProjectionWorker(Actor):
         except StoreError as exc:
             # The leases expire and another claim retries them: nothing is lost, only delayed.
             log.warning("projection %s: could not record a failure for %s: %s", self.projection.name,
-                        work.user_id, exc)
+                        work.user_id, exc, extra={"fields": {"handler": self.projection.name,
+                                                             "correlationIds": correlation_ids([work])}})
 
 
-__all__ = ["HandlerConfig", "HandlerGate", "Projection", "ProjectionWorker", "Publishes"]
+def correlation_ids(work: Sequence[UserWork]) -> list[str]:
+    """The request ids (API.md ``correlationId``) behind a unit of work, for its log lines."""
+    return sorted({c.correlation_id for w in work for c in w.checkpoints if c.correlation_id})
+
+
+__all__ = ["HandlerConfig", "HandlerGate", "Projection", "ProjectionWorker", "Publishes", "correlation_ids"]

@@ -13,8 +13,10 @@
      ├── realtime (one_for_one)
      │    ├── hub                  envelopes to the users' local WebSocket connections
      │    └── bridge               with a Redis URL: envelopes to and from the other processes
-     └── exports (one_for_one)     with VIGIL_S3_*: users' export jobs (desk); in the worker role the
-                                   export worker streaming them to the bucket
+     ├── exports (one_for_one)     with VIGIL_S3_*: users' export jobs (desk); in the worker role the
+     │                             export worker streaming them to the bucket
+     └── maintenance (one_for_one) not in the web role: the retention reapers (ingest results, sync results,
+                                   tombstones, stale checkpoint leases), one lease each across processes
 
 ``role`` (``run.py serve --role``) picks what this process runs: ``web`` the domains HTTP calls
 (ingestion, accounts, projection reads, realtime), ``worker`` the projection pipeline (dispatcher,
@@ -35,7 +37,15 @@ from typing import Literal
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
 from actors.exports import ExportsConfig, ExportsDomain, ExportsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
-from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
+from actors.maintenance import MaintenanceConfig, MaintenanceDomain, MaintenanceService
+from actors.projection import (
+    Projection,
+    ProjectionConfig,
+    ProjectionDomain,
+    ProjectionService,
+    Publishes,
+    process_owner,
+)
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from actors.sync import SyncConfig, SyncDomain, SyncService
 from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
@@ -60,6 +70,7 @@ class TreeConfig:
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -76,6 +87,8 @@ class Services:
     realtime: RealtimeService
     exports: ExportsService
     sync: SyncService
+    # What every reaper of this process removed (vigil_reaped_total); reap_now in the worker role.
+    maintenance: MaintenanceService | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +102,7 @@ class Application:
     realtime: RealtimeDomain
     exports: ExportsDomain
     sync: SyncDomain
+    maintenance: MaintenanceDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -104,7 +118,8 @@ class Application:
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
                         projection=self.projection.service(system, under=root), realtime=realtime,
-                        exports=self.exports.service(system, under=root), sync=sync)
+                        exports=self.exports.service(system, under=root), sync=sync,
+                        maintenance=self.maintenance.service(system if self.role != "web" else None, under=root))
 
 
 class HubLink:
@@ -149,20 +164,30 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
     caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
     ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one;
-    ``leases`` (the coordination's) keep the singleton background work, the stale-session reaper, to one process."""
+    ``leases`` (the coordination leases) make each reaper, the stale-session one included, a single instance
+    across processes."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
-    ingest = IngestDomain(store, config.ingest)
+    owner = process_owner()
+    maintenance = MaintenanceDomain(store, config.maintenance, owner=owner, leases=leases)
+    ingest = IngestDomain(store, config.ingest,
+                          reap_guard=maintenance.guard("ingest_claims", ttl=1.5 * config.ingest.reap_interval))
     accounts = AccountsDomain(store, config.accounts)
     hub_link = HubLink(also=publisher)
+    outbox_interval = config.projection.reaper.interval
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
-                                  projections=projections, leases=leases)
+                                  projections=projections, owner=owner, leases=leases,
+                                  reap_guard=maintenance.guard("outbox", ttl=1.5 * (outbox_interval or 40.0)))
     realtime = RealtimeDomain(config.realtime)
     exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
-                            owner=projection.owner)
+                            owner=owner)
     sync = SyncDomain(store, config.sync)
-    tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          sync.subtree(), realtime.subtree(), exports.subtree()])
+    children: list[ChildSpec | Supervisor] = [_telemetry(config), ingest.subtree(), accounts.child_spec(),
+                                              projection.subtree(), sync.subtree(), realtime.subtree(),
+                                              exports.subtree()]
+    if role != "web":  # the retention reapers are background work
+        children.append(maintenance.subtree())
+    tree = _root(config, children)
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       exports=exports, sync=sync, hub_link=hub_link, role=role)
+                       exports=exports, sync=sync, maintenance=maintenance, hub_link=hub_link, role=role)

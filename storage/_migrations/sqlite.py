@@ -359,5 +359,15 @@ MIGRATIONS = check_sequence(
                 "ALTER TABLE sync_entities ADD COLUMN client_ts INTEGER",
             ),
         ),
+        # The retention reapers (actors/maintenance) delete finished ingest requests and recorded sync
+        # operations past their retention, oldest first, a bounded batch at a time: index exactly those.
+        Migration(
+            7,
+            "index finished ingest requests and sync operations for the retention reapers",
+            (
+                "CREATE INDEX ingest_requests_finished ON ingest_requests (updated_at) WHERE status <> 'processing'",
+                "CREATE INDEX sync_operations_created ON sync_operations (created_at)",
+            ),
+        ),
     )
 )

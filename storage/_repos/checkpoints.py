@@ -121,6 +121,16 @@ _CLAIM = (
     " lease_expires_at = $4, updated_at = $2"
     f" WHERE (event_id, handler) IN (SELECT event_id, handler FROM due) RETURNING {_COLS}"
 )
+# The stale-lease reaper: leases expired before $1 whoever held them (a holder that died with no worker of its
+# handler left to claim them): dead on the last attempt, like claim would; due again otherwise.
+_REAP_EXPIRED_LAST = (
+    "UPDATE projection_checkpoints SET status = 'dead', last_error = $3, lease_owner = NULL, lease_expires_at = NULL,"
+    " updated_at = $4 WHERE status = 'processing' AND lease_expires_at <= $1 AND attempts >= $2"
+)
+_REAP_EXPIRED = (
+    "UPDATE projection_checkpoints SET status = 'pending', next_attempt_at = $2, lease_owner = NULL,"
+    " lease_expires_at = NULL, updated_at = $2 WHERE status = 'processing' AND lease_expires_at <= $1"
+)
 _HELD = "status = 'processing' AND lease_owner = $1 AND {keys}"
 _RENEW = _per_dialect(f"UPDATE projection_checkpoints SET lease_expires_at = $2, updated_at = $3 WHERE {_HELD}", 4, 5)
 _COMPLETE_MANY = _per_dialect(
@@ -376,6 +386,20 @@ class Checkpoints(Repo):
         now_dt = self._now()
         due = self._d.ts(aware("due_at", due_at) if due_at is not None else now_dt)
         return self._held(_RELEASE, self._id("owner", owner), due, self._d.ts(now_dt), keys=keys)
+
+    def reap_expired(self, expired_for_seconds: float) -> Op[int]:
+        """Free checkpoints whose lease expired more than ``expired_for_seconds`` ago: dead if that was
+        their last attempt, pending (due now) otherwise; returns how many were freed either way."""
+        cutoff = self._older_than(expired_for_seconds)
+        now = self._d.ts(self._now())
+        max_attempts = self._tx.config.outbox.max_attempts
+
+        def steps() -> Steps[int]:
+            dead = yield execute(_REAP_EXPIRED_LAST, cutoff, max_attempts, _LEASE_EXPIRED, now)
+            due = yield execute(_REAP_EXPIRED, cutoff, now)
+            return int(dead) + int(due)
+
+        return self._op(steps)
 
     def lock_user(self, user_id: str, handler: str) -> Op[None]:
         """Serialize units of work on one (user, handler) until this transaction ends: PostgreSQL

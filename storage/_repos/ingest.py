@@ -33,6 +33,12 @@ _REAP_STALE = (
     " WHERE status = 'processing' AND updated_at < $1"
 )
 
+# Finished requests (their stored results answer retries) past retention, oldest first, a batch at a time.
+_PURGE_FINISHED = (
+    "DELETE FROM ingest_requests WHERE (user_id, request_id) IN (SELECT user_id, request_id"
+    " FROM ingest_requests WHERE status <> 'processing' AND updated_at < $1 ORDER BY updated_at LIMIT $2)"
+)
+
 
 class Ingest(Repo):
     """Request-level idempotency of ingestion, keyed by (user, requestId)."""
@@ -120,3 +126,8 @@ class Ingest(Repo):
                 self._d.ts(self._now()),
             )
         )
+
+    def purge_finished(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
+        """Delete completed and failed requests untouched for longer than this (their result no longer
+        answers a retry), at most ``limit`` of them; returns how many went."""
+        return self._op(execute(_PURGE_FINISHED, self._older_than(older_than_seconds), self._limit(limit)))

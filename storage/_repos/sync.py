@@ -11,7 +11,7 @@ from typing import Any
 from .. import _validate as v
 from .._errors import ConflictError, InvalidData, NotFound
 from .._model import Change, ChangeIn, Conflict, DeviceState, Json, SyncEntity
-from .._sql import Steps, fetch, fetchrow, fetchval, many
+from .._sql import Steps, execute, fetch, fetchrow, fetchval, many
 from .._time import aware
 from .._tx import Const, Op
 from .base import Repo, Row
@@ -127,6 +127,12 @@ _RESOLVE_CONFLICT = (
     f" resolved_at = $5 WHERE user_id = $1 AND id = $2 AND status = 'open' RETURNING {_CONFLICT_COLS}"
 )
 _CONFLICT_STATUS = "SELECT status FROM sync_conflicts WHERE user_id = $1 AND id = $2"
+
+# Recorded operation results past retention, oldest first, a batch at a time.
+_PURGE_OPS = (
+    "DELETE FROM sync_operations WHERE (user_id, device_id, client_op_id) IN (SELECT user_id, device_id,"
+    " client_op_id FROM sync_operations WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+)
 
 
 class Entities(Repo):
@@ -298,6 +304,11 @@ class SyncOps(Repo):
             many(_RECORD_OP_RESULT, rows) if rows else Const(None),
             post=lambda _: len(rows),
         )
+
+    def purge(self, older_than_seconds: float, *, limit: int = 10_000) -> Op[int]:
+        """Delete recorded operation results older than this (a device retrying later gets its op applied
+        again, idempotently), at most ``limit`` of them; returns how many went."""
+        return self._op(execute(_PURGE_OPS, self._older_than(older_than_seconds), self._limit(limit)))
 
 
 class Changes(Repo):

@@ -14,7 +14,8 @@ implementation with the same protocols (single-process deployments, tests)::
 Semantics shared by both implementations:
 
 * Rate limiter: exact sliding window; at most ``limit`` allowed hits in any ``window``
-  seconds; a denied hit is not counted and reports ``retry_after``. Redis uses server
+  seconds; a denied hit is not counted and reports ``retry_after``; every decision reports
+  ``reset``, the seconds until the oldest counted hit leaves the window. Redis uses server
   time inside a Lua script, so it is atomic and consistent across processes.
 * Leases: ``acquire`` succeeds when the lease is free, expired, or already held by the
   same owner (then the ttl is refreshed); only the holder can ``renew``/``release``.

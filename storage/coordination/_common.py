@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ._config import BusConfig
 from ._errors import CoordinationClosed
 from ._fanout import FanoutCounters, Subscription, unique
 
-__all__ = ["Lifecycle", "check_key", "check_rate", "check_ttl", "new_subscription", "to_bytes"]
+__all__ = ["Lifecycle", "check_hits", "check_key", "check_rate", "check_ttl", "new_subscription", "to_bytes"]
 
 
 class Lifecycle:
@@ -37,6 +37,15 @@ def check_rate(key: str, limit: int, window: float) -> None:
     # Sub-millisecond windows would round to nothing in Redis' PEXPIRE.
     if not (math.isfinite(window) and window >= 0.001):
         raise ValueError(f"window must be a finite number of seconds >= 0.001, got {window!r}")
+
+
+def check_hits(hits: Sequence[tuple[str, int]], window: float) -> None:
+    if not hits:
+        raise ValueError("hit_all needs at least one (key, limit)")
+    for key, limit in hits:
+        check_rate(key, limit, window)
+    if len({key for key, _ in hits}) != len(hits):
+        raise ValueError(f"hit_all got a key twice: {[key for key, _ in hits]}")
 
 
 def check_ttl(name: str, owner: str, ttl: float) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
-from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscription, to_bytes
+from ._common import Lifecycle, check_hits, check_key, check_ttl, new_subscription, to_bytes
 from ._config import BusConfig, CoordinationConfig
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
 from ._glob import compile_glob
@@ -43,11 +43,31 @@ class LocalRateLimiter:
         self._next_sweep = trio.current_time() + sweep_interval
 
     async def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
-        check_rate(key, limit, window)
+        (decision,) = await self.hit_all([(key, limit)], window=window)
+        return decision
+
+    async def hit_all(self, hits: Sequence[tuple[str, int]], *, window: float) -> tuple[RateDecision, ...]:
+        check_hits(hits, window)
         await trio.lowlevel.checkpoint()
         self._lifecycle.check()
         now = trio.current_time()
         self._maybe_sweep(now)
+        logs = [self._trimmed(key, window, now) for key, _ in hits]
+        room = all(len(log) < limit for log, (_, limit) in zip(logs, hits, strict=True))
+        decisions = []
+        for stamps, (_, limit) in zip(logs, hits, strict=True):
+            count = len(stamps)
+            if count >= limit:
+                decisions.append(_denied(stamps, limit, window, now))
+                continue
+            if room:
+                stamps.append(now)
+                count += 1
+            reset = min(stamps[0] + window - now, window) if stamps else window
+            decisions.append(RateDecision(allowed=True, remaining=limit - count, retry_after=0.0, reset=reset))
+        return tuple(decisions)
+
+    def _trimmed(self, key: str, window: float, now: float) -> deque[float]:
         log = self._logs.get(key)
         if log is None:
             log = self._logs[key] = _Log(window)
@@ -57,19 +77,7 @@ class LocalRateLimiter:
         # exactly retry_after lands on the boundary despite float rounding.
         while stamps and stamps[0] + window <= now:
             stamps.popleft()
-        count = len(stamps)
-        if count < limit:
-            stamps.append(now)
-            return RateDecision(allowed=True, remaining=limit - count - 1, retry_after=0.0)
-        # A slot frees when the entry that keeps us at `limit` expires; with a limit lower
-        # than on earlier calls that is not necessarily the oldest one.
-        expires = stamps[count - limit] + window
-        # Float rounding must neither push the advice past `window` nor make it too short
-        # (sleeping retry_after must be enough); stamps <= now keeps the clamp safe.
-        retry_after = min(expires - now, window)
-        while now + retry_after < expires:
-            retry_after = math.nextafter(retry_after, math.inf)
-        return RateDecision(allowed=False, remaining=0, retry_after=retry_after)
+        return stamps
 
     def _maybe_sweep(self, now: float) -> None:
         if now < self._next_sweep:
@@ -82,6 +90,18 @@ class LocalRateLimiter:
     def __len__(self) -> int:
         """Keys currently tracked (for tests of the idle sweep)."""
         return len(self._logs)
+
+
+def _denied(stamps: deque[float], limit: int, window: float, now: float) -> RateDecision:
+    # A slot frees when the entry that keeps us at `limit` expires; with a limit lower
+    # than on earlier calls that is not necessarily the oldest one.
+    expires = stamps[len(stamps) - limit] + window
+    # Float rounding must neither push the advice past `window` nor make it too short
+    # (sleeping retry_after must be enough); stamps <= now keeps the clamp safe.
+    retry_after = min(expires - now, window)
+    while now + retry_after < expires:
+        retry_after = math.nextafter(retry_after, math.inf)
+    return RateDecision(allowed=False, remaining=0, retry_after=retry_after, reset=retry_after)
 
 
 class LocalLeases:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -15,6 +15,12 @@ __all__ = ["Coordination", "Leases", "MessageBus", "RateLimiter"]
 class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
         """Count one hit on ``key``; allow at most ``limit`` hits per sliding ``window`` seconds."""
+        ...
+
+    async def hit_all(self, hits: Sequence[tuple[str, int]], *, window: float) -> tuple[RateDecision, ...]:
+        """One hit on each ``(key, limit)`` at once (one round trip), all or none: counted only if every key
+        has room. A decision per key, in order: denied ones say when they free up; the others report their
+        room (``allowed``), counted or not."""
         ...
 
 

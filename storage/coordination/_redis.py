@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar, cast
 
@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
-from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscription, to_bytes
+from ._common import Lifecycle, check_hits, check_key, check_ttl, new_subscription, to_bytes
 from ._config import CoordinationConfig, RedisConfig
 from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
@@ -42,25 +42,46 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Sliding-window log, atomic because scripts run one at a time. KEYS[1]: sorted set of
-# allowed hits scored in server microseconds (one clock for every process); ARGV[1]:
-# limit; ARGV[2]: window in microseconds. Big numbers go through string.format('%d'):
-# Lua's default number formatting would round 16-digit timestamps.
+# Sliding-window logs, atomic because scripts run one at a time. KEYS: sorted sets of allowed
+# hits scored in server microseconds (one clock for every process); ARGV[1]: window in
+# microseconds; ARGV[1 + i]: the limit of KEYS[i]. All or none: the hit is added to every key
+# only if each has room. Per key {allowed, remaining, retry_us, reset_us}. Big numbers go through
+# string.format('%d'): Lua's default number formatting would round 16-digit timestamps.
 _RATE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
-local count = redis.call('ZCARD', KEYS[1])
-if count < limit then
-  -- now + count is unique per key: two hits in one microsecond see different counts.
-  redis.call('ZADD', KEYS[1], string.format('%d', now), string.format('%d.%d', now, count))
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(window / 1000)))
-  return {1, limit - count - 1, 0}
+local window = tonumber(ARGV[1])
+local counts = {}
+local room = true
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - window))
+  counts[i] = redis.call('ZCARD', KEYS[i])
+  if counts[i] >= tonumber(ARGV[i + 1]) then room = false end
 end
-local entry = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
-return {0, 0, tonumber(entry[2]) + window - now}
+local out = {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[i + 1])
+  local count = counts[i]
+  if count >= limit then
+    local entry = redis.call('ZRANGE', KEYS[i], count - limit, count - limit, 'WITHSCORES')
+    local retry = tonumber(entry[2]) + window - now
+    out[i] = {0, 0, retry, retry}
+  else
+    if room then
+      -- now + count is unique per key: two hits in one microsecond see different counts.
+      redis.call('ZADD', KEYS[i], string.format('%d', now), string.format('%d.%d', now, count))
+      redis.call('PEXPIRE', KEYS[i], string.format('%d', math.ceil(window / 1000)))
+      count = count + 1
+    end
+    local reset = window
+    if count > 0 then
+      local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+      reset = tonumber(oldest[2]) + window - now
+    end
+    out[i] = {1, limit - count, 0, reset}
+  end
+end
+return out
 """
 
 # Idempotent for the holder: a retry after a lost reply must not lock the owner out.
@@ -133,11 +154,17 @@ class RedisRateLimiter:
         self._script = client.register_script(_RATE_LUA)
 
     async def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
-        check_rate(key, limit, window)
+        (decision,) = await self.hit_all([(key, limit)], window=window)
+        return decision
+
+    async def hit_all(self, hits: Sequence[tuple[str, int]], *, window: float) -> tuple[RateDecision, ...]:
+        check_hits(hits, window)
         window_us = max(1, round(window * 1_000_000))
-        call = functools.partial(self._script, keys=[self._prefix + key], args=[limit, window_us])
-        allowed, remaining, retry_us = await self._bridge.call(call)
-        return RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6)
+        call = functools.partial(self._script, keys=[self._prefix + key for key, _ in hits],
+                                 args=[window_us, *(limit for _, limit in hits)])
+        rows = await self._bridge.call(call)
+        return tuple(RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6,
+                                  reset=int(reset_us) / 1e6) for allowed, remaining, retry_us, reset_us in rows)
 
 
 def _ttl_ms(ttl: float) -> int:

@@ -22,6 +22,9 @@ class RateDecision:
     remaining: int
     # Seconds until the next hit can be allowed; 0.0 when this hit was allowed.
     retry_after: float
+    # Seconds until the window holds one hit fewer than now (the oldest counted hit leaves it), so
+    # ``remaining`` grows; equals ``retry_after`` when denied. The RateLimit-Reset header.
+    reset: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

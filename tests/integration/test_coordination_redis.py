@@ -182,6 +182,36 @@ async def test_rate_limit_allows_exactly_limit_and_tells_retry_after(
     assert again.allowed
 
 
+async def test_rate_limit_reset_is_when_the_oldest_hit_leaves_the_window(
+    coord: Coordination, backend_clock: object
+) -> None:
+    window = 0.5
+    first = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert first.allowed and 0.4 < first.reset <= window  # only itself counted: one window from now
+    await trio.sleep(0.2)
+    second = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert second.allowed and second.remaining == 0
+    assert 0.2 <= second.reset <= 0.31  # the first hit leaves about 0.3 s from now
+    denied = await coord.limiter.hit("reset:k", limit=2, window=window)
+    assert not denied.allowed and denied.reset == denied.retry_after
+    await trio.sleep(denied.reset + 0.02)
+    assert (await coord.limiter.hit("reset:k", limit=2, window=window)).allowed
+
+
+async def test_rate_limit_hit_all_counts_all_or_none(coord: Coordination, backend_clock: object) -> None:
+    hits = [("all:ip", 3), ("all:user", 1)]
+    both = await coord.limiter.hit_all(hits, window=10)
+    assert [(d.allowed, d.remaining) for d in both] == [(True, 2), (True, 0)]
+    assert all(0 < d.reset <= 10 for d in both)
+    denied = await coord.limiter.hit_all(hits, window=10)
+    assert [(d.allowed, d.remaining) for d in denied] == [(True, 2), (False, 0)]  # the ip was not counted
+    assert 0 < denied[1].retry_after <= 10 and denied[0].retry_after == 0.0
+    assert (await coord.limiter.hit("all:ip", limit=3, window=10)).remaining == 1
+    for bad in ([], [("k", 1), ("k", 2)], [("k", 0)]):
+        with pytest.raises(ValueError):
+            await coord.limiter.hit_all(bad, window=10)
+
+
 async def test_rate_limit_keys_are_independent(coord: Coordination, backend_clock: object) -> None:
     assert (await coord.limiter.hit("a", limit=1, window=10)).allowed
     assert not (await coord.limiter.hit("a", limit=1, window=10)).allowed
