@@ -35,10 +35,14 @@ class BreakerConfig:
     consecutive_failures: int  # this many failures in a row open it whatever the rate
     open_for: float  # seconds before the first probe
     half_open_probes: int  # probes in flight at once
+    # A call that succeeds but takes longer than this (seconds) counts as a failure; None: no limit.
+    call_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.open_for < 0:
             raise ValueError("window must be > 0 and open_for >= 0")
+        if self.call_timeout is not None and not self.call_timeout > 0:
+            raise ValueError("call_timeout must be > 0 (or None)")
         if self.min_calls < 1 or self.consecutive_failures < 1 or self.half_open_probes < 1:
             raise ValueError("min_calls, consecutive_failures and half_open_probes must be >= 1")
         if not 0.0 <= self.failure_rate <= 1.0:
@@ -109,6 +113,13 @@ def breaker_step(state: BreakerState, event: BreakerEvent, now: float,
     return after, False
 
 
+def call_outcome(failed: bool, elapsed: float, config: BreakerConfig) -> BreakerEvent:
+    """How an admitted call that ended after ``elapsed`` seconds counts: a slow success is a failure."""
+    if failed or (config.call_timeout is not None and elapsed > config.call_timeout):
+        return "failure"
+    return "success"
+
+
 def retry_after(state: BreakerState, now: float, config: BreakerConfig) -> float:
     """Seconds until an open breaker lets a probe through (0 when closed or half_open)."""
     if state.state != "open" or state.opened_at is None:
@@ -132,6 +143,11 @@ class BreakerSnapshot:
     failures: int
     opened_at: float | None
     retry_after: float
+    # Totals since the breaker was made (the shell's counters): calls admitted, their outcomes, refusals.
+    requests: int = 0
+    successes: int = 0
+    failures_total: int = 0
+    rejected: int = 0
 
 
 class CircuitBreaker:
@@ -144,6 +160,7 @@ class CircuitBreaker:
         self.config = config
         self._on_transition = on_transition
         self._state = BreakerState()
+        self.requests = self.successes = self.failures = self.rejected = 0
 
     def _apply(self, event: BreakerEvent) -> bool:
         now = trio.current_time()
@@ -153,15 +170,42 @@ class CircuitBreaker:
             self._on_transition(self.name, before, self._state.state, now)
         return admitted
 
+    @property
+    def state(self) -> BreakerStateName:
+        """The state as last decided (a look that should see open -> half_open in time: ``snapshot``)."""
+        return self._state.state
+
     def allow(self) -> bool:
         """Whether a call may start now (a probe slot is taken when half_open: end it with record_*)."""
-        return self._apply("call")
+        if self._apply("call"):
+            self.requests += 1
+            return True
+        self.rejected += 1
+        return False
+
+    def seconds_open(self) -> float:
+        """Seconds until an open breaker lets a probe through; 0 when it would admit a call now (a pure
+        look: no transition, no probe slot taken)."""
+        return retry_after(self._state, trio.current_time(), self.config)
+
+    def refusal(self) -> CircuitOpen:
+        """The error for a call ``allow`` just refused."""
+        return CircuitOpen(self.name, retry_after(self._state, trio.current_time(), self.config))
 
     def record_success(self) -> None:
+        self.successes += 1
         self._apply("success")
 
     def record_failure(self) -> None:
+        self.failures += 1
         self._apply("failure")
+
+    def record(self, *, failed: bool, started: float) -> None:
+        """End an admitted call that started at ``started`` (trio's clock): past ``call_timeout`` it failed."""
+        if call_outcome(failed, trio.current_time() - started, self.config) == "failure":
+            self.record_failure()
+        else:
+            self.record_success()
 
     def record_abandoned(self) -> None:
         """An allowed call ended without an outcome (cancelled): frees its probe slot, counts for nothing."""
@@ -176,14 +220,17 @@ class CircuitBreaker:
         return BreakerSnapshot(
             name=self.name, state=self._state.state, consecutive_failures=self._state.consecutive_failures,
             calls=len(outcomes), failures=sum(1 for _, failed in outcomes if failed),
-            opened_at=self._state.opened_at, retry_after=retry_after(self._state, now, self.config))
+            opened_at=self._state.opened_at, retry_after=retry_after(self._state, now, self.config),
+            requests=self.requests, successes=self.successes, failures_total=self.failures, rejected=self.rejected)
 
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Run the body as one call: CircuitOpen before it when refused; an ``Exception`` from it is a
-        failure (re-raised), a normal exit a success; Cancelled and other BaseExceptions count for nothing."""
+        failure (re-raised), a normal exit a success (a failure past ``call_timeout``); Cancelled and other
+        BaseExceptions count for nothing."""
         if not self.allow():
-            raise CircuitOpen(self.name, retry_after(self._state, trio.current_time(), self.config))
+            raise self.refusal()
+        started = trio.current_time()
         try:
             yield
         except Exception:
@@ -192,8 +239,8 @@ class CircuitBreaker:
         except BaseException:
             self.record_abandoned()
             raise
-        self.record_success()
+        self.record(failed=False, started=started)
 
 
 __all__ = ["BreakerConfig", "BreakerEvent", "BreakerSnapshot", "BreakerState", "BreakerStateName",
-           "CircuitBreaker", "CircuitOpen", "breaker_step", "retry_after"]
+           "CircuitBreaker", "CircuitOpen", "breaker_step", "call_outcome", "retry_after"]

@@ -23,7 +23,7 @@ import trio_asyncio
 
 from . import _validate as v
 from ._config import StoreConfig
-from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
+from ._errors import CommitUnknown, StoreCircuitOpen, StoreError, StoreUnavailable, translate_pg
 from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
 from ._sql import POSTGRES, Cmd
@@ -183,15 +183,24 @@ class PostgresTransaction(Transaction):
     dialect = POSTGRES
 
     def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool, urgent: bool) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent,
+                         on_retry=store.count_retry)
         self._store = store
         self._conn: asyncpg.Connection | None = None
         self._commit_sent = False
         self.notify_channel = store.notify_channel
 
     async def _cross(self, ops: list[Op[Any]], *, begin: bool, end: End) -> list[Any]:
+        steps = [op.step for op in ops]
+        if end == "rollback" and not ops:  # giving back what the unit held: never refused, never counted
+            return await self._cross_unguarded(steps, begin, end)
+        # The breaker admits units of work at their first crossing; later ones of an admitted unit only
+        # report how they went (a refusal mid-unit would strand its connection).
+        return await self._store._guarded(self._cross_unguarded, steps, begin, end, admit=begin)
+
+    async def _cross_unguarded(self, steps: list[Step], begin: bool, end: End) -> list[Any]:
         try:
-            return await self._store._aio(self._batch, [op.step for op in ops], begin, end)
+            return await self._store._aio(self._batch, steps, begin, end)
         except StoreUnavailable as exc:
             if self._commit_sent and not isinstance(exc, CommitUnknown):
                 raise CommitUnknown(f"connection lost during COMMIT: {exc}") from exc
@@ -242,6 +251,31 @@ class PostgresStore(StoreBase):
     async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await _aio(self._loop, fn, *args)
 
+    async def _guarded(self, fn: Callable[..., Awaitable[T]], *args: Any, admit: bool = True) -> T:
+        """``await fn(*args)`` as one call of the PostgreSQL breaker (when the store has one): refused at
+        once with StoreCircuitOpen while it is open (``admit``); a lost or refused connection, and a call past
+        the breaker's call timeout, count as failures; an error the server answered with does not."""
+        breaker = self.breaker
+        if breaker is None:
+            return await fn(*args)
+        if admit and not breaker.allow():
+            refused = breaker.refusal()
+            raise StoreCircuitOpen(f"the database is unavailable ({refused})", refused.retry_after)
+        started = trio.current_time()
+        try:
+            result = await fn(*args)
+        except StoreUnavailable:
+            breaker.record_failure()
+            raise
+        except StoreError:
+            breaker.record(failed=False, started=started)
+            raise
+        except BaseException:
+            breaker.record_abandoned()
+            raise
+        breaker.record(failed=False, started=started)
+        return result
+
     def _connect_kwargs(self) -> _ConnectKwargs:
         return _connect_kwargs(self.config)
 
@@ -290,8 +324,9 @@ class PostgresStore(StoreBase):
                 await pool.close()
 
     async def ping(self) -> None:
-        """Raise StoreError unless the database answers."""
-        await self._aio(self._ping)
+        """Raise StoreError unless the database answers (through the breaker: refused while it is open, and a
+        probe when half open)."""
+        await self._guarded(self._aio, self._ping)
 
     async def _ping(self) -> None:
         async with self._pool.acquire() as conn:
