@@ -29,7 +29,7 @@ from hypercorn.config import Config as HypercornConfig
 from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
-from kernel import ActorSystem, Supervisor, SupervisorGaveUp
+from kernel import REDIS, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
 from storage import Store, StoreError, open_store
 from storage.coordination import Coordination, CoordinationConfig, open_coordination
 from transport import (
@@ -132,6 +132,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
         async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
             health = HealthRegistry()
+            # One breaker and retry policy per dependency, shared by storage, coordination and transport.
+            breakers = Breakers()
             # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
@@ -140,10 +142,10 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 tree, application_parts = tree_factory(settings), None
             else:
                 # SQLite migrates itself on open; PostgreSQL needs `run.py migrate` first.
-                store = await stack.enter_async_context(open_store(settings.database_url))
+                store = await stack.enter_async_context(open_store(settings.database_url, breakers=breakers))
                 # Redis is optional: without it, rate limits, leases and pub/sub stay in-process.
                 coordination = await stack.enter_async_context(
-                    open_coordination(settings.redis_url, config=CoordinationConfig()))
+                    open_coordination(settings.redis_url, config=CoordinationConfig(), breaker=breakers[REDIS].breaker))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
@@ -152,10 +154,11 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:
+                    breakers.publish_to(system.telemetry)  # transitions stream on /v1/ops/telemetry
                     services: Services | None = None
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
-                    app = create_app(settings, system=system, services=services, health=health)
+                    app = create_app(settings, system=system, services=services, health=health, breakers=breakers)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:

@@ -13,6 +13,7 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from actors.supervisor import Services
+from kernel import Breakers
 
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
@@ -24,6 +25,7 @@ from ._openapi import build_openapi
 from ._ops import ops_blueprint
 from ._projections import outbox_ops, read_side
 from ._realtime import realtime as realtime_api
+from ._resilience import breakers_health
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
@@ -47,11 +49,13 @@ class VigilApp(QuartTrio):
 
 
 def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
-               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None) -> VigilApp:
+               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None,
+               breakers: Breakers | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
     them the user API is served, without them only the operators' endpoints; ``blueprints`` add
-    routes; ``health`` may carry extra checks (the actor system and draining checks are added here)."""
+    routes; ``health`` may carry extra checks (the actor system and draining checks are added here);
+    ``breakers`` (the dependencies' ``kernel.Breakers``) show in /health and /metrics."""
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -72,12 +76,15 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_check("actors", actor_system_check(system))
     if "server" not in health.names:
         health.add_check("server", draining_check(draining))
+    if breakers is not None:
+        health.add_breakers(breakers_health(breakers))
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppContext(
         settings=settings, system=system, health=health,
         metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None,
-                            projection=services.projection if services is not None else None), draining=draining,
+                            projection=services.projection if services is not None else None,
+                            breakers=breakers), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
         request_ids=RequestIds(), domains=services)

@@ -17,7 +17,9 @@ from prometheus_client.utils import floatToGoString
 
 from actors.ingest import IngestService
 from actors.projection import ProjectionService
-from kernel import NodeSnapshot
+from kernel import Breakers, NodeSnapshot
+
+from ._resilience import BreakerCollector
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -229,7 +231,7 @@ class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
-                 projection: ProjectionService | None = None) -> None:
+                 projection: ProjectionService | None = None, breakers: Breakers | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
@@ -238,6 +240,8 @@ class HttpMetrics:
             self.registry.register(LaneCollector(ingest))
         if projection is not None:
             self.registry.register(ProjectionCollector(projection))
+        if breakers is not None:
+            self.registry.register(BreakerCollector(breakers))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)

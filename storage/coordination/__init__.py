@@ -28,6 +28,7 @@ Errors (everything the backend raises is translated once, at this boundary)::
 
     CoordinationError            base; unexpected backend reply (bug/misconfiguration)
     ├── CoordinationUnavailable  backend unreachable, timed out or not serving: transient
+    │    └── CoordinationCircuitOpen  the Redis breaker refused at once (``retry_after``)
     └── CoordinationClosed       used after the ``open_coordination`` context exited
 
 Invalid arguments raise ValueError/TypeError. ``health()`` never raises.
@@ -43,7 +44,7 @@ All subscriptions of one coordination object share one Redis connection.
 """
 
 from ._config import BusConfig, CoordinationConfig, RedisConfig
-from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
+from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._factory import open_coordination
 from ._fanout import Subscription
 from ._protocol import Coordination, Leases, MessageBus, RateLimiter
@@ -53,6 +54,7 @@ __all__ = [
     "BusConfig",
     "BusStats",
     "Coordination",
+    "CoordinationCircuitOpen",
     "CoordinationClosed",
     "CoordinationConfig",
     "CoordinationError",

@@ -15,19 +15,19 @@ import pytest
 import trio
 import trio.testing
 
+from kernel import POSTGRES, Breakers, retry_delay
 from storage import (
     CommitUnknown,
     InvalidData,
     RetryPolicy,
     SampleIn,
     SerializationFailure,
-    StoreConfig,
     StoreCircuitOpen,
+    StoreConfig,
     StoreError,
     StoreUnavailable,
     open_store,
 )
-from kernel import POSTGRES, Breakers, retry_delay
 from storage._sql import SQLITE
 from storage._store import StoreBase
 from storage._transaction import Transaction
