@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -30,17 +30,18 @@ from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
 from kernel import REDIS, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
-from storage import Store, StoreError, open_store
-from storage.coordination import Coordination, CoordinationConfig, open_coordination
+from storage import StoreError, open_store
+from storage.coordination import CoordinationConfig, open_coordination
 from transport import (
-    CheckResult,
     ConfigError,
     HealthRegistry,
     Settings,
     begin_drain,
     configure_logging,
+    coordination_check,
     create_app,
     issue_token,
+    store_check,
 )
 
 log = logging.getLogger("vigil.run")
@@ -106,25 +107,6 @@ async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: tr
             force.cancel()
 
 
-def _store_check(store: Store) -> Callable[[], Awaitable[CheckResult]]:
-    async def check() -> CheckResult:
-        try:
-            await store.ping()
-        except StoreError as exc:
-            return CheckResult("down", str(exc))
-        return CheckResult("ok", store.backend)
-
-    return check
-
-
-def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[CheckResult]]:
-    async def check() -> CheckResult:
-        status = await coordination.health()
-        return CheckResult("ok" if status.ok else "down", f"{status.backend}: {status.detail}")
-
-    return check
-
-
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
     """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
     # Catch the signals before anything starts, so one that arrives during startup still drains.
@@ -146,8 +128,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 # Redis is optional: without it, rate limits, leases and pub/sub stay in-process.
                 coordination = await stack.enter_async_context(
                     open_coordination(settings.redis_url, config=CoordinationConfig(), breaker=breakers[REDIS].breaker))
-                health.add_check("database", _store_check(store))
-                health.add_check("coordination", _coordination_check(coordination), critical=False)
+                health.add_check("database", store_check(store))
+                health.add_check("coordination", coordination_check(coordination), critical=False)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
                     store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
@@ -206,7 +188,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 # -- migrate -----------------------------------------------------------------------------------------
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
-    from storage import StoreError, migrate
+    from storage import migrate
 
     async def run() -> list[int]:
         async with trio_asyncio.open_loop():

@@ -15,8 +15,36 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kernel import Breakers, BreakerSnapshot
+from storage import Store, StoreError
+from storage.coordination import Coordination
+
+from ._health import CheckFn, CheckResult
 
 STATE_VALUE = {"closed": 0.0, "open": 1.0, "half_open": 2.0}
+
+
+def store_check(store: Store) -> CheckFn:
+    """``/health``'s database check: a ping through the database's breaker (refused at once while it is
+    open, so the check reports ``down`` fast; a probe when half open)."""
+
+    async def check() -> CheckResult:
+        try:
+            await store.ping()
+        except StoreError as exc:
+            return CheckResult("down", str(exc))
+        return CheckResult("ok", store.backend)
+
+    return check
+
+
+def coordination_check(coordination: Coordination) -> CheckFn:
+    """``/health``'s Redis check (register it non-critical: without Redis the service is degraded, not down)."""
+
+    async def check() -> CheckResult:
+        status = await coordination.health()
+        return CheckResult("ok" if status.ok else "down", f"{status.backend}: {status.detail}")
+
+    return check
 
 
 def breaker_to_dict(snapshot: BreakerSnapshot, retries: int) -> dict[str, Any]:
@@ -74,4 +102,4 @@ class BreakerCollector(Collector):
         yield from (state, failures, rejections, retries)
 
 
-__all__ = ["BreakerCollector", "breaker_to_dict", "breakers_health"]
+__all__ = ["BreakerCollector", "breaker_to_dict", "breakers_health", "coordination_check", "store_check"]
