@@ -24,6 +24,7 @@ from kernel import (
     CircuitOpen,
     Dependency,
     RetryAfter,
+    RetryDecision,
     RetryPolicy,
     Telemetry,
     call_outcome,
@@ -177,7 +178,7 @@ async def test_call_retries_transient_errors_counts_them_and_never_retries_a_ref
             raise Down
         return "stored"
 
-    def classify(error: Exception) -> RetryAfter | type[NO_RETRY]:  # type: ignore[valid-type]
+    def classify(error: Exception) -> RetryDecision:
         return RetryAfter() if isinstance(error, Down) else NO_RETRY
 
     assert await dep.call(flaky, classify=classify) == "stored"
