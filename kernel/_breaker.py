@@ -14,10 +14,11 @@ Errors (one, an ``Exception`` but not a ``KernelError``: it is the caller's poli
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from typing import Literal
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, NamedTuple
 
 import trio
 
@@ -49,29 +50,49 @@ class BreakerConfig:
             raise ValueError("failure_rate must be within 0..1")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerState:
-    """Everything a decision reads; ``outcomes`` are (time, failed) inside the window, oldest first."""
+class BreakerState(NamedTuple):  # a tuple: built on every outcome, so it must be cheap to build
+    """Everything a decision reads. ``outcomes`` are the window's outcomes counted in buckets of
+    ``window / BUCKETS`` seconds, oldest first: (bucket start, calls, failures). A bucket leaves the window
+    when its start does, so the window looks back between ``window`` less one bucket and ``window``; the state
+    stays small (at most BUCKETS + 1 buckets) however many calls a busy dependency sees."""
 
     state: BreakerStateName = "closed"
     consecutive_failures: int = 0
-    outcomes: tuple[tuple[float, bool], ...] = ()
+    outcomes: tuple[tuple[float, int, int], ...] = ()
     opened_at: float | None = None
     probes: int = 0  # probes admitted and not yet ended (half_open only)
 
 
-def _prune(outcomes: tuple[tuple[float, bool], ...], now: float, window: float) -> tuple[tuple[float, bool], ...]:
-    horizon = now - window  # an outcome exactly ``window`` old has left, as prune_window's restarts do
+BUCKETS = 10  # per window, as opossum's rollingCountBuckets
+
+Outcomes = tuple[tuple[float, int, int], ...]
+
+
+def _prune(outcomes: Outcomes, now: float, window: float) -> Outcomes:
+    horizon = now - window  # a bucket that started exactly ``window`` ago has left, as prune_window's restarts do
     if not outcomes or outcomes[0][0] > horizon:
         return outcomes
     return tuple(o for o in outcomes if o[0] > horizon)
 
 
+def _counted(outcomes: Outcomes, now: float, window: float, failed: bool) -> Outcomes:
+    """``outcomes`` (pruned at ``now``) with one more outcome in the bucket ``now`` falls in."""
+    width = window / BUCKETS
+    start = math.floor(now / width) * width
+    kept = _prune(outcomes, now, window)
+    if kept and kept[-1][0] == start:
+        _, calls, failures = kept[-1]
+        return (*kept[:-1], (start, calls + 1, failures + int(failed)))
+    if start <= now - window:  # a window narrower than float steps: the outcome leaves at once
+        return kept
+    return (*kept, (start, 1, int(failed)))
+
+
 def _trips(state: BreakerState, config: BreakerConfig) -> bool:
     if state.consecutive_failures >= config.consecutive_failures:
         return True
-    calls = len(state.outcomes)
-    failures = sum(1 for _, failed in state.outcomes if failed)
+    calls = sum(c for _, c, _ in state.outcomes)
+    failures = sum(f for _, _, f in state.outcomes)
     return calls >= config.min_calls and failures >= config.failure_rate * calls
 
 
@@ -94,19 +115,19 @@ def breaker_step(state: BreakerState, event: BreakerEvent, now: float,
         if event == "call":
             if state.probes >= config.half_open_probes:
                 return state, False
-            return replace(state, probes=state.probes + 1), True
+            return state._replace(probes=state.probes + 1), True
         if event == "success":
             return BreakerState(), False
         if event == "failure":
             return _opened(now), False
-        return replace(state, probes=max(0, state.probes - 1)), False
+        return state._replace(probes=max(0, state.probes - 1)), False
     # closed
     if event in ("call", "abandon"):
         return state, event == "call"
     failed = event == "failure"
     after = BreakerState(
         consecutive_failures=state.consecutive_failures + 1 if failed else 0,
-        outcomes=(*_prune(state.outcomes, now, config.window), (now, failed)),
+        outcomes=_counted(state.outcomes, now, config.window, failed),
     )
     if failed and _trips(after, config):
         return _opened(now), False
@@ -143,7 +164,8 @@ class BreakerSnapshot:
     failures: int
     opened_at: float | None
     retry_after: float
-    # Totals since the breaker was made (the shell's counters): calls admitted, their outcomes, refusals.
+    # Totals since the breaker was made (the shell's counters): calls that ended with an outcome (successes +
+    # failures), those outcomes, and calls refused.
     requests: int = 0
     successes: int = 0
     failures_total: int = 0
@@ -160,10 +182,11 @@ class CircuitBreaker:
         self.config = config
         self._on_transition = on_transition
         self._state = BreakerState()
-        self.requests = self.successes = self.failures = self.rejected = 0
+        self.successes = self.failures = self.rejected = 0
 
-    def _apply(self, event: BreakerEvent) -> bool:
-        now = trio.current_time()
+    def _apply(self, event: BreakerEvent, now: float | None = None) -> bool:
+        if now is None:
+            now = trio.current_time()
         before = self._state.state
         self._state, admitted = breaker_step(self._state, event, now, self.config)
         if self._state.state != before and self._on_transition is not None:
@@ -177,8 +200,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may start now (a probe slot is taken when half_open: end it with record_*)."""
-        if self._apply("call"):
-            self.requests += 1
+        # Closed admits every call and stays as it is (breaker_step's rule): no clock, no new state.
+        if self._state.state == "closed" or self._apply("call"):
             return True
         self.rejected += 1
         return False
@@ -202,10 +225,13 @@ class CircuitBreaker:
 
     def record(self, *, failed: bool, started: float) -> None:
         """End an admitted call that started at ``started`` (trio's clock): past ``call_timeout`` it failed."""
-        if call_outcome(failed, trio.current_time() - started, self.config) == "failure":
-            self.record_failure()
+        now = trio.current_time()
+        event = call_outcome(failed, now - started, self.config)
+        if event == "failure":
+            self.failures += 1
         else:
-            self.record_success()
+            self.successes += 1
+        self._apply(event, now)
 
     def record_abandoned(self) -> None:
         """An allowed call ended without an outcome (cancelled): frees its probe slot, counts for nothing."""
@@ -219,27 +245,42 @@ class CircuitBreaker:
         outcomes = _prune(self._state.outcomes, now, self.config.window)
         return BreakerSnapshot(
             name=self.name, state=self._state.state, consecutive_failures=self._state.consecutive_failures,
-            calls=len(outcomes), failures=sum(1 for _, failed in outcomes if failed),
+            calls=sum(c for _, c, _ in outcomes), failures=sum(f for _, _, f in outcomes),
             opened_at=self._state.opened_at, retry_after=retry_after(self._state, now, self.config),
-            requests=self.requests, successes=self.successes, failures_total=self.failures, rejected=self.rejected)
+            requests=self.successes + self.failures, successes=self.successes, failures_total=self.failures,
+            rejected=self.rejected)
 
-    @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Run the body as one call: CircuitOpen before it when refused; an ``Exception`` from it is a
-        failure (re-raised), a normal exit a success (a failure past ``call_timeout``); Cancelled and other
-        BaseExceptions count for nothing."""
-        if not self.allow():
-            raise self.refusal()
-        started = trio.current_time()
-        try:
-            yield
-        except Exception:
-            self.record_failure()
-            raise
-        except BaseException:
-            self.record_abandoned()
-            raise
-        self.record(failed=False, started=started)
+    def guard(self) -> _Guard:
+        """``async with breaker.guard():`` runs the body as one call: CircuitOpen before it when refused; an
+        ``Exception`` from it is a failure (re-raised), a normal exit a success (a failure past
+        ``call_timeout``); Cancelled and other BaseExceptions count for nothing."""
+        return _Guard(self)
+
+
+class _Guard:
+    """``CircuitBreaker.guard``'s context manager (a class: cheaper than a generator on every call)."""
+
+    __slots__ = ("_breaker", "_started")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._started = 0.0
+
+    async def __aenter__(self) -> None:
+        breaker = self._breaker
+        if not breaker.allow():
+            raise breaker.refusal()
+        self._started = trio.current_time()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        breaker = self._breaker
+        if exc_type is None:
+            breaker.record(failed=False, started=self._started)
+        elif issubclass(exc_type, Exception):
+            breaker.record_failure()
+        else:
+            breaker.record_abandoned()
 
 
 __all__ = ["BreakerConfig", "BreakerEvent", "BreakerSnapshot", "BreakerState", "BreakerStateName",
