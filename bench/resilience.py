@@ -179,7 +179,7 @@ async def _recovery(pg: PrivatePostgres, open_for: float) -> dict[str, float]:
         await trio.to_thread.run_sync(pg.start)
         up = perf()
         ready_at = up + breaker.seconds_open()  # the open period may still run when PostgreSQL is back
-        while not await post():
+        while not await post():  # noqa: ASYNC110 - retrying an upload until PostgreSQL answers, as a client would
             await trio.sleep(0.05)
         first = perf()
     return {"pg_up_to_first_200_s": round(first - up, 3), "recovery_after_open_s": round(first - max(up, ready_at), 3)}
