@@ -31,7 +31,7 @@ from ._store import StoreBase
 from ._transaction import Transaction
 from ._tx import Const, End, Op, Step
 
-__all__ = ["PostgresStore", "migrate_postgres"]
+__all__ = ["HeldLock", "PostgresStore", "migrate_postgres"]
 
 T = TypeVar("T")
 
@@ -233,6 +233,45 @@ class PostgresTransaction(Transaction):
         return results
 
 
+class HeldLock:
+    """A session advisory lock this process holds (``PostgresStore.try_lock``); the store releases what is still
+    held when it closes."""
+
+    def __init__(self, store: PostgresStore, conn: asyncpg.Connection, key: int) -> None:
+        self._store = store
+        self._conn: asyncpg.Connection | None = conn
+        self._key = key
+
+    @property
+    def held(self) -> bool:
+        """Not released, and its connection not known to be dead (``alive`` asks the server)."""
+        try:
+            return self._conn is not None and not self._conn.is_closed()
+        except asyncpg.InterfaceError:  # the pool took back a connection that died
+            return False
+
+    async def alive(self) -> bool:
+        """Whether the lock is still ours, asking the server (its session may have died unnoticed)."""
+        conn = self._conn
+        if conn is None or not self.held:
+            return False
+        try:
+            await self._store._aio(conn.fetchval, "SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        self._store._held_locks.discard(self)
+        if conn is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._store._aio(self._store._unlock, conn, self._key)
+                except StoreError:
+                    pass  # the session is gone, and the lock with it
+
+
 class PostgresStore(StoreBase):
     """See the module docstring. Open with :func:`storage.open_store`."""
 
@@ -247,6 +286,7 @@ class PostgresStore(StoreBase):
         self.notify_channel = config.notify_channel + (f"_{config.pg_schema}" if config.pg_schema else "")
         self._schema_key = config.pg_schema or ""
         self.applied_migrations: list[int] = []
+        self._held_locks: set[HeldLock] = set()
 
     async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await _aio(self._loop, fn, *args)
@@ -316,6 +356,8 @@ class PostgresStore(StoreBase):
             return
         self._closed = True
         with trio.CancelScope(shield=True):
+            for held in list(self._held_locks):  # the pool waits for its connections: give them back first
+                await held.release()
             await self._aio(self._close_pools)
 
     async def _close_pools(self) -> None:
@@ -348,6 +390,30 @@ class PostgresStore(StoreBase):
         finally:
             with trio.CancelScope(shield=True):
                 await self._aio(self._unlock, conn, key)
+
+    async def try_lock(self, name: str) -> HeldLock | None:
+        """Take the session advisory lock ``name`` if it is free, never waiting: the held lock, or None when
+        another session holds it. Held on a lock-pool connection until released or that connection dies (a
+        crashed process frees it at once); through the database's breaker."""
+        key = _lock_key("vigil.lease", self._schema_key, v.text("name", name, 1024))
+        conn = await self._guarded(self._aio, self._try_lock, key)
+        if conn is None:
+            return None
+        held = HeldLock(self, conn, key)
+        self._held_locks.add(held)
+        return held
+
+    async def _try_lock(self, key: int) -> asyncpg.Connection | None:
+        conn = await self._lock_pool.acquire()
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException as exc:
+            await _give_back(self._lock_pool, conn, exc)
+            raise
+        if not got:
+            await self._lock_pool.release(conn)
+            return None
+        return conn
 
     async def _lock(self, key: int) -> asyncpg.Connection:
         conn = await self._lock_pool.acquire()

@@ -16,6 +16,8 @@ Semantics shared by both implementations:
 * Rate limiter: exact sliding window; at most ``limit`` allowed hits in any ``window``
   seconds; a denied hit is not counted and reports ``retry_after``. Redis uses server
   time inside a Lua script, so it is atomic and consistent across processes.
+* Leases survive a Redis outage through ``leases_with_fallback(coord.leases, store)``:
+  PostgreSQL session advisory locks (in-process leases on SQLite) decide; Redis is best effort.
 * Leases: ``acquire`` succeeds when the lease is free, expired, or already held by the
   same owner (then the ttl is refreshed); only the holder can ``renew``/``release``.
 * Pub/sub: at-most-once, fire-and-forget; channels are exact names, patterns are Redis
@@ -46,11 +48,15 @@ All subscriptions of one coordination object share one Redis connection.
 from ._config import BusConfig, CoordinationConfig, RedisConfig
 from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._factory import open_coordination
+from ._fallback import AdvisoryLeases, FallbackLeases, leases_with_fallback
 from ._fanout import Subscription
 from ._protocol import Coordination, Leases, MessageBus, RateLimiter
 from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = [
+    "AdvisoryLeases",
+    "FallbackLeases",
+    "leases_with_fallback",
     "BusConfig",
     "BusStats",
     "Coordination",

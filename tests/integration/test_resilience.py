@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +27,13 @@ from actors.realtime import RealtimeConfig
 from actors.supervisor import application
 from kernel import POSTGRES, REDIS, ActorSystem, Breakers, BreakersConfig, DependencyPolicy, seeds_breaker
 from storage import open_store
-from storage.coordination import CoordinationConfig, CoordinationUnavailable, RedisConfig, open_coordination
+from storage.coordination import (
+    CoordinationConfig,
+    CoordinationUnavailable,
+    RedisConfig,
+    leases_with_fallback,
+    open_coordination,
+)
 from tests.ingest_helpers import BATCH, SETTINGS, fast_tree_config, headers, sample, signed
 from tests.integration.test_coordination_redis import PrivateRedis, private_redis  # noqa: F401 - the fixture
 from tests.resilience_helpers import PrivatePostgres, private_postgres
@@ -199,3 +205,42 @@ async def test_redis_down_degrades_health_keeps_uploads_and_recovers_by_itself(
                 assert await coordination.leases.acquire("reaper", "me", 5.0)
                 load.stop.set()
             assert not [s for s in load.statuses if s[0] != 200], set(load.statuses)
+
+
+async def test_leases_fall_back_to_postgres_advisory_locks_while_redis_is_down(
+        private_redis: PrivateRedis) -> None:  # noqa: F811 - the fixture
+    """Two processes' worth of store + coordination (separate sessions and connections) contend for a lease."""
+    config = CoordinationConfig(redis=RedisConfig(key_prefix="leases:"))
+    with private_postgres() as pg:
+        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+            sides = []
+            for _ in range(2):
+                breakers = Breakers(BREAKERS, seed=1)
+                store = await stack.enter_async_context(open_store(pg.dsn, breakers=breakers))
+                coord = await stack.enter_async_context(
+                    open_coordination(private_redis.url, config=config, breaker=breakers[REDIS].breaker))
+                sides.append((store, leases_with_fallback(coord.leases, store)))
+            (store_a, a), (_, b) = sides
+            assert await a.acquire("reaper", "a", 5.0)
+            assert not await b.acquire("reaper", "b", 5.0)
+
+            private_redis.kill()
+            assert await a.renew("reaper", "a", 5.0)  # the advisory lock holds it: Redis down changes nothing
+            assert not await b.acquire("reaper", "b", 5.0)
+            assert await a.release("reaper", "a")
+            assert await b.acquire("reaper", "b", 5.0)  # degraded: PostgreSQL alone decides
+            assert not await a.acquire("reaper", "a", 5.0)
+
+            private_redis.start()  # back, and empty
+            assert not await a.acquire("reaper", "a", 5.0)  # b still holds it
+            assert await b.renew("reaper", "b", 5.0)
+            # The holder's session dies (as with its process): the lock goes with it, at once (no ttl to wait out).
+            await trio.to_thread.run_sync(pg.query, "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                                                    " WHERE locktype = 'advisory' AND granted")
+            with trio.fail_after(10):
+                while not await a.acquire("reaper", "a", 5.0):  # noqa: ASYNC110 - until the server noticed
+                    await trio.sleep(0.05)
+            assert not await b.renew("reaper", "b", 5.0)  # b learns it lost the lease
+            await b.release("reaper", "b")  # gives the dead connection back (a pool closes only when all are back)
+            assert await a.release("reaper", "a")
+            assert store_a.breaker is not None and store_a.breaker.snapshot().state == "closed"
