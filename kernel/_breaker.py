@@ -15,12 +15,14 @@ Errors (one, an ``Exception`` but not a ``KernelError``: it is the caller's poli
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
+
+T = TypeVar("T")
 
 BreakerStateName = Literal["closed", "open", "half_open"]
 # "call": may a call start?  "success"/"failure": an admitted call ended so.  "abandon": an admitted call
@@ -249,6 +251,30 @@ class CircuitBreaker:
             opened_at=self._state.opened_at, retry_after=retry_after(self._state, now, self.config),
             requests=self.successes + self.failures, successes=self.successes, failures_total=self.failures,
             rejected=self.rejected)
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                   failures: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+                   admit: bool = True) -> T:
+        """``await fn(*args)`` as one call: CircuitOpen before it when refused (``admit=False``: an unrefused
+        continuation of an admitted call, which only reports). An exception of ``failures`` is a failure; any
+        other ``Exception`` is an answer of the dependency (a success, unless past ``call_timeout``);
+        Cancelled and other BaseExceptions count for nothing. Exceptions propagate unchanged."""
+        if admit and not self.allow():
+            raise self.refusal()
+        started = trio.current_time()
+        try:
+            result = await fn(*args)
+        except failures:
+            self.record_failure()
+            raise
+        except Exception:
+            self.record(failed=False, started=started)
+            raise
+        except BaseException:
+            self.record_abandoned()
+            raise
+        self.record(failed=False, started=started)
+        return result
 
     def guard(self) -> _Guard:
         """``async with breaker.guard():`` runs the body as one call: CircuitOpen before it when refused; an

@@ -21,6 +21,8 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from kernel import CircuitOpen
+
 from . import _validate as v
 from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreCircuitOpen, StoreError, StoreUnavailable, translate_pg
@@ -298,23 +300,10 @@ class PostgresStore(StoreBase):
         breaker = self.breaker
         if breaker is None:
             return await fn(*args)
-        if admit and not breaker.allow():
-            refused = breaker.refusal()
-            raise StoreCircuitOpen(f"the database is unavailable ({refused})", refused.retry_after)
-        started = trio.current_time()
         try:
-            result = await fn(*args)
-        except StoreUnavailable:
-            breaker.record_failure()
-            raise
-        except StoreError:
-            breaker.record(failed=False, started=started)
-            raise
-        except BaseException:
-            breaker.record_abandoned()
-            raise
-        breaker.record(failed=False, started=started)
-        return result
+            return await breaker.call(fn, *args, failures=StoreUnavailable, admit=admit)
+        except CircuitOpen as refused:
+            raise StoreCircuitOpen(f"the database is unavailable ({refused})", refused.retry_after) from None
 
     def _connect_kwargs(self) -> _ConnectKwargs:
         return _connect_kwargs(self.config)

@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
-from kernel import CircuitBreaker
+from kernel import CircuitBreaker, CircuitOpen
 
 from ._common import Lifecycle, check_key, check_rate, check_ttl, new_subscription, to_bytes
 from ._config import CoordinationConfig, RedisConfig
@@ -123,20 +123,11 @@ class _Bridge:
         breaker = self.breaker
         if breaker is None:
             return await self.call_unchecked(fn, *args, deadline=self.deadline)
-        if not breaker.allow():
-            refused = breaker.refusal()
-            raise CoordinationCircuitOpen(f"redis unavailable ({refused})", refused.retry_after)
-        started = trio.current_time()
         try:
-            result = await self.call_unchecked(fn, *args, deadline=self.deadline)
-        except CoordinationUnavailable:
-            breaker.record_failure()
-            raise
-        except BaseException:
-            breaker.record_abandoned()
-            raise
-        breaker.record(failed=False, started=started)
-        return result
+            return await breaker.call(functools.partial(self.call_unchecked, fn, *args, deadline=self.deadline),
+                                      failures=CoordinationUnavailable)
+        except CircuitOpen as refused:
+            raise CoordinationCircuitOpen(f"redis unavailable ({refused})", refused.retry_after) from None
 
     async def call_unchecked(self, fn: Callable[..., Awaitable[T]], *args: Any, deadline: float) -> T:
         try:

@@ -198,3 +198,26 @@ async def test_registry_is_per_instance_and_seedable() -> None:
     assert {d.name for d in a} == {POSTGRES, REDIS, ANTHROPIC, S3} and "nope" not in a
     assert set(a.snapshots()) == {POSTGRES, REDIS, ANTHROPIC, S3}
     assert random.Random(1).random() != a[REDIS].rng.random()  # one source shared by all dependencies
+
+
+async def test_call_counts_only_the_named_failures(autojump_clock: trio.testing.MockClock) -> None:
+    """Storage and Redis name their unavailability: a refused connection is a failure, an answer (a
+    constraint error) is not, a cancelled call counts for nothing, and a continuation is never refused."""
+    breaker = Breakers()[REDIS].breaker
+
+    async def raises(error: BaseException) -> None:
+        raise error
+
+    with pytest.raises(ValueError):
+        await breaker.call(raises, ValueError("the server answered no"), failures=Down)
+    assert breaker.snapshot().successes == 1
+    with trio.move_on_after(1.0):
+        await breaker.call(trio.sleep_forever, failures=Down)
+    assert breaker.snapshot().requests == 1  # the cancelled call: no outcome
+    for _ in range(3):
+        with pytest.raises(Down):
+            await breaker.call(raises, Down(), failures=Down)
+    with pytest.raises(CircuitOpen):
+        await breaker.call(trio.sleep, 0)
+    assert await breaker.call(trio.sleep, 0, admit=False) is None  # reports, never refused
+    assert breaker.snapshot().failures_total == 3 and breaker.snapshot().rejected == 1
