@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/impact.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/binary.py
 
 # dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.

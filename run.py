@@ -47,11 +47,10 @@ from actors.exports import (
 from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
-from kernel import ActorSystem, Supervisor, SupervisorGaveUp
-from storage import Store, StoreError, open_store
-from storage.coordination import Coordination, CoordinationConfig, open_coordination
+from kernel import REDIS, S3, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
+from storage import StoreError, open_store
+from storage.coordination import Coordination, CoordinationConfig, leases_with_fallback, open_coordination
 from transport import (
-    CheckResult,
     ConfigError,
     Dependencies,
     HealthRegistry,
@@ -59,8 +58,10 @@ from transport import (
     ShutdownBudget,
     begin_drain,
     configure_logging,
+    coordination_check,
     create_app,
     issue_token,
+    store_check,
 )
 
 log = logging.getLogger("vigil.run")
@@ -179,25 +180,6 @@ async def _stop_actors(system: ActorSystem, shutdown: _Shutdown) -> None:
                     extra={"fields": {"allowedSeconds": round(allowed, 3)}})
 
 
-def _store_check(store: Store) -> Callable[[], Awaitable[CheckResult]]:
-    async def check() -> CheckResult:
-        try:
-            await store.ping()
-        except StoreError as exc:
-            return CheckResult("down", str(exc))
-        return CheckResult("ok", store.backend)
-
-    return check
-
-
-def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[CheckResult]]:
-    async def check() -> CheckResult:
-        status = await coordination.health()
-        return CheckResult("ok" if status.ok else "down", f"{status.backend}: {status.detail}")
-
-    return check
-
-
 def _redis_up(coordination: Coordination) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
         return (await coordination.health()).ok
@@ -225,6 +207,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
         async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
             health = HealthRegistry()
+            # One breaker and retry policy per dependency, shared by storage, coordination and transport.
+            breakers = Breakers()
             # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
@@ -235,12 +219,12 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 tree, application_parts = tree_factory(settings), None
             else:
                 # SQLite migrates itself on open; PostgreSQL needs `run.py migrate` first.
-                store = await stack.enter_async_context(open_store(settings.database_url))
+                store = await stack.enter_async_context(open_store(settings.database_url, breakers=breakers))
                 # Redis is optional: without it, rate limits, leases and pub/sub stay in-process.
                 coordination = await stack.enter_async_context(
-                    open_coordination(settings.redis_url, config=CoordinationConfig()))
-                health.add_check("database", _store_check(store))
-                health.add_check("coordination", _coordination_check(coordination), critical=False)
+                    open_coordination(settings.redis_url, config=CoordinationConfig(), breaker=breakers[REDIS].breaker))
+                health.add_check("database", store_check(store))
+                health.add_check("coordination", coordination_check(coordination), critical=False)
                 # What /metrics exports for the alerts (deploy/prometheus/alerts.yml): pool use, Redis up.
                 dependencies = Dependencies(pool_stats=store.pool_stats,
                                             redis_up=_redis_up(coordination) if settings.redis_url else None)
@@ -248,15 +232,17 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 application_parts = application(
                     store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url),
                                       exports=ExportsConfig(s3=_s3_config())), role=settings.role,
-                    leases=coordination.leases)
+                    # Reapers are single instances across processes; a Redis outage must not change who holds one.
+                    leases=leases_with_fallback(coordination.leases, store), s3_breaker=breakers[S3].breaker)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:
+                    breakers.publish_to(system.telemetry)  # transitions stream on /v1/ops/telemetry
                     services: Services | None = None
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
                     app = create_app(settings, system=system, services=services, health=health,
-                                     dependencies=dependencies,
+                                     dependencies=dependencies, breakers=breakers,
                                      rate_limiter=coordination.limiter if coordination is not None else None)
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
@@ -308,7 +294,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 # -- migrate -----------------------------------------------------------------------------------------
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
-    from storage import StoreError, migrate
+    from storage import migrate
 
     async def run() -> list[int]:
         async with trio_asyncio.open_loop():

@@ -16,6 +16,18 @@ from ._breaker import (
     CircuitBreaker,
     CircuitOpen,
     breaker_step,
+    call_outcome,
+)
+from ._breakers import (
+    ANTHROPIC,
+    POSTGRES,
+    REDIS,
+    S3,
+    Breakers,
+    BreakersConfig,
+    Dependency,
+    DependencyPolicy,
+    seeds_breaker,
 )
 from ._cell import Failed, InjectedCrash, Terminated
 from ._errors import (
@@ -54,6 +66,7 @@ from ._snapshot import FailureSnapshot, MailboxStatistics, NodeSnapshot
 from ._spec import ChildSpec, Supervisor
 from ._system import ActorSystem, DeadLetter, DeadLetters
 from ._telemetry import (
+    BreakerChanged,
     Crashed,
     DeadLettered,
     GaveUp,
@@ -68,6 +81,17 @@ from ._telemetry import (
 from ._timers import Timer
 
 __all__ = [
+    "ANTHROPIC",
+    "POSTGRES",
+    "REDIS",
+    "S3",
+    "BreakerChanged",
+    "Breakers",
+    "BreakersConfig",
+    "Dependency",
+    "DependencyPolicy",
+    "call_outcome",
+    "seeds_breaker",
     "NO_RETRY",
     "Classify",
     "RetryAfter",

@@ -73,8 +73,18 @@ class DeadLettered(TelemetryEvent):
     kind: ClassVar[str] = "dead_letter"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerChanged(TelemetryEvent):
+    """A dependency's circuit breaker changed state; ``path`` is ``breakers/<name>``, ``detail`` "from->to"."""
+
+    kind: ClassVar[str] = "breaker_changed"
+    breaker: str = ""
+    from_state: str = ""
+    to_state: str = ""
+
+
 EVENT_TYPES: tuple[type[TelemetryEvent], ...] = (
-    Started, Stopped, Crashed, Restarted, GaveUp, MailboxOverflow, DeadLettered,
+    Started, Stopped, Crashed, Restarted, GaveUp, MailboxOverflow, DeadLettered, BreakerChanged,
 )
 
 

@@ -18,7 +18,7 @@ Open a store from a URL and do all work in units of work::
 Repository calls return ops; ``await op``, ``tx.run(*ops)``, ``tx.defer(*ops)`` and
 ``tx.commit(*ops)`` decide how many share a crossing (see ``storage._tx``). Samples, their
 outbox event and the watermark commit together or not at all. ``store.transact(work)``
-reruns ``work(tx)`` on transient errors with jittered exponential backoff (``RetryPolicy``).
+reruns ``work(tx)`` on transient errors with ``kernel.retry_call`` (full jitter, ``RetryPolicy``).
 
 Backends: SQLite (default; WAL, one writer thread, migrates on open) and PostgreSQL (asyncpg
 through trio-asyncio, ``unnest`` bulk upserts, SKIP LOCKED claims, LISTEN/NOTIFY, advisory
@@ -37,6 +37,7 @@ Errors (driver errors are translated once, at the boundary, into these)::
      ├── ConflictError              a concurrent change won (version check, state moved on)
      │    └── SerializationFailure  serialization failure, deadlock, busy SQLite  [retryable]
      └── StoreUnavailable           cannot connect, connection lost              [retryable]
+          ├── StoreCircuitOpen      the breaker refused at once; ``.retry_after``  [never retried inside]
           └── CommitUnknown         lost during COMMIT: outcome unknown       [not retryable]
 """
 
@@ -49,6 +50,7 @@ from ._errors import (
     InvalidData,
     NotFound,
     SerializationFailure,
+    StoreCircuitOpen,
     StoreError,
     StoreUnavailable,
     UniqueViolation,
@@ -153,6 +155,7 @@ __all__ = [
     "SerializationFailure",
     "SleepNight",
     "Store",
+    "StoreCircuitOpen",
     "StoreConfig",
     "StoreError",
     "StoreOpener",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from kernel import backoff_delay
+from kernel import RetryPolicy, backoff_delay
 
 __all__ = ["Limits", "OutboxPolicy", "RetryPolicy", "StoreConfig", "require_positive", "utc_now"]
 
@@ -38,30 +37,6 @@ def _backoff(attempt: int, base: float, maximum: float, jitter: float, draw: flo
     return backoff_delay(
         min(max(attempt - 1, 0), 62), base_delay=base, max_delay=maximum, jitter=1.0 - jitter * draw
     )
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a unit of work is retried after a transient error (serialization, lost connection).
-
-    ``attempts`` counts every run, the first one included; sleeps use ``trio.sleep``.
-    """
-
-    attempts: int = 5
-    base_delay: float = 0.02
-    max_delay: float = 1.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("RetryPolicy.attempts must be >= 1")
-        require_positive("RetryPolicy", base_delay=self.base_delay, max_delay=self.max_delay)
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError("RetryPolicy.jitter must be within [0, 1]")
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """Seconds to wait after the ``failures``-th failed run (1-based)."""
-        return _backoff(failures, self.base_delay, self.max_delay, self.jitter, rng.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +92,9 @@ class Limits:
 class StoreConfig:
     """Everything a store needs besides its URL."""
 
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Reruns of a unit of work after a transient error (kernel.retry_call: full jitter). The database states
+    # its own numbers: serialization failures under contention want quick, several retries.
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=5, initial=0.02, cap=1.0))
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
     limits: Limits = field(default_factory=Limits)
     checkpoint_lease_seconds: float = 60.0

@@ -11,6 +11,8 @@ import asyncio
 import sqlite3
 from typing import Any
 
+from kernel import NO_RETRY, RetryAfter, RetryDecision
+
 __all__ = [
     "CommitUnknown",
     "ConflictError",
@@ -18,9 +20,11 @@ __all__ = [
     "InvalidData",
     "NotFound",
     "SerializationFailure",
+    "StoreCircuitOpen",
     "StoreError",
     "StoreUnavailable",
     "UniqueViolation",
+    "store_retry_decision",
     "translate_pg",
     "translate_sqlite",
 ]
@@ -77,6 +81,20 @@ class StoreUnavailable(StoreError):
     retryable = True
 
 
+class StoreCircuitOpen(StoreUnavailable):
+    """The database's circuit breaker is open: refused at once, without a connection attempt.
+
+    Retryable for a client (``retry_after`` seconds from now a probe goes through), but never retried
+    inside the store: a refusal must answer fast."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.retry_after))
+
+
 class CommitUnknown(StoreUnavailable):
     """The connection died while COMMIT was in flight: the outcome is unknown.
 
@@ -99,6 +117,14 @@ _SQLITE_MISMATCH = 20
 _SQLITE_CANTOPEN = 14
 _SQLITE_IOERR = 10
 _SQLITE_FULL = 13
+
+
+def store_retry_decision(exc: Exception) -> RetryDecision:
+    """The store's classification for ``kernel.retry_call``: a retryable StoreError runs again; a breaker's
+    refusal, CommitUnknown and everything else do not."""
+    if isinstance(exc, StoreError) and exc.retryable and not isinstance(exc, StoreCircuitOpen):
+        return RetryAfter()
+    return NO_RETRY
 
 
 def translate_sqlite(exc: sqlite3.Error) -> StoreError:

@@ -9,6 +9,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from kernel import POSTGRES, Breakers
+
 from ._config import StoreConfig
 from ._errors import InvalidData, StoreError
 from ._protocol import Store
@@ -39,7 +41,7 @@ def parse_url(url: str) -> tuple[str, str]:
     raise InvalidData("url", f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
 
-async def _open(url: str, config: StoreConfig) -> SqliteStore | PostgresStore:
+async def _open(url: str, config: StoreConfig, breakers: Breakers | None = None) -> SqliteStore | PostgresStore:
     kind, target = parse_url(url)
     store: SqliteStore | PostgresStore
     if kind == "sqlite":
@@ -58,6 +60,8 @@ async def _open(url: str, config: StoreConfig) -> SqliteStore | PostgresStore:
                 " (or use `async with open_store(url)`, which opens one)"
             )
         store = PostgresStore(target, config, loop)
+        if breakers is not None:
+            store.dependency = breakers[POSTGRES]
     await store._open()
     return store
 
@@ -71,14 +75,15 @@ class StoreOpener:
     block when none is running (tasks started inside the block can then use the store).
     """
 
-    def __init__(self, url: str, config: StoreConfig) -> None:
+    def __init__(self, url: str, config: StoreConfig, breakers: Breakers | None = None) -> None:
         self._url = url
         self._config = config
+        self._breakers = breakers
         self._stack = AsyncExitStack()
         self._store: Store | None = None
 
     def __await__(self) -> Generator[Any, None, Store]:
-        return _open(self._url, self._config).__await__()
+        return _open(self._url, self._config, self._breakers).__await__()
 
     async def __aenter__(self) -> Store:
         if parse_url(self._url)[0] == "postgresql":
@@ -87,7 +92,7 @@ class StoreOpener:
             if trio_asyncio.current_loop.get() is None:
                 await self._stack.enter_async_context(trio_asyncio.open_loop())
         try:
-            self._store = await _open(self._url, self._config)
+            self._store = await _open(self._url, self._config, self._breakers)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -103,11 +108,13 @@ class StoreOpener:
             await self._stack.aclose()
 
 
-def open_store(url: str, *, config: StoreConfig | None = None) -> StoreOpener:
+def open_store(url: str, *, config: StoreConfig | None = None, breakers: Breakers | None = None) -> StoreOpener:
     """Open the store the URL names (``sqlite:///...`` or ``postgresql://...``); migrations
-    run on open (always for SQLite, per ``config.migrate_on_open`` for PostgreSQL)."""
+    run on open (always for SQLite, per ``config.migrate_on_open`` for PostgreSQL). With ``breakers``,
+    PostgreSQL's work goes through ``breakers["postgres"]`` (refused fast with StoreCircuitOpen while it is
+    open) and the store's retries are counted there."""
     parse_url(url)  # fail fast on a bad URL, before anything is awaited
-    return StoreOpener(url, config or StoreConfig())
+    return StoreOpener(url, config or StoreConfig(), breakers)
 
 
 async def migrate(url: str, *, config: StoreConfig | None = None) -> list[int]:

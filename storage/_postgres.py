@@ -22,9 +22,11 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from kernel import CircuitOpen
+
 from . import _validate as v
 from ._config import StoreConfig
-from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
+from ._errors import CommitUnknown, StoreCircuitOpen, StoreError, StoreUnavailable, translate_pg
 from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
 from ._model import PoolStats
@@ -33,7 +35,7 @@ from ._store import StoreBase
 from ._transaction import Transaction
 from ._tx import Const, End, Op, Step
 
-__all__ = ["PostgresStore", "migrate_postgres"]
+__all__ = ["HeldLock", "PostgresStore", "migrate_postgres"]
 
 T = TypeVar("T")
 
@@ -187,15 +189,24 @@ class PostgresTransaction(Transaction):
     dialect = POSTGRES
 
     def __init__(self, store: PostgresStore, *, readonly: bool, retry_first: bool, urgent: bool) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent,
+                         on_retry=store.count_retry)
         self._store = store
         self._conn: asyncpg.Connection | None = None
         self._commit_sent = False
         self.notify_channel = store.notify_channel
 
     async def _cross(self, ops: list[Op[Any]], *, begin: bool, end: End) -> list[Any]:
+        steps = [op.step for op in ops]
+        if end == "rollback" and not ops:  # giving back what the unit held: never refused, never counted
+            return await self._cross_unguarded(steps, begin, end)
+        # The breaker admits units of work at their first crossing; later ones of an admitted unit only
+        # report how they went (a refusal mid-unit would strand its connection).
+        return await self._store._guarded(self._cross_unguarded, steps, begin, end, admit=begin)
+
+    async def _cross_unguarded(self, steps: list[Step], begin: bool, end: End) -> list[Any]:
         try:
-            return await self._store._aio(self._batch, [op.step for op in ops], begin, end)
+            return await self._store._aio(self._batch, steps, begin, end)
         except StoreUnavailable as exc:
             if self._commit_sent and not isinstance(exc, CommitUnknown):
                 raise CommitUnknown(f"connection lost during COMMIT: {exc}") from exc
@@ -228,6 +239,45 @@ class PostgresTransaction(Transaction):
         return results
 
 
+class HeldLock:
+    """A session advisory lock this process holds (``PostgresStore.try_lock``); the store releases what is still
+    held when it closes."""
+
+    def __init__(self, store: PostgresStore, conn: asyncpg.Connection, key: int) -> None:
+        self._store = store
+        self._conn: asyncpg.Connection | None = conn
+        self._key = key
+
+    @property
+    def held(self) -> bool:
+        """Not released, and its connection not known to be dead (``alive`` asks the server)."""
+        try:
+            return self._conn is not None and not self._conn.is_closed()
+        except asyncpg.InterfaceError:  # the pool took back a connection that died
+            return False
+
+    async def alive(self) -> bool:
+        """Whether the lock is still ours, asking the server (its session may have died unnoticed)."""
+        conn = self._conn
+        if conn is None or not self.held:
+            return False
+        try:
+            await self._store._aio(conn.fetchval, "SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        self._store._held_locks.discard(self)
+        if conn is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._store._aio(self._store._unlock, conn, self._key)
+                except StoreError:
+                    pass  # the session is gone, and the lock with it
+
+
 class PostgresStore(StoreBase):
     """See the module docstring. Open with :func:`storage.open_store`."""
 
@@ -242,9 +292,22 @@ class PostgresStore(StoreBase):
         self.notify_channel = config.notify_channel + (f"_{config.pg_schema}" if config.pg_schema else "")
         self._schema_key = config.pg_schema or ""
         self.applied_migrations: list[int] = []
+        self._held_locks: set[HeldLock] = set()
 
     async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await _aio(self._loop, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[T]], *args: Any, admit: bool = True) -> T:
+        """``await fn(*args)`` as one call of the PostgreSQL breaker (when the store has one): refused at
+        once with StoreCircuitOpen while it is open (``admit``); a lost or refused connection, and a call past
+        the breaker's call timeout, count as failures; an error the server answered with does not."""
+        breaker = self.breaker
+        if breaker is None:
+            return await fn(*args)
+        try:
+            return await breaker.call(fn, *args, failures=StoreUnavailable, admit=admit)
+        except CircuitOpen as refused:
+            raise StoreCircuitOpen(f"the database is unavailable ({refused})", refused.retry_after) from None
 
     def _connect_kwargs(self) -> _ConnectKwargs:
         return _connect_kwargs(self.config)
@@ -287,6 +350,8 @@ class PostgresStore(StoreBase):
             return
         self._closed = True
         with trio.CancelScope(shield=True):
+            for held in list(self._held_locks):  # the pool waits for its connections: give them back first
+                await held.release()
             await self._aio(self._close_pools)
 
     async def _close_pools(self) -> None:
@@ -307,8 +372,9 @@ class PostgresStore(StoreBase):
         return PoolStats(in_use=size - pool.get_idle_size(), open=size, max_size=pool.get_max_size())
 
     async def ping(self) -> None:
-        """Raise StoreError unless the database answers."""
-        await self._aio(self._ping)
+        """Raise StoreError unless the database answers (through the breaker: refused while it is open, and a
+        probe when half open)."""
+        await self._guarded(self._aio, self._ping)
 
     async def _ping(self) -> None:
         async with self._pool.acquire() as conn:
@@ -330,6 +396,30 @@ class PostgresStore(StoreBase):
         finally:
             with trio.CancelScope(shield=True):
                 await self._aio(self._unlock, conn, key)
+
+    async def try_lock(self, name: str) -> HeldLock | None:
+        """Take the session advisory lock ``name`` if it is free, never waiting: the held lock, or None when
+        another session holds it. Held on a lock-pool connection until released or that connection dies (a
+        crashed process frees it at once); through the database's breaker."""
+        key = _lock_key("vigil.lease", self._schema_key, v.text("name", name, 1024))
+        conn = await self._guarded(self._aio, self._try_lock, key)
+        if conn is None:
+            return None
+        held = HeldLock(self, conn, key)
+        self._held_locks.add(held)
+        return held
+
+    async def _try_lock(self, key: int) -> asyncpg.Connection | None:
+        conn = await self._lock_pool.acquire()
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException as exc:
+            await _give_back(self._lock_pool, conn, exc)
+            raise
+        if not got:
+            await self._lock_pool.release(conn)
+            return None
+        return conn
 
     async def _lock(self, key: int) -> asyncpg.Connection:
         conn = await self._lock_pool.acquire()

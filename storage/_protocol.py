@@ -8,6 +8,8 @@ from typing import Literal, Protocol, TypeVar
 
 import trio
 
+from kernel import CircuitBreaker
+
 from ._config import RetryPolicy, StoreConfig
 from ._model import PoolStats, PreparedSamples, SampleIn
 from ._repos import SamplePreparer
@@ -53,6 +55,11 @@ class Store(Protocol):
     def prepare_samples(self, rows: Sequence[SampleIn]) -> PreparedSamples:
         """``rows`` checked and converted now (no I/O) for a later ``tx.samples.upsert_many``;
         raises InvalidData as that would."""
+        ...
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The database's circuit breaker (PostgreSQL opened with ``breakers``), else None."""
         ...
 
     @property

@@ -262,7 +262,8 @@ class SqliteTransaction(Transaction):
     def __init__(
         self, store: SqliteStore, connection: _Connection, *, readonly: bool, retry_first: bool, urgent: bool
     ) -> None:
-        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent)
+        super().__init__(store.config, store._rng, readonly=readonly, retry_first=retry_first, urgent=urgent,
+                         on_retry=store.count_retry)
         self._store = store
         self._conn = connection
 

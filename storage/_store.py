@@ -7,10 +7,10 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
-import trio
+from kernel import CircuitBreaker, Dependency, RetryPolicy, retry_call
 
-from ._config import RetryPolicy, StoreConfig
-from ._errors import StoreError
+from ._config import StoreConfig
+from ._errors import StoreError, store_retry_decision
 from ._model import PreparedSamples, SampleIn
 from ._repos import SamplePreparer
 from ._transaction import Transaction
@@ -29,6 +29,18 @@ class StoreBase(abc.ABC):
         self.config = config
         self._rng = random.Random(config.seed)
         self._closed = False
+        # The dependency's breaker and retry counter (kernel.Breakers), when the application passed one:
+        # PostgreSQL's crossings go through the breaker; retries are counted for /metrics.
+        self.dependency: Dependency | None = None
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self.dependency.breaker if self.dependency is not None else None
+
+    def count_retry(self, retry: int, delay: float, error: Exception) -> None:
+        """``on_retry`` of the store's retries (transact and a transaction's first crossing)."""
+        if self.dependency is not None:
+            self.dependency.count_retry(retry, delay, error)
 
     @abc.abstractmethod
     def _new_transaction(self, *, readonly: bool, retry_first: bool, urgent: bool) -> Transaction: ...
@@ -69,18 +81,12 @@ class StoreBase(abc.ABC):
 
         ``work`` may run several times, so it must not have side effects outside the store.
         """
-        policy = retry or self.config.retry
-        failures = 0
-        while True:
+
+        async def once() -> T:
             if self._closed:
                 raise StoreError("the store is closed")
-            try:
-                async with self._new_transaction(readonly=readonly, retry_first=False, urgent=urgent) as tx:
-                    return await work(tx)
-            except StoreError as exc:
-                if not exc.retryable:
-                    raise
-                failures += 1
-                if failures >= policy.attempts:
-                    raise
-                await trio.sleep(policy.delay(failures, self._rng))
+            async with self._new_transaction(readonly=readonly, retry_first=False, urgent=urgent) as tx:
+                return await work(tx)
+
+        return await retry_call(once, policy=retry or self.config.retry, classify=store_retry_decision,
+                                rng=self._rng, on_retry=self.count_retry)

@@ -27,8 +27,10 @@ from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import trio
 
+from kernel import retry_call
+
 from ._config import StoreConfig
-from ._errors import StoreError
+from ._errors import StoreError, store_retry_decision
 from ._sql import Cmd, Dialect, StepsFn
 
 T = TypeVar("T")
@@ -96,9 +98,11 @@ class TransactionBase(abc.ABC):
     notify_channel: str | None = None
 
     def __init__(
-        self, config: StoreConfig, rng: random.Random, *, readonly: bool, retry_first: bool, urgent: bool
+        self, config: StoreConfig, rng: random.Random, *, readonly: bool, retry_first: bool, urgent: bool,
+        on_retry: Callable[[int, float, Exception], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_retry = on_retry
         self.readonly = readonly
         # Goes before waiting non-urgent work where the backend has a single writer (SQLite).
         self.urgent = urgent
@@ -320,20 +324,13 @@ class TransactionBase(abc.ABC):
         return results[len(batch) - len(ops) :]
 
     async def _cross_retrying(self, batch: list[Op[Any]], *, begin: bool, end: End) -> list[Any]:
-        failures = 0
-        while True:
-            try:
-                return await self._cross(batch, begin=begin, end=end)
-            except StoreError as exc:
-                # A failed first crossing has been rolled back and the caller has seen none of
-                # its results, so it can simply run again. Later crossings cannot: the body
-                # already acted on earlier results (that is what Store.transact is for).
-                if not (begin and self._retry_first and exc.retryable):
-                    raise
-                failures += 1
-                if failures >= self.config.retry.attempts:
-                    raise
-                await trio.sleep(self.config.retry.delay(failures, self._rng))
+        # A failed first crossing has been rolled back and the caller has seen none of its results, so it
+        # can simply run again. Later crossings cannot: the body already acted on earlier results (that is
+        # what Store.transact is for).
+        if not (begin and self._retry_first):
+            return await self._cross(batch, begin=begin, end=end)
+        return await retry_call(lambda: self._cross(batch, begin=begin, end=end), policy=self.config.retry,
+                                classify=store_retry_decision, rng=self._rng, on_retry=self._on_retry)
 
     async def _abort(self) -> None:
         self._deferred = []

@@ -33,6 +33,7 @@ from ._metrics import ActorTreeCollector, Dependencies, HttpMetrics
 from ._openapi import build_openapi
 from ._ops import HealthResponse, SupervisionNode, event_to_dict
 from ._ops_history import HistoryConfig
+from ._resilience import BreakerCollector, breakers_health, coordination_check, store_check
 from ._routes import (
     WS_GOING_AWAY,
     WS_UNAUTHENTICATED,
@@ -59,4 +60,5 @@ __all__ = [
     "authenticate_ops", "authenticate_user", "bearer_token", "begin_drain", "build_openapi",
     "configure_logging", "create_app", "current_request_id", "domains", "event_to_dict",
     "app_context", "issue_token", "refuse_while_draining", "to_api_error", "verify_user_token",
+    "BreakerCollector", "breakers_health", "coordination_check", "store_check",
 ]

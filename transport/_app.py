@@ -13,6 +13,7 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from actors.supervisor import Services
+from kernel import Breakers
 from storage.coordination import RateLimiter
 
 from ._auth import TokenVerifier
@@ -29,6 +30,7 @@ from ._ops_history import HistoryConfig, OpsHistory, app_reader
 from ._ops_page import load_static, ops_page_blueprint
 from ._projections import outbox_ops, read_side
 from ._realtime import realtime as realtime_api
+from ._resilience import breakers_health
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
 from ._samples import health as health_api
 from ._settings import Settings, warn_about_dev_defaults
@@ -55,12 +57,14 @@ class VigilApp(QuartTrio):
 def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
                blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None,
                dependencies: Dependencies | None = None, history: HistoryConfig | None = None,
-               rate_limiter: RateLimiter | None = None) -> VigilApp:
+               rate_limiter: RateLimiter | None = None, breakers: Breakers | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
     them the user API is served, without them only the operators' endpoints; ``blueprints`` add
     routes; ``health`` may carry extra checks (the actor system and draining checks are added here);
-    ``rate_limiter`` (the coordination limiter) enforces the settings' rate limits, which are off without it."""
+    ``rate_limiter`` (the coordination limiter) enforces the settings' rate limits, which are off without it;
+    ``breakers`` (the dependencies' ``kernel.Breakers``) show in /health and /metrics."""
+
     app = VigilApp(__name__, static_folder=None)
     app.config.update(
         # Quart enforces this on the streamed body, so an oversized chunked upload stops early;
@@ -81,13 +85,15 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_check("actors", actor_system_check(system))
     if "server" not in health.names:
         health.add_check("server", draining_check(draining))
+    if breakers is not None:
+        health.add_breakers(breakers_health(breakers))
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     dependencies = dependencies if dependencies is not None else Dependencies()
     ingest = services.ingest if services is not None else None
     projection = services.projection if services is not None else None
     metrics = HttpMetrics(system, ingest=ingest, projection=projection, dependencies=dependencies,
-                          maintenance=services.maintenance if services is not None else None)
+                          maintenance=services.maintenance if services is not None else None, breakers=breakers)
     ops_history = OpsHistory(app_reader(system.tree, metrics.request_duration, ingest=ingest, projection=projection),
                              metrics.request_duration.bounds, history or HistoryConfig())
     app.extensions[EXTENSION_KEY] = AppContext(

@@ -41,7 +41,7 @@ from actors.sync import (
     UnknownConflict,
 )
 from kernel import ActorCrashed, ActorStopped, AskTimeout, MailboxFull, NoSuchActor
-from storage import InvalidData, StoreError, StoreUnavailable
+from storage import InvalidData, StoreCircuitOpen, StoreError, StoreUnavailable
 
 log = logging.getLogger("vigil.transport")
 
@@ -335,6 +335,9 @@ def _storage_error(exc: BaseException) -> ApiError | None:
     database are the client's and the operator's business respectively; the rest is a bug."""
     if isinstance(exc, InvalidData):
         return ValidationFailed(str(exc), details=[{"field": exc.field, "problem": exc.problem}])
+    if isinstance(exc, StoreCircuitOpen):  # answered fast: the breaker says when a probe goes through
+        return Unavailable("the database is unavailable; retry later", code="STORE_UNAVAILABLE",
+                           retry_after_ms=max(1, math.ceil(exc.retry_after * 1000)))
     if isinstance(exc, StoreUnavailable):
         return Unavailable("the database is unavailable; retry later", code="STORE_UNAVAILABLE")
     if isinstance(exc, StoreError) and exc.retryable:

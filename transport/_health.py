@@ -30,7 +30,8 @@ class CheckResult:
 
 
 CheckFn = Callable[[], Awaitable["CheckResult | bool"]]
-BreakerSource = Callable[[], Mapping[str, str]]
+# {breaker name: {"state": closed|open|half_open, ...counts}}; a bare state string is read as {"state": it}.
+BreakerSource = Callable[[], Mapping[str, "Mapping[str, Any] | str"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class _Check:
 class HealthReport:
     status: OverallStatus
     checks: dict[str, dict[str, Any]]
-    circuit_breakers: dict[str, str]
+    circuit_breakers: dict[str, dict[str, Any]]
 
     @property
     def http_status(self) -> int:
@@ -66,7 +67,7 @@ class HealthRegistry:
         self._checks[name] = _Check(fn, critical)
 
     def add_breakers(self, source: BreakerSource) -> None:
-        """``source()`` returns ``{breaker name: state}`` (e.g. closed, open, half_open)."""
+        """``source()`` returns ``{breaker name: {"state": closed|open|half_open, ...counts}}``."""
         self._breakers.append(source)
 
     @property
@@ -92,12 +93,13 @@ class HealthRegistry:
             for name, check in self._checks.items():
                 nursery.start_soon(one, name, check)
 
-        breakers: dict[str, str] = {}
+        breakers: dict[str, dict[str, Any]] = {}
         for source in self._breakers:
             try:
-                breakers.update(source())
+                breakers.update({name: {"state": value} if isinstance(value, str) else dict(value)
+                                 for name, value in source().items()})
             except Exception as exc:
-                breakers[f"<{type(exc).__name__}>"] = "unknown"
+                breakers[f"<{type(exc).__name__}>"] = {"state": "unknown"}
 
         status: OverallStatus = "healthy"
         for name in self._checks:  # registration order, for a stable document
@@ -106,7 +108,7 @@ class HealthRegistry:
                 status = "unhealthy"
             elif r["status"] != "ok" and status == "healthy":
                 status = "degraded"
-        if status == "healthy" and any(state != "closed" for state in breakers.values()):
+        if status == "healthy" and any(b.get("state") != "closed" for b in breakers.values()):
             status = "degraded"
         return HealthReport(status, {n: results[n] for n in self._checks}, breakers)
 

@@ -20,8 +20,10 @@ from prometheus_client.utils import floatToGoString
 from actors.ingest import IngestService
 from actors.maintenance import MaintenanceService
 from actors.projection import ProjectionService
-from kernel import NodeSnapshot
+from kernel import Breakers, NodeSnapshot
 from storage import PoolStats
+
+from ._resilience import BreakerCollector
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -345,7 +347,8 @@ class HttpMetrics:
 
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
                  projection: ProjectionService | None = None, dependencies: Dependencies | None = None,
-                 maintenance: MaintenanceService | None = None) -> None:
+                 maintenance: MaintenanceService | None = None,
+                 breakers: Breakers | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.dependencies = DependencyCollector(dependencies or Dependencies())
         self.registry.register(self.dependencies)
@@ -359,6 +362,8 @@ class HttpMetrics:
             self.registry.register(ProjectionCollector(projection))
         if maintenance is not None:
             self.registry.register(ReapedCollector(maintenance))
+        if breakers is not None:
+            self.registry.register(BreakerCollector(breakers))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)

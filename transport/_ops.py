@@ -40,12 +40,19 @@ class CheckModel(BaseModel):
     durationMs: float
 
 
+class BreakerModel(BaseModel):
+    """A dependency's breaker: its state and counts (requests, successes, failures, rejects, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    state: Literal["closed", "open", "half_open", "unknown"]
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     version: str = Field(description="the running Vigil version")
     timestamp: str = Field(description="the server's wall clock, RFC 3339 with milliseconds")
     checks: dict[str, CheckModel]
-    circuitBreakers: dict[str, str]
+    circuitBreakers: dict[str, BreakerModel]
 
 
 class FailureModel(BaseModel):
@@ -88,6 +95,8 @@ def event_to_dict(event: Any, wall_time: Callable[[float], str] | None = None) -
         "errorMessage": getattr(event, "error_message", None),
         "detail": getattr(event, "detail", None),
     }
+    if event.kind == "breaker_changed":  # API.md: breaker changes stream here too, as {breaker, from, to}
+        frame.update({"breaker": event.breaker, "from": event.from_state, "to": event.to_state})
     if wall_time is not None:
         frame["timestamp"] = wall_time(event.at)
     return frame

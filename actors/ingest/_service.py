@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from actors.maintenance import ReapGuard
 from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, MailboxFull, Supervisor
-from storage import Store
+from storage import Store, StoreCircuitOpen
 
 from ._decode_pool import DecodePool, DecodePoolBroken
 from ._errors import IngestUnavailable, LaneFull, PayloadHashMismatch, RequestInProgress, UploadDisabled
@@ -115,6 +115,7 @@ class IngestService:
         self._config = domain.config
         self._priority = domain.priority
         self._preparer = domain.store.preparer
+        self._store = domain.store
         self._pool = decode_pool
 
     # -- uploads --------------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class IngestService:
         Backfill is decoded in the decode pool's low-priority workers (here when there is none, one
         at a time), each only in its turn, so it never holds the CPU a foreground upload needs.
         """
+        self._refuse_if_store_down()
         lane = named_lane(raw)
         if lane is not None:
             self._refuse_if_full(lane)
@@ -147,6 +149,7 @@ class IngestService:
 
     async def submit(self, batch: IngestBatch) -> UploadResult:
         """Commit an upload already decoded (``accept_upload`` does that from raw bytes)."""
+        self._refuse_if_store_down()
         ref = self._lanes[batch.lane]
         try:
             outcome = await ref.ask(batch, timeout=self._config.ask_timeout)
@@ -157,6 +160,15 @@ class IngestService:
         if not isinstance(outcome, IngestOutcome):
             raise TypeError(f"the {batch.lane} lane answered {outcome!r}, not an IngestOutcome")
         return _result_of(outcome)
+
+    def _refuse_if_store_down(self) -> None:
+        """While the database's breaker is open, refuse at once (503 STORE_UNAVAILABLE with the breaker's
+        retry-after) rather than queue uploads that could only fail, or wait, in the lanes."""
+        breaker = self._store.breaker
+        if breaker is not None:
+            wait = breaker.seconds_open()
+            if wait > 0:
+                raise StoreCircuitOpen(f"the database is unavailable (circuit {breaker.name!r} is open)", wait)
 
     def _refuse_if_full(self, lane: Lane) -> None:
         if self._lanes[lane].statistics().depth >= self._gauges[lane].capacity:

@@ -17,6 +17,8 @@ Semantics shared by both implementations:
   seconds; a denied hit is not counted and reports ``retry_after``; every decision reports
   ``reset``, the seconds until the oldest counted hit leaves the window. Redis uses server
   time inside a Lua script, so it is atomic and consistent across processes.
+* Leases survive a Redis outage through ``leases_with_fallback(coord.leases, store)``:
+  PostgreSQL session advisory locks (in-process leases on SQLite) decide; Redis is best effort.
 * Leases: ``acquire`` succeeds when the lease is free, expired, or already held by the
   same owner (then the ttl is refreshed); only the holder can ``renew``/``release``.
 * Pub/sub: at-most-once, fire-and-forget; channels are exact names, patterns are Redis
@@ -29,6 +31,7 @@ Errors (everything the backend raises is translated once, at this boundary)::
 
     CoordinationError            base; unexpected backend reply (bug/misconfiguration)
     ├── CoordinationUnavailable  backend unreachable, timed out or not serving: transient
+    │    └── CoordinationCircuitOpen  the Redis breaker refused at once (``retry_after``)
     └── CoordinationClosed       used after the ``open_coordination`` context exited
 
 Invalid arguments raise ValueError/TypeError. ``health()`` never raises.
@@ -44,16 +47,21 @@ All subscriptions of one coordination object share one Redis connection.
 """
 
 from ._config import BusConfig, CoordinationConfig, RedisConfig
-from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
+from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._factory import open_coordination
+from ._fallback import AdvisoryLeases, FallbackLeases, leases_with_fallback
 from ._fanout import Subscription
 from ._protocol import Coordination, Leases, MessageBus, RateLimiter
 from ._values import BusStats, HealthStatus, Message, RateDecision
 
 __all__ = [
+    "AdvisoryLeases",
+    "FallbackLeases",
+    "leases_with_fallback",
     "BusConfig",
     "BusStats",
     "Coordination",
+    "CoordinationCircuitOpen",
     "CoordinationClosed",
     "CoordinationConfig",
     "CoordinationError",

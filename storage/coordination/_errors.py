@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CoordinationClosed", "CoordinationError", "CoordinationUnavailable"]
+__all__ = ["CoordinationCircuitOpen", "CoordinationClosed", "CoordinationError", "CoordinationUnavailable"]
 
 
 class CoordinationError(Exception):
@@ -19,6 +19,14 @@ class CoordinationUnavailable(CoordinationError):
     Transient by nature: callers may retry, degrade (e.g. fail open on a rate limit)
     or report unhealthy. Never raised for an invalid argument (that is ValueError).
     """
+
+
+class CoordinationCircuitOpen(CoordinationUnavailable):
+    """The Redis breaker is open: refused at once, without touching the network; ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CoordinationClosed(CoordinationError):

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
 
+from kernel import CircuitBreaker
+
 from ._config import CoordinationConfig
 from ._local import open_local_coordination
 from ._protocol import Coordination
@@ -16,16 +18,17 @@ __all__ = ["open_coordination"]
 
 @asynccontextmanager
 async def open_coordination(
-    redis_url: str | None, *, config: CoordinationConfig
+    redis_url: str | None, *, config: CoordinationConfig, breaker: CircuitBreaker | None = None
 ) -> AsyncIterator[Coordination]:
     """Open the coordination backend: Redis at ``redis_url``, in-process when it is None/"".
+    With ``breaker`` (``Breakers["redis"]``) every Redis operation goes through it.
 
     Redis is pinged before the body runs, so a dead or wrong URL raises
     CoordinationUnavailable here instead of on first use.
     """
     body_error: BaseException | None = None
     try:
-        async with _open(redis_url, config) as coordination:
+        async with _open(redis_url, config, breaker) as coordination:
             try:
                 yield coordination
             except BaseException as exc:
@@ -44,9 +47,10 @@ async def open_coordination(
         raise
 
 
-def _open(redis_url: str | None, config: CoordinationConfig) -> AbstractAsyncContextManager[Coordination]:
+def _open(redis_url: str | None, config: CoordinationConfig,
+          breaker: CircuitBreaker | None) -> AbstractAsyncContextManager[Coordination]:
     if redis_url:
-        return open_redis_coordination(redis_url, config)
+        return open_redis_coordination(redis_url, config, breaker)
     return open_local_coordination(config)
 
 

@@ -29,9 +29,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
+from kernel import CircuitBreaker, CircuitOpen
+
 from ._common import Lifecycle, check_hits, check_key, check_ttl, new_subscription, to_bytes
 from ._config import CoordinationConfig, RedisConfig
-from ._errors import CoordinationClosed, CoordinationError, CoordinationUnavailable
+from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._fanout import FanoutCounters, SubscriberIndex, Subscription
 from ._glob import escape_glob
 from ._values import BusStats, HealthStatus, Message, RateDecision
@@ -125,16 +127,28 @@ def translate(exc: BaseException) -> CoordinationError:
 class _Bridge:
     """The single trio→asyncio crossing point: loop, deadline, error translation."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, config: RedisConfig, lifecycle: Lifecycle) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: RedisConfig, lifecycle: Lifecycle,
+                 breaker: CircuitBreaker | None = None) -> None:
         # The loop is passed explicitly so callers in any trio task (not only those
         # spawned inside open_loop) reach the loop that owns the connections.
         self._loop = loop
         self.deadline = config.operation_deadline
         self.lifecycle = lifecycle
+        self.breaker = breaker
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One operation, through the Redis breaker when there is one: refused at once while it is open
+        (CoordinationCircuitOpen); unavailability and a call past its call timeout count as failures. The
+        pub/sub listener's long reads use ``call_unchecked`` and are not calls of the breaker."""
         self.lifecycle.check()
-        return await self.call_unchecked(fn, *args, deadline=self.deadline)
+        breaker = self.breaker
+        if breaker is None:
+            return await self.call_unchecked(fn, *args, deadline=self.deadline)
+        try:
+            return await breaker.call(functools.partial(self.call_unchecked, fn, *args, deadline=self.deadline),
+                                      failures=CoordinationUnavailable)
+        except CircuitOpen as refused:
+            raise CoordinationCircuitOpen(f"redis unavailable ({refused})", refused.retry_after) from None
 
     async def call_unchecked(self, fn: Callable[..., Awaitable[T]], *args: Any, deadline: float) -> T:
         try:
@@ -582,12 +596,13 @@ async def _connect(url: str, config: RedisConfig) -> aredis.Redis:
 
 
 @asynccontextmanager
-async def open_redis_coordination(url: str, config: CoordinationConfig) -> AsyncIterator[RedisCoordination]:
+async def open_redis_coordination(url: str, config: CoordinationConfig,
+                                  breaker: CircuitBreaker | None = None) -> AsyncIterator[RedisCoordination]:
     # The loop wraps the nursery of the background tasks; callers' tasks reach it too
     # because the bridge passes the loop explicitly.
     async with trio_asyncio.open_loop() as loop:
         lifecycle = Lifecycle()
-        bridge = _Bridge(loop, config.redis, lifecycle)
+        bridge = _Bridge(loop, config.redis, lifecycle, breaker)
         # Fail fast on a wrong URL or a dead server rather than on first use.
         client = await bridge.call(_connect, url, config.redis)
         try:

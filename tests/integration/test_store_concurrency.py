@@ -130,9 +130,12 @@ async def test_cancelled_unit_of_work_rolls_back_and_frees_the_writer(store: Sto
 # --- PostgreSQL only ---------------------------------------------------------------------
 
 
-async def _terminate(dsn: str, application_name: str) -> int:
-    """Kill every server session of ``application_name``, from a separate admin connection."""
-    async with open_store(dsn, config=StoreConfig(pg_application_name="vigil-test-admin")) as admin:
+async def _terminate(dsn: str, store: Store) -> int:
+    """Kill every server session of ``store``'s application name, from a separate admin connection (in the
+    store's own schema: the shared database's public schema may be another branch's version)."""
+    application_name = store.config.pg_application_name
+    config = StoreConfig(pg_application_name="vigil-test-admin", pg_schema=store.config.pg_schema)
+    async with open_store(dsn, config=config) as admin:
         async with admin.transaction() as tx:
             return int(
                 await Op(
@@ -159,7 +162,7 @@ async def pg_store(postgres_dsn: str, postgres_schema: str) -> AsyncIterator[Sto
 async def test_lost_connections_are_replaced_transparently(pg_store: Store, postgres_dsn: str) -> None:
     async with pg_store.transaction() as tx:
         await tx.samples.upsert_many(USER, [sample(0)])
-    assert await _terminate(postgres_dsn, pg_store.config.pg_application_name) >= 1
+    assert await _terminate(postgres_dsn, pg_store) >= 1
     # The pooled connection is dead; the first crossing fails, is rolled back and retried.
     async with pg_store.transaction() as tx:
         await tx.samples.upsert_many(USER, [sample(1)])
@@ -177,7 +180,7 @@ async def test_transact_reruns_a_unit_of_work_that_lost_its_connection(
         runs += 1
         await tx.samples.upsert_many(USER, [sample(runs)])
         if runs == 1:
-            await _terminate(postgres_dsn, pg_store.config.pg_application_name)
+            await _terminate(postgres_dsn, pg_store)
         return int(await tx.watermarks.bump(USER))
 
     assert await pg_store.transact(work) == 1
@@ -194,7 +197,7 @@ async def test_a_connection_lost_mid_transaction_is_reported_as_unavailable(
     with pytest.raises(StoreUnavailable):
         async with pg_store.transaction() as tx:
             await tx.samples.upsert_many(USER, [sample(0)])
-            await _terminate(postgres_dsn, pg_store.config.pg_application_name)
+            await _terminate(postgres_dsn, pg_store)
             await tx.watermarks.bump(USER)
     async with pg_store.transaction(readonly=True) as tx:
         assert (await tx.samples.query(USER)).items == []
@@ -220,7 +223,7 @@ async def test_notifications_end_when_the_listening_connection_is_lost(
             event = await tx.outbox.enqueue(USER, "e", {})
         with trio.fail_after(5):
             assert await heard.receive() == event.id
-        await _terminate(postgres_dsn, pg_store.config.pg_application_name)
+        await _terminate(postgres_dsn, pg_store)
         with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
             await heard.receive()  # the consumer learns it must subscribe again
 

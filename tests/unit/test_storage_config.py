@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage import OutboxPolicy, RetryPolicy
+import kernel
+from storage import OutboxPolicy, RetryPolicy, StoreConfig
 from storage.coordination import BusConfig
 
 
@@ -33,14 +33,10 @@ def test_outbox_backoff_is_unchanged_by_the_move_to_the_kernel(
     assert policy.delay(attempt, draw) == equal_jitter_as_before(attempt, base, maximum, jitter, draw)
 
 
-@given(attempts, delays, delays, jitters, st.integers())
-def test_retry_backoff_is_unchanged_by_the_move_to_the_kernel(
-    failures: int, base: float, maximum: float, jitter: float, seed: int
-) -> None:
-    policy = RetryPolicy(base_delay=base, max_delay=maximum, jitter=jitter)
-    draw = random.Random(seed).random()
-    expected = equal_jitter_as_before(failures, base, maximum, jitter, draw)
-    assert policy.delay(failures, random.Random(seed)) == expected
+def test_the_store_retries_with_the_one_retry_policy() -> None:
+    """The store's retries are kernel.retry_call's (full jitter); the database states its own numbers."""
+    assert RetryPolicy is kernel.RetryPolicy
+    assert StoreConfig().retry == kernel.RetryPolicy(attempts=5, initial=0.02, multiplier=2.0, cap=1.0)
 
 
 @pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan])

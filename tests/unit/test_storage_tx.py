@@ -15,12 +15,14 @@ import pytest
 import trio
 import trio.testing
 
+from kernel import POSTGRES, Breakers, retry_delay
 from storage import (
     CommitUnknown,
     InvalidData,
     RetryPolicy,
     SampleIn,
     SerializationFailure,
+    StoreCircuitOpen,
     StoreConfig,
     StoreError,
     StoreUnavailable,
@@ -31,7 +33,7 @@ from storage._store import StoreBase
 from storage._transaction import Transaction
 from storage._tx import Const, End, Op
 
-POLICY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=10.0, jitter=0.5)
+POLICY = RetryPolicy(attempts=4, initial=1.0, cap=10.0)
 
 
 class FakeTransaction(Transaction):
@@ -65,7 +67,7 @@ class FakeStore(StoreBase):
 
 def expected_delays(seed: int, count: int, policy: RetryPolicy = POLICY) -> list[float]:
     rng = random.Random(seed)
-    return [policy.delay(n, rng) for n in range(1, count + 1)]
+    return [retry_delay(policy, n, rng.random()) for n in range(count)]
 
 
 async def test_batching_and_deferral() -> None:
@@ -215,7 +217,28 @@ async def test_backoff_is_deterministic_per_seed() -> None:
     assert expected_delays(3, 5) == expected_delays(3, 5)
     assert expected_delays(3, 5) != expected_delays(4, 5)
     delays = expected_delays(3, 5)
-    assert all(0.5 * c <= d <= c for d, c in zip(delays, [1, 2, 4, 8, 10], strict=True))
+    assert all(0 <= d <= c for d, c in zip(delays, [1, 2, 4, 8, 10], strict=True))  # full jitter, capped
+
+
+async def test_a_breaker_refusal_is_never_retried_and_retries_are_counted(
+        autojump_clock: trio.testing.MockClock) -> None:
+    breakers = Breakers(seed=1)
+    store = FakeStore(StoreConfig(seed=7, retry=POLICY), [StoreUnavailable("reset")])
+    store.dependency = breakers[POSTGRES]
+    runs = 0
+
+    async def work(tx: Any) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            raise StoreCircuitOpen("open", retry_after=12.0)
+        await tx.users.ensure("u")
+
+    start = trio.current_time()
+    with pytest.raises(StoreCircuitOpen):
+        await store.transact(work)
+    assert runs == 2 and breakers[POSTGRES].retries == 1  # the reset was retried once, the refusal not
+    assert trio.current_time() - start == pytest.approx(expected_delays(7, 1)[0])
 
 
 async def test_sqlite_memory_store_round_trip() -> None:

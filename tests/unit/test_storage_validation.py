@@ -165,7 +165,7 @@ def test_config_is_frozen_and_checked() -> None:
         config.seed = 3  # type: ignore[misc]
     for bad in (
         lambda: RetryPolicy(attempts=0),
-        lambda: RetryPolicy(jitter=1.5),
+        lambda: RetryPolicy(multiplier=0.5),
         lambda: OutboxPolicy(lease_seconds=0),
         lambda: OutboxPolicy(base_delay=math.inf),
         lambda: Limits(max_id_chars=0),

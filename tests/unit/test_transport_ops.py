@@ -102,7 +102,7 @@ async def test_pluggable_checks_degrade_and_fail(system: ActorSystem, autojump_c
     assert body["status"] == "degraded"
     assert body["checks"]["exports"] == {"status": "down", "critical": False, "detail": "ConnectionError: refused",
                                          "durationMs": 0.0}
-    assert body["circuitBreakers"] == {"anthropic": "closed"}
+    assert body["circuitBreakers"] == {"anthropic": {"state": "closed"}}
 
     health.add_check("storage", storage_hangs)
     response = await app.test_client().get("/health")

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel import BreakerConfig, BreakerEvent, BreakerState, CircuitBreaker, CircuitOpen, breaker_step
+from kernel._breaker import BUCKETS
 
 PROFILE = settings(max_examples=300, derandomize=True, database=None, deadline=None)
 
@@ -64,7 +65,8 @@ def test_invariants_hold_after_every_step(config: BreakerConfig, steps: list[tup
         assert 0 <= state.probes <= config.half_open_probes
         assert (state.opened_at is None) == (state.state == "closed")
         if event in ("success", "failure"):
-            assert all(t > now - config.window for t, _ in state.outcomes)
+            assert all(t > now - config.window for t, _, _ in state.outcomes)
+        assert len(state.outcomes) <= BUCKETS + 1  # bounded however many calls: no per-call history
         if admitted:
             assert event == "call" and state.state in ("closed", "half_open")
         if before.state == "open" and before.opened_at is not None and now < before.opened_at + config.open_for:
