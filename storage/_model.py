@@ -24,6 +24,7 @@ __all__ = [
     "DailyRollup",
     "DeadLetter",
     "DeadLetterItem",
+    "Discarded",
     "DeletedSamples",
     "DeviceState",
     "Enqueued",
@@ -304,6 +305,14 @@ class OutboxStats:
     completed: int
     dead: int
     oldest_pending_age_seconds: float | None
+
+
+
+class Discarded(NamedTuple):
+    """What discarding a dead letter removed: its dead checkpoints, and whether the dead outbox event went."""
+
+    checkpoints: list[Checkpoint]
+    event: bool
 
 
 class CheckpointKey(NamedTuple):

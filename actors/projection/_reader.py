@@ -154,12 +154,13 @@ class OutboxAdmin(Actor):
             # serialized with a worker recomputing the same read model.
             (discarded,) = await tx.run(tx.checkpoints.discard(event_id))
             by_handler: dict[str, dict[str, list[tuple[int, int]]]] = {}
-            for (user, handler), ranges in discarded_ranges(discarded).items():
+            for (user, handler), ranges in discarded_ranges(discarded.checkpoints).items():
                 by_handler.setdefault(handler, {})[user] = ranges
             for handler, users in sorted(by_handler.items()):
                 await tx.run(tx.checkpoints.lock_users(list(users), handler))
             await tx.commit(*(tx.watermarks.advance_many(handler, users) for handler, users in sorted(by_handler.items())))
-        return len(discarded)
+        # A dead event whose dispatch gave up has no checkpoints: its deletion alone is the discard.
+        return len(discarded.checkpoints) + int(discarded.event)
 
     async def receive(self, msg: Any) -> Any:
         match msg:

@@ -21,7 +21,15 @@ from typing import Any
 
 from .. import _validate as v
 from .._errors import InvalidData
-from .._model import Checkpoint, CheckpointIn, CheckpointKey, DeadLetterItem, HandlerLag, ProjectionState
+from .._model import (
+    Checkpoint,
+    CheckpointIn,
+    CheckpointKey,
+    DeadLetterItem,
+    Discarded,
+    HandlerLag,
+    ProjectionState,
+)
 from .._sql import Steps, execute, fetch, fetchrow, fetchval
 from .._time import aware
 from .._tx import Const, Op
@@ -461,15 +469,15 @@ class Checkpoints(Repo):
 
         return self._op(steps)
 
-    def discard(self, event_id: int) -> Op[list[Checkpoint]]:
-        """Delete the event's dead checkpoints (and the outbox event if it is dead); returns the
-        discarded checkpoints, so the caller can advance the watermarks past their ranges."""
+    def discard(self, event_id: int) -> Op[Discarded]:
+        """Delete the event's dead checkpoints (and the outbox event if it is dead); returns the discarded
+        checkpoints, so the caller can advance the watermarks past their ranges, and whether the event went."""
         ident = v.integer("event_id", event_id, 1)
 
-        def steps() -> Steps[list[Checkpoint]]:
+        def steps() -> Steps[Discarded]:
             rows = yield fetch(_DISCARD_CHECKPOINTS, ident)
-            yield execute(_DISCARD_EVENT, ident)
-            return sorted((self._checkpoint(r) for r in rows), key=lambda c: c.handler)
+            events = yield execute(_DISCARD_EVENT, ident)
+            return Discarded(sorted((self._checkpoint(r) for r in rows), key=lambda c: c.handler), events > 0)
 
         return self._op(steps)
 

@@ -24,7 +24,7 @@ from actors.projection import (
     default_projections,
 )
 from kernel import BreakerConfig
-from storage import InvalidData, StoreConfig, Transaction
+from storage import InvalidData, StoreConfig, Transaction, open_store
 from storage.testing import ManualClock
 from tests.ingest_helpers import (
     OPS_TOKEN,
@@ -404,3 +404,19 @@ async def test_a_worker_process_serves_only_the_operators_endpoints(tmp_path: Pa
         paths = {c["path"] for c in tree["children"] if c["name"] == "projection"}
         assert paths == {"root/projection"}
         assert (await h.client.get("/health")).status_code == 200
+
+
+async def test_discarding_a_dead_event_that_was_never_dispatched(tmp_path: Path) -> None:
+    """An outbox event whose dispatch gave up has no checkpoints: DELETE removes it (200), then 404."""
+    async with open_store(f"sqlite:///{tmp_path / 'v.db'}") as store, store.transaction() as tx:
+        mark = await tx.watermarks.bump("alice", 1)
+        event = await tx.outbox.enqueue("alice", "health.samples.changed", {
+            "watermark": {"from": mark - 1, "to": mark}, "keys": [{"metric": "heart_rate", "date": "2026-11-24"}]})
+        assert [e.id for e in await tx.outbox.claim("seeder", limit=1)] == [event.id]
+        assert await tx.outbox.fail(event.id, "seeder", "poison", retryable=False) == "dead"
+    async with running_app(tmp_path, config=quick_config()) as h:
+        response = await h.client.delete(f"/v1/ops/outbox/{event.id}", headers=OPS)
+        assert response.status_code == 200, await response.get_json()
+        assert h.db.scalar("SELECT count(*) FROM outbox_events WHERE id = ?", event.id) == 0
+        response = await h.client.delete(f"/v1/ops/outbox/{event.id}", headers=OPS)
+        error_of(response.status_code, await response.get_json(), "NOT_FOUND", 404)

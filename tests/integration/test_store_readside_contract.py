@@ -374,9 +374,11 @@ async def test_replay_revives_every_dead_part_of_an_event(clocked: Store) -> Non
 async def test_discard_deletes_the_dead_parts_and_returns_the_checkpoints(clocked: Store) -> None:
     a, b = await _dead_letters(clocked)
     async with clocked.transaction() as tx:
-        discarded = await tx.checkpoints.discard(a)
-        assert await tx.checkpoints.discard(a) == []
-        assert await tx.checkpoints.discard(b) == []  # the outbox event goes; it has no checkpoints
+        discarded, event_went = await tx.checkpoints.discard(a)
+        assert not event_went  # completed in the outbox: only its dead checkpoints are dead letters
+        assert await tx.checkpoints.discard(a) == ([], False)
+        assert await tx.checkpoints.discard(b) == ([], True)  # the dead outbox event goes; it has no checkpoints
+        assert await tx.checkpoints.discard(b) == ([], False)
         assert await tx.checkpoints.list_dead() == []
         assert await tx.outbox.get(b) is None
         assert (await tx.outbox.get(a)) is not None  # completed in the outbox: not a dead letter
