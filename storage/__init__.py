@@ -53,6 +53,9 @@ from ._errors import (
     UniqueViolation,
 )
 from ._model import (
+    AiReport,
+    AiUsage,
+    AiUsageTotal,
     CHECKPOINT_STATUSES,
     OUTBOX_STATUSES,
     Change,
@@ -95,6 +98,9 @@ from ._transaction import Transaction
 from ._tx import Op
 
 __all__ = [
+    "AiReport",
+    "AiUsage",
+    "AiUsageTotal",
     "CHECKPOINT_STATUSES",
     "OUTBOX_STATUSES",
     "Change",

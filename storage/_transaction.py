@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from ._repos import (
+    AiReports,
+    AiUsageLog,
     Changes,
     Checkpoints,
     Conflicts,
@@ -86,3 +88,11 @@ class Transaction(TransactionBase):
     @cached_property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self)
+
+    @cached_property
+    def ai_reports(self) -> AiReports:
+        return AiReports(self)
+
+    @cached_property
+    def ai_usage(self) -> AiUsageLog:
+        return AiUsageLog(self)
