@@ -26,6 +26,7 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
+from actors.ai import AiConfig
 from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
@@ -69,6 +70,13 @@ def resolve_tree_factory(spec: str | None) -> TreeFactory | None:
     if not callable(factory):
         raise ConfigError(f"--tree {spec}: {module_name} has no callable {attr!r}")
     return factory  # type: ignore[no-any-return]
+
+
+def ai_config(settings: Settings) -> AiConfig:
+    """The AI domain's configuration from ``VIGIL_ANTHROPIC_*`` (unset model: the domain's default)."""
+    base = AiConfig()
+    return AiConfig(api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url,
+                    model=settings.anthropic_model or base.model)
 
 
 # -- serve -------------------------------------------------------------------------------------------
@@ -148,7 +156,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
-                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url)), role=settings.role)
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url), ai=ai_config(settings)),
+                    role=settings.role)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

@@ -53,11 +53,11 @@ from ._errors import (
     UniqueViolation,
 )
 from ._model import (
+    CHECKPOINT_STATUSES,
+    OUTBOX_STATUSES,
     AiReport,
     AiUsage,
     AiUsageTotal,
-    CHECKPOINT_STATUSES,
-    OUTBOX_STATUSES,
     Change,
     ChangeIn,
     Checkpoint,

@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from actors.supervisor import Services
 
+from ._ai import ai as ai_api
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
@@ -63,7 +64,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
-    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api] if serves_users else []
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, ai_api] if serves_users else []
     all_blueprints = [ops_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
@@ -77,7 +78,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     app.extensions[EXTENSION_KEY] = AppContext(
         settings=settings, system=system, health=health,
         metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None,
-                            projection=services.projection if services is not None else None), draining=draining,
+                            projection=services.projection if services is not None else None,
+                            ai=services.ai if services is not None else None), draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
         request_ids=RequestIds(), domains=services)

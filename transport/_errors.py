@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
+from actors.ai import AiError, AiUnavailable
 from actors.ingest import (
     IngestError,
     IngestUnavailable,
@@ -234,6 +235,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return err
     if isinstance(exc, IngestError | AccountsError | ProjectionError):
         return _domain_error(exc)
+    if isinstance(exc, AiError):
+        return _ai_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
@@ -272,6 +275,13 @@ def _domain_error(exc: IngestError | AccountsError | ProjectionError) -> ApiErro
             return ValidationFailed(str(exc), details=[{"in": "query", "path": "metric", "problem": str(exc)}])
         case UnknownDeadLetter():
             return NotFound(str(exc))
+    return InternalError("internal error")
+
+
+def _ai_error(exc: AiError) -> ApiError:
+    if isinstance(exc, AiUnavailable):
+        return Unavailable(exc.message, code="AI_UNAVAILABLE", retry_after_ms=max(1, math.ceil(exc.retry_after * 1000)),
+                           details={"reason": exc.reason})
     return InternalError("internal error")
 
 

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from actors.ai import AiService
 from actors.ingest import IngestService
 from actors.projection import ProjectionService
 from kernel import NodeSnapshot
@@ -185,6 +186,40 @@ class ProjectionCollector(Collector):
         yield from fam.values()
 
 
+class AiCollector(Collector):
+    """The AI provider in this process: tokens by direction (input, output), calls by outcome (ok,
+    rate_limited, server_error, client_error, timeout, connection_error, breaker_open: refused without a
+    request), and its breaker (0 closed, 1 half open, 2 open). From ``AiService.state``."""
+
+    _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+    def __init__(self, ai: AiService) -> None:
+        self._ai = ai
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "tokens": CounterMetricFamily("vigil_ai_tokens", "AI provider tokens by direction",
+                                          labels=["direction"]),
+            "calls": CounterMetricFamily("vigil_ai_calls", "AI provider calls by outcome", labels=["outcome"]),
+            "breaker": GaugeMetricFamily("vigil_ai_breaker_state", "AI provider breaker: 0 closed, 1 half open, "
+                                         "2 open"),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        state = self._ai.state()
+        for direction, count in sorted(state.figures.tokens.items()):
+            fam["tokens"].add_metric([direction], float(count))
+        for outcome, count in sorted(state.figures.calls.items()):
+            fam["calls"].add_metric([outcome], float(count))
+        fam["breaker"].add_metric([], self._BREAKER.get(state.breaker.state, 2.0))
+        yield from fam.values()
+
+
 class RequestLatency(Collector):
     """``vigil_http_request_duration_seconds``: a histogram by (method, route template, status).
 
@@ -229,7 +264,7 @@ class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
-                 projection: ProjectionService | None = None) -> None:
+                 projection: ProjectionService | None = None, ai: AiService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
@@ -238,9 +273,11 @@ class HttpMetrics:
             self.registry.register(LaneCollector(ingest))
         if projection is not None:
             self.registry.register(ProjectionCollector(projection))
+        if ai is not None:
+            self.registry.register(AiCollector(ai))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "HttpMetrics", "LaneCollector", "ProjectionCollector", "RequestLatency"]
+__all__ = ["ActorTreeCollector", "AiCollector", "HttpMetrics", "LaneCollector", "ProjectionCollector", "RequestLatency"]

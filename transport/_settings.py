@@ -48,6 +48,11 @@ class Settings:
     drain_timeout: float = 10.0
     # Per-check budget of GET /health, so one hung dependency cannot hang the probe.
     health_check_timeout: float = 2.0
+    # The AI weekly report (Anthropic): no key, no reports (503 AI_UNAVAILABLE); None base URL and model:
+    # Anthropic's API and the AI domain's default model.
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -81,6 +86,8 @@ class Settings:
         # Secrets never reach a log through repr; a URL's password neither.
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["jwt_secret"] = shown["ops_token"] = "<redacted>"
+        if shown["anthropic_api_key"]:
+            shown["anthropic_api_key"] = "<redacted>"
         for name in ("database_url", "redis_url"):
             if shown[name]:
                 shown[name] = _redact_url(shown[name])
@@ -119,6 +126,9 @@ class Settings:
             ("role", "VIGIL_ROLE", str),
             ("worker_nice", "VIGIL_WORKER_NICE", _int("VIGIL_WORKER_NICE")),
             ("log_level", "VIGIL_LOG_LEVEL", str),
+            ("anthropic_api_key", "VIGIL_ANTHROPIC_API_KEY", str),
+            ("anthropic_base_url", "VIGIL_ANTHROPIC_BASE_URL", str),
+            ("anthropic_model", "VIGIL_ANTHROPIC_MODEL", str),
         ):
             raw = environ.get(var)
             if raw is not None and raw.strip() != "":

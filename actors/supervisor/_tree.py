@@ -8,6 +8,7 @@
      ├── accounts (keyed by user)  settings and sample reads, serialized per user
      ├── projection (one_for_one)  read models with freshness; in the worker role also the outbox
      │                             dispatcher, a worker per projection handler and the reaper
+     ├── ai (one_for_one)          weekly reports from Anthropic (keyed by user) and the provider's connections
      └── realtime (one_for_one)
           ├── hub                  envelopes to the users' local WebSocket connections
           └── bridge               with a Redis URL: envelopes to and from the other processes
@@ -29,10 +30,11 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
+from actors.ai import AiConfig, AiDomain, AiService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
 from actors.projection import Projection, ProjectionConfig, ProjectionDomain, ProjectionService, Publishes
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
-from kernel import ActorSystem, ChildSpec, Supervisor
+from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
 from storage import Store
 
 from ._telemetry_collector import TelemetryCollector
@@ -51,6 +53,7 @@ class TreeConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    ai: AiConfig = field(default_factory=AiConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -65,6 +68,7 @@ class Services:
     accounts: AccountsService
     projection: ProjectionService
     realtime: RealtimeService
+    ai: AiService
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class Application:
     accounts: AccountsDomain
     projection: ProjectionDomain
     realtime: RealtimeDomain
+    ai: AiDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -87,7 +92,8 @@ class Application:
         self.hub_link.bind(realtime)
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
-                        projection=self.projection.service(system, under=root), realtime=realtime)
+                        projection=self.projection.service(system, under=root), realtime=realtime,
+                        ai=self.ai.service(system, under=root))
 
 
 class HubLink:
@@ -127,9 +133,11 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 
 
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
-                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None) -> Application:
+                publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
+                ai_breaker: CircuitBreaker | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
-    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks)."""
+    caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
+    ``ai_breaker`` is the AI provider's breaker (a shared registry's; by default the AI domain makes one)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
@@ -139,7 +147,8 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
                                   projections=projections)
     realtime = RealtimeDomain(config.realtime)
+    ai = AiDomain(store, config.ai, breaker=ai_breaker)
     tree = _root(config, [_telemetry(config), ingest.subtree(), accounts.child_spec(), projection.subtree(),
-                          realtime.subtree()])
+                          realtime.subtree(), ai.subtree()])
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       hub_link=hub_link, role=role)
+                       ai=ai, hub_link=hub_link, role=role)
