@@ -107,8 +107,12 @@ class AnthropicGateway:
         if not self.config.configured:
             raise RuntimeError("the AI gateway is not configured")
         if self._client is None:
-            self._client = anthropic.AsyncAnthropic(api_key=self.config.api_key, base_url=self.config.base_url or
-                                                    DEFAULT_BASE_URL, max_retries=0, timeout=self.config.timeout)
+            key = self.config.api_key
+            # The key goes in x-api-key only (the Messages API's header); this SDK version would otherwise send
+            # it as "Authorization: Bearer", which the API reads as an OAuth token.
+            self._client = anthropic.AsyncAnthropic(
+                api_key=key, base_url=self.config.base_url or DEFAULT_BASE_URL, max_retries=0,
+                timeout=self.config.timeout, default_headers={"x-api-key": key or "", "Authorization": anthropic.Omit()})
         return self._client
 
     async def aclose(self) -> None:

@@ -67,7 +67,7 @@ class WeeklyReporter(Actor):
         except CircuitOpen as exc:
             outcome = AiUnavailable("breaker_open", "the AI provider is failing; its circuit breaker is open",
                                     retry_after=exc.retry_after)
-        except trio.TooSlowError:
+        except (trio.TooSlowError, anthropic.APITimeoutError):
             outcome = AiUnavailable("timeout", "the AI provider did not answer in time",
                                     retry_after=self._retry_after(None))
         except anthropic.APIError as exc:
