@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anthropic
 import trio
@@ -110,9 +110,11 @@ class AnthropicGateway:
             key = self.config.api_key
             # The key goes in x-api-key only (the Messages API's header); this SDK version would otherwise send
             # it as "Authorization: Bearer", which the API reads as an OAuth token.
+            # (The SDK accepts Omit() in default_headers to drop a header; its annotation says str.)
+            auth: dict[str, Any] = {"x-api-key": key or "", "Authorization": anthropic.Omit()}
             self._client = anthropic.AsyncAnthropic(
                 api_key=key, base_url=self.config.base_url or DEFAULT_BASE_URL, max_retries=0,
-                timeout=self.config.timeout, default_headers={"x-api-key": key or "", "Authorization": anthropic.Omit()})
+                timeout=self.config.timeout, default_headers=auth)
         return self._client
 
     async def aclose(self) -> None:

@@ -110,7 +110,9 @@ _LEAKS = (
     ("a phone number", re.compile(r"\+?\(?\d{2,4}\)?[\s.-]?\d{3,4}[\s.-]?\d{3,4}")),
     ("a uuid", re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")),
     ("a calendar date", re.compile(r"\d{4}-\d{2}-\d{2}")),
-    ("a long token", re.compile(r"[A-Za-z0-9_-]*\d[A-Za-z0-9_-]*[A-Za-z_-][A-Za-z0-9_-]{10,}")),
+    # 12+ characters of letters, digits, '-' or '_' with both letters and digits: a serial, a key, a record id
+    ("an identifier", re.compile(r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])"
+                                 r"[A-Za-z0-9_-]{12,}")),
 )
 
 

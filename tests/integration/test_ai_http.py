@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import trio
 
-from actors.ai import AiConfig
+from actors.ai import ANTHROPIC_BREAKER, AiConfig
 from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig
-from kernel import RetryPolicy
+from kernel import CircuitBreaker, RetryPolicy
 from storage import StoreConfig
 from storage.testing import ManualClock
 from tests.ai_helpers import (
@@ -69,13 +69,14 @@ def ai_config(url: str, **changes: Any) -> AiConfig:
 
 
 @asynccontextmanager
-async def app_with(tmp_path: Path, ai: AiConfig) -> AsyncIterator[Harness]:
+async def app_with(tmp_path: Path, ai: AiConfig, **options: Any) -> AsyncIterator[Harness]:
     config = fast_tree_config(tree={
         "ai": ai,
         "projection": ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=0.05),
                                        handler=HandlerConfig(poll_interval=0.05, timeout=10.0, lease_seconds=10.0),
                                        figures_interval=0.05)})
-    async with running_app(tmp_path, config=config, store_config=StoreConfig(clock=ManualClock(NOW))) as harness:
+    async with running_app(tmp_path, config=config, store_config=StoreConfig(clock=ManualClock(NOW)),
+                           **options) as harness:
         yield harness
 
 
@@ -194,6 +195,28 @@ async def test_another_users_report_is_their_own(tmp_path: Path, fake: FakeAnthr
         assert len(fake.requests) == 2
         bob_prompt = fake.requests[1].json()["messages"][0]["content"]
         assert "Daily rollups: none recorded." in bob_prompt and "Sleep: no nights recorded." in bob_prompt
+
+
+async def test_an_injected_breaker_is_the_one_used_and_a_cached_report_is_served_while_it_is_open(
+        tmp_path: Path, fake: FakeAnthropic) -> None:
+    breaker = CircuitBreaker("anthropic", ANTHROPIC_BREAKER)  # as a shared per-dependency registry would supply
+    async with app_with(tmp_path, ai_config(fake.url), ai_breaker=breaker) as h:
+        await upload_and_project(h, week_of_samples())
+        code, first = await post_report(h)
+        assert code == 200 and len(fake.requests) == 1
+        for _ in range(ANTHROPIC_BREAKER.consecutive_failures):  # another user of the dependency saw it fail
+            breaker.record_failure()
+        assert breaker.snapshot().state == "open"
+
+        code, body = await post_report(h)
+        assert code == 200 and body == {**first, "cached": True}
+
+        await upload_and_project(h, [sample("r-more", metric="steps", value=10.0, unit="count",
+                                            start="2026-11-26T10:00:00Z", source=SOURCE)])
+        code, body = await post_report(h)
+        err = error_of(code, body, "AI_UNAVAILABLE", 503)
+        assert err["details"] == {"reason": "breaker_open"} and 29_000 <= err["retryAfterMs"] <= 30_000
+        assert len(fake.requests) == 1
 
 
 # -- failures ------------------------------------------------------------------------------------------------
