@@ -271,15 +271,16 @@ def server_env() -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running_server(tmp_path: Path, *extra: str, own_group: bool = False) -> AsyncIterator[Server]:
+async def running_server(tmp_path: Path, *extra: str, own_group: bool = False,
+                         env: Mapping[str, str] | None = None) -> AsyncIterator[Server]:
     """``run.py serve`` on a temp SQLite file; ``own_group``: in a new session (process group), as a
-    service manager starts it, so a test can signal the whole group."""
+    service manager starts it, so a test can signal the whole group; ``env``: extra variables (VIGIL_*)."""
     port = free_port()
     db_path = tmp_path / "v.db"
     log_path = tmp_path / "server.log"
     argv = [sys.executable, "run.py", "serve", "--port", str(port), "--database", f"sqlite:///{db_path}", *extra]
     with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(argv, cwd=REPO, env=server_env(), stdout=log,
+        process = await trio.lowlevel.open_process(argv, cwd=REPO, env={**server_env(), **(env or {})}, stdout=log,
                                                    stderr=subprocess.STDOUT, start_new_session=own_group)
     server = Server(port, process, log_path, Db(db_path))
     try:

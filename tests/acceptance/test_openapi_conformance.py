@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.ai_helpers import fake_anthropic
 from tests.ingest_helpers import OPS_TOKEN, REPO, SECRET, running_server
 from transport import issue_token
 
@@ -30,7 +31,14 @@ def _cli() -> list[str]:
 
 
 async def test_schemathesis_finds_no_mismatch_in_any_operation(tmp_path: Path) -> None:
-    async with running_server(tmp_path, "--decode-processes", "0") as server:
+    # The AI weekly report answers from a fake Messages API (unconfigured, it could only answer 503).
+    with fake_anthropic() as fake:
+        ai = {"VIGIL_ANTHROPIC_API_KEY": "sk-ant-conformance", "VIGIL_ANTHROPIC_BASE_URL": fake.url}
+        await _run_schemathesis(tmp_path, ai)
+
+
+async def _run_schemathesis(tmp_path: Path, server_env: dict[str, str]) -> None:
+    async with running_server(tmp_path, "--decode-processes", "0", env=server_env) as server:
         env = {**os.environ,
                "VIGIL_SCHEMATHESIS_USER_TOKEN": issue_token(SECRET, "schemathesis-user"),
                "VIGIL_SCHEMATHESIS_OPS_TOKEN": OPS_TOKEN,
