@@ -8,8 +8,8 @@ from datetime import datetime
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MakeWeeklyReport:
-    """To a user's reporter. Reply: ``WeeklyReport``, or the ``AiUnavailable`` that prevented one (an answer,
-    not a crash: an unavailable provider is an expected outcome)."""
+    """To a user's reporter. Reply: ``WeeklyReport``; the ask raises ``AiUnavailable`` when there is none (an
+    answer, not a crash: an unavailable provider is an expected outcome)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

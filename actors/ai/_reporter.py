@@ -17,7 +17,7 @@ import anthropic
 import trio
 
 from actors.projection import rollup_metrics
-from kernel import Actor, CircuitOpen, parse_retry_after
+from kernel import Actor, CircuitOpen, Failed, parse_retry_after
 from storage import AiReport, AiUsage, Op, Store
 
 from ._errors import AiUnavailable
@@ -39,7 +39,9 @@ class WeeklyReporter(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case MakeWeeklyReport():
-                return await self._report()
+                outcome = await self._report()
+                # An unavailable provider is an expected answer, not a crash: the ask raises it.
+                return Failed(outcome) if isinstance(outcome, AiUnavailable) else outcome
             case _:
                 raise TypeError(f"weekly reporter: unexpected message {msg!r}")
 

@@ -80,8 +80,6 @@ class AiService:
             raise AiUnavailable("not_configured", "AI reports are not configured on this server",
                                 retry_after=NOT_CONFIGURED_RETRY_AFTER)
         answer = await self._reports.key(user_id).ask(MakeWeeklyReport(), timeout=self._config.ask_timeout)
-        if isinstance(answer, AiUnavailable):
-            raise answer
         assert isinstance(answer, WeeklyReport)
         return answer
 
