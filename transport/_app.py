@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_check("actors", actor_system_check(system))
     if "server" not in health.names:
         health.add_check("server", draining_check(draining))
+    if services is not None:
+        health.add_breakers(services.ai.breakers)
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     app.extensions[EXTENSION_KEY] = AppContext(

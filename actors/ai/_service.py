@@ -83,6 +83,11 @@ class AiService:
         assert isinstance(answer, WeeklyReport)
         return answer
 
+    def breakers(self) -> dict[str, str]:
+        """{breaker name: state} for /health."""
+        snapshot = self._breaker.snapshot()
+        return {snapshot.name: snapshot.state}
+
     def state(self) -> AiState:
         return AiState(configured=self._config.configured, model=self._config.model,
                        breaker=self._breaker.snapshot(), figures=self._figures)
