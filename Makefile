@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/ai.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,15 +7,16 @@
                                │                                      least Retry-After) within the deadline
                                └─ other 4xx ──────▶ breaker success (the service answered); not retried
 
-How the async client runs on trio. Three ways were measured (200 sequential calls against a loopback fake, on
-the shared 2-core machine under the other engineers' load): the SDK's ``AsyncAnthropic`` awaited directly
-under trio ~3.3 ms/call; the same client through the process's trio-asyncio loop (``aio_as_trio``) ~4.4 ms;
-the sync ``Anthropic`` client in ``trio.to_thread.run_sync(abandon_on_cancel=True)`` ~2.5 ms. The SDK's
-async client is not asyncio code: it is httpx2 over anyio, and anyio runs natively on trio. So it is awaited
-directly, which is the cleanest of the three: no bridge (no asyncio loop needed, nothing to translate), no
-thread (a cancelled call really stops: the socket is closed, where an abandoned thread would keep the request
-running until its own timeout and could not be counted), and trio's clock and cancel scopes apply as anywhere
-else. The SDK's own retries are off (``max_retries=0``): ``kernel.retry_call`` decides, with the breaker.
+How the async client runs on trio. Three ways were measured (``bench/ai.py``: sequential calls to a loopback
+fake, the ways interleaved, in one trio run with a trio-asyncio loop open, on the shared 2-core machine under
+the other engineers' load): the SDK's ``AsyncAnthropic`` awaited directly under trio ~1.3 ms/call; the same
+client through the process's trio-asyncio loop (``aio_as_trio``) ~3.5 ms; the sync ``Anthropic`` client in
+``trio.to_thread.run_sync(abandon_on_cancel=True)`` ~2.1 ms; a raw ``httpx2`` POST ~0.7 ms. The SDK's async
+client is not asyncio code: it is httpx2 over anyio, and anyio runs natively on trio. So it is awaited directly,
+the cleanest and fastest of the three: no bridge (no asyncio loop needed, nothing to translate), no thread (a
+cancelled call really stops: the socket is closed, where an abandoned thread would keep the request running
+until its own timeout, unseen by the breaker), and trio's clock and cancel scopes apply as anywhere else. The
+SDK's own retries are off (``max_retries=0``): ``kernel.retry_call`` decides, with the breaker.
 
 Retrying is safe: generating a report changes nothing on Anthropic's side (no idempotency concern), and each
 attempt is recorded (usage rows and ``AiFigures``) with its outcome and tokens.
