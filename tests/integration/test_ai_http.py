@@ -257,6 +257,23 @@ async def test_5xx_are_retried_then_open_the_breaker_and_an_open_breaker_answers
         assert [r[0] for r in usage_rows(h)] == ["server_error"] * 5
 
 
+async def test_after_open_for_a_successful_probe_closes_the_breaker(tmp_path: Path, fake: FakeAnthropic) -> None:
+    fake.script = [Reply(status=503)] * 5
+    quick = replace(ANTHROPIC_BREAKER, open_for=0.3)
+    async with app_with(tmp_path, ai_config(fake.url, breaker=quick, retry=fast_retry(1))) as h:
+        for _ in range(5):
+            code, body = await post_report(h)
+            assert error_of(code, body, "AI_UNAVAILABLE", 503)["details"] == {"reason": "upstream_error"}
+        code, body = await post_report(h)
+        assert error_of(code, body, "AI_UNAVAILABLE", 503)["details"] == {"reason": "breaker_open"}
+        assert len(fake.requests) == 5
+        await trio.sleep(0.3)
+        code, body = await post_report(h)  # the probe succeeds (the script is spent)
+        assert code == 200 and body["report"] == REPORT_TEXT
+        assert len(fake.requests) == 6
+        assert await metric_value(h, "vigil_ai_breaker_state", "") == 0
+
+
 async def test_429_is_retried_no_sooner_than_retry_after(tmp_path: Path, fake: FakeAnthropic) -> None:
     fake.script = [Reply(status=429, headers={"retry-after": "1"})]
     async with app_with(tmp_path, ai_config(fake.url)) as h:
