@@ -22,6 +22,8 @@ from kernel import NodeSnapshot
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A breaker's state as a gauge value (an unknown state reads as open).
+BREAKER_GAUGE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 class _TreeSource(Protocol):
@@ -136,8 +138,6 @@ class ProjectionCollector(Collector):
     handlers' breakers in this process (0 closed, 1 half open, 2 open). From ``ProjectionService.figures``,
     refreshed in the background (``vigil_outbox_figures_age_seconds`` says how long ago)."""
 
-    _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
     def __init__(self, projection: ProjectionService) -> None:
         self._projection = projection
 
@@ -182,7 +182,7 @@ class ProjectionCollector(Collector):
             fam["lag_events"].add_metric([lag.handler], float(lag.pending + lag.processing + lag.failed))
             fam["lag_seconds"].add_metric([lag.handler], lag.oldest_age_seconds or 0.0)
         for handler, state in figures.breakers.items():
-            fam["breaker"].add_metric([handler], self._BREAKER.get(state, 2.0))
+            fam["breaker"].add_metric([handler], BREAKER_GAUGE.get(state, 2.0))
         yield from fam.values()
 
 
@@ -190,8 +190,6 @@ class AiCollector(Collector):
     """The AI provider in this process: tokens by direction (input, output), calls by outcome (ok,
     rate_limited, server_error, client_error, timeout, connection_error, breaker_open: refused without a
     request), and its breaker (0 closed, 1 half open, 2 open). From ``AiService.state``."""
-
-    _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
     def __init__(self, ai: AiService) -> None:
         self._ai = ai
@@ -216,7 +214,7 @@ class AiCollector(Collector):
             fam["tokens"].add_metric([direction], float(count))
         for outcome, count in sorted(state.figures.calls.items()):
             fam["calls"].add_metric([outcome], float(count))
-        fam["breaker"].add_metric([], self._BREAKER.get(state.breaker.state, 2.0))
+        fam["breaker"].add_metric([], BREAKER_GAUGE.get(state.breaker.state, 2.0))
         yield from fam.values()
 
 
