@@ -46,48 +46,58 @@ class WeeklyReporter(Actor):
                 raise TypeError(f"weekly reporter: unexpected message {msg!r}")
 
     async def _report(self) -> WeeklyReport | AiUnavailable:
-        user, model = self.user_id, self.gateway.config.model
+        model = self.gateway.config.model
+        week, data_mark, cached, data = await self._read()
+        if cached is not None and cached.watermark == data_mark and cached.model == model:
+            return WeeklyReport(report=cached.report, model=cached.model, generated_at=cached.generated_at,
+                                cached=True)
+        usage: list[AiUsage] = []
+        outcome = await self._generate(build_prompt(data), usage)
+        new_report = None
+        if isinstance(outcome, WeeklyReport):
+            new_report = AiReport(user_id=self.user_id, iso_week=week, watermark=data_mark, model=model,
+                                  report=outcome.report, generated_at=outcome.generated_at)
+        if usage or new_report is not None:
+            async with self.store.transaction() as tx:
+                ops: list[Op[Any]] = [tx.ai_usage.record_many(usage)] if usage else []
+                if new_report is not None:
+                    ops.append(tx.ai_reports.put(new_report))
+                await tx.commit(*ops)
+        return outcome
+
+    async def _read(self) -> tuple[str, int, AiReport | None, WeekData]:
+        """In one read-only transaction: the user's ISO week, data watermark, cached report and read models."""
+        user = self.user_id
         async with self.store.transaction(readonly=True) as tx:
             settings, marks = await tx.run(tx.users.get_settings(user), tx.watermarks.get(user))
             today = self.store.config.clock().astimezone(ZoneInfo(settings.timezone)).date()
             start, end = report_window(today)
-            week = iso_week(today)
             data_mark = min(marks.watermark, marks.projected.get(ROLLUPS, 0), marks.projected.get(NIGHTS, 0))
             cached, nights, *rollups = await tx.run(
-                tx.ai_reports.get(user, week), tx.sleep.read(user, start, end),
+                tx.ai_reports.get(user, iso_week(today)), tx.sleep.read(user, start, end),
                 *(tx.rollups.read(user, metric, start, end) for metric in sorted(rollup_metrics())))
-        if cached is not None and cached.watermark == data_mark and cached.model == model:
-            return WeeklyReport(report=cached.report, model=cached.model, generated_at=cached.generated_at,
-                                cached=True)
-        prompt = build_prompt(WeekData(start=start, end=end, rollups=tuple(r for day in rollups for r in day),
-                                       nights=tuple(nights)))
-        usage: list[AiUsage] = []
-        outcome: WeeklyReport | AiUnavailable
+        data = WeekData(start=start, end=end, rollups=tuple(r for day in rollups for r in day), nights=tuple(nights))
+        return iso_week(today), data_mark, cached, data
+
+    async def _generate(self, prompt: str, usage: list[AiUsage]) -> WeeklyReport | AiUnavailable:
+        """The provider's report, or why there is none; ``usage`` gets every attempt."""
         try:
-            completion = await self.gateway.complete(user_id=user, system=SYSTEM_PROMPT, prompt=prompt,
+            completion = await self.gateway.complete(user_id=self.user_id, system=SYSTEM_PROMPT, prompt=prompt,
                                                      record=usage.append)
         except CircuitOpen as exc:
-            outcome = AiUnavailable("breaker_open", "the AI provider is failing; its circuit breaker is open",
-                                    retry_after=exc.retry_after)
+            return AiUnavailable("breaker_open", "the AI provider is failing; its circuit breaker is open",
+                                 retry_after=exc.retry_after)
         except (trio.TooSlowError, anthropic.APITimeoutError):
-            outcome = AiUnavailable("timeout", "the AI provider did not answer in time",
-                                    retry_after=self._retry_after(None))
+            return AiUnavailable("timeout", "the AI provider did not answer in time",
+                                 retry_after=self._retry_after(None))
         except anthropic.APIError as exc:
             hint = None
             if isinstance(exc, anthropic.APIStatusError):
                 hint = parse_retry_after(exc.response.headers.get("retry-after"))
-            outcome = AiUnavailable("upstream_error", f"the AI provider failed: {type(exc).__name__}",
-                                    retry_after=self._retry_after(hint))
-        else:
-            outcome = WeeklyReport(report=completion.text, model=model, generated_at=self.store.config.clock(),
-                                   cached=False)
-        async with self.store.transaction() as tx:
-            ops: list[Op[Any]] = [tx.ai_usage.record_many(usage)] if usage else []
-            if isinstance(outcome, WeeklyReport):
-                ops.append(tx.ai_reports.put(AiReport(user_id=user, iso_week=week, watermark=data_mark, model=model,
-                                                      report=outcome.report, generated_at=outcome.generated_at)))
-            await tx.commit(*ops)
-        return outcome
+            return AiUnavailable("upstream_error", f"the AI provider failed: {type(exc).__name__}",
+                                 retry_after=self._retry_after(hint))
+        return WeeklyReport(report=completion.text, model=self.gateway.config.model,
+                            generated_at=self.store.config.clock(), cached=False)
 
     def _retry_after(self, hint: float | None) -> float:
         return max(self.gateway.breaker.snapshot().retry_after, hint if hint is not None else FAILED_RETRY_AFTER)

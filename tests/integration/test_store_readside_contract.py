@@ -511,7 +511,7 @@ async def test_migration_2_renames_done_and_keeps_ids_and_one_unfinished_event_p
     conn.execute("DELETE FROM outbox_events WHERE id = 40")  # purged: its id stays used
     conn.close()
     async with open_store(f"sqlite:///{path}", config=StoreConfig(seed=7)) as store:
-        assert store.applied_migrations == [2, 3]
+        assert store.applied_migrations == [m.version for m in SQLITE_MIGRATIONS[1:]]
         async with store.transaction() as tx:
             events = await tx.outbox.get_many([1, 2, 3, 4])
             fresh = await tx.outbox.enqueue("u", "e", {"new": True})
@@ -551,7 +551,7 @@ def test_migration_2_on_postgresql_renames_done_and_keeps_one_unfinished_event_p
     async def after_migration_2() -> None:
         config = StoreConfig(seed=7, pg_schema=postgres_schema, pg_max_size=2)
         async with open_store(postgres_dsn, config=config) as store:
-            assert store.applied_migrations == [2, 3]
+            assert store.applied_migrations == [m.version for m in PG_MIGRATIONS[1:]]
             async with store.transaction() as tx:
                 events = await tx.outbox.get_many([1, 2, 3, 4])
                 settings = await tx.users.get_settings("u")
