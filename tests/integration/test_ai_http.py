@@ -219,6 +219,22 @@ async def test_an_injected_breaker_is_the_one_used_and_a_cached_report_is_served
         assert len(fake.requests) == 1
 
 
+async def test_concurrent_requests_of_one_user_make_one_provider_call(tmp_path: Path, fake: FakeAnthropic) -> None:
+    async with app_with(tmp_path, ai_config(fake.url)) as h:
+        await upload_and_project(h, week_of_samples())
+        answers: list[tuple[int, Any]] = []
+
+        async def one() -> None:
+            answers.append(await post_report(h))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(one)
+        assert [code for code, _ in answers] == [200] * 4
+        assert sorted(body["cached"] for _, body in answers) == [False, True, True, True]
+        assert len(fake.requests) == 1
+
+
 # -- failures ------------------------------------------------------------------------------------------------
 async def test_not_configured_is_503_ai_unavailable(tmp_path: Path, fake: FakeAnthropic) -> None:
     async with app_with(tmp_path, AiConfig()) as h:
