@@ -4,6 +4,10 @@
                         [--tree MODULE:FUNCTION]
     python run.py token --user USER [--ttl SECONDS]
     python run.py migrate [--database URL]
+    python run.py --version
+
+With no arguments it serves (as ``make run``). The single binary (``make binary`` → ``dist/vigil``, see
+deploy/) is this module frozen: ``vigil serve|token|migrate|--version`` are the same commands.
 
 Configuration comes from ``VIGIL_*`` environment variables (see ``transport.Settings``); flags win.
 Exit codes: 0 success (including a signalled shutdown), 1 runtime failure, 2 configuration error.
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
+import multiprocessing
 import os
 import signal
 import sys
@@ -36,6 +42,7 @@ from storage.coordination import Coordination, CoordinationConfig, open_coordina
 from transport import (
     CheckResult,
     ConfigError,
+    Dependencies,
     HealthRegistry,
     Settings,
     begin_drain,
@@ -101,13 +108,25 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+# The binary's bootloader (PyInstaller one-file: a parent process that runs this one) forwards every signal
+# it gets, so a signal sent to the whole process group (systemd's default, `kill -- -PGID`) arrives twice,
+# moments apart. A repeat within this window is that one request, not an operator's second one.
+REPEAT_WINDOW_S = 0.5
+
+
 async def _watch_signals(signals: Any, app: Any, shutdown: trio.Event, force: trio.CancelScope) -> None:
-    """First SIGTERM/SIGINT: drain gracefully. A second one: stop waiting for in-flight requests."""
+    """First SIGTERM/SIGINT: drain gracefully. A second one (not a repeat, see REPEAT_WINDOW_S): stop
+    waiting for in-flight requests."""
+    first_at = -math.inf
     async for signum in signals:
         if not shutdown.is_set():
             log.info("shutdown requested", extra={"fields": {"signal": signal.Signals(signum).name}})
+            first_at = trio.current_time()
             begin_drain(app)  # /health turns 503 and telemetry streams close before the listener does
             shutdown.set()
+        elif trio.current_time() - first_at < REPEAT_WINDOW_S:
+            log.info("the same signal again (delivered twice); already draining",
+                     extra={"fields": {"signal": signal.Signals(signum).name}})
         else:
             log.warning("second signal: cutting the HTTP drain short",
                         extra={"fields": {"signal": signal.Signals(signum).name}})
@@ -133,8 +152,24 @@ def _coordination_check(coordination: Coordination) -> Callable[[], Awaitable[Ch
     return check
 
 
+def _redis_up(coordination: Coordination) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return (await coordination.health()).ok
+
+    return probe
+
+
+def _late_signal(signum: int, frame: Any) -> None:
+    log.info("signal after the server stopped listening for them; already stopping",
+             extra={"fields": {"signal": signal.Signals(signum).name}})
+
+
 async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
     """Run until SIGTERM/SIGINT (→ EXIT_OK) or until the root supervisor gives up (→ EXIT_FAILURE)."""
+    # What the receiver below restores when it closes: a repeat arriving after it (see REPEAT_WINDOW_S), or
+    # still pending in it, must not kill a process that is already on its way out.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _late_signal)
     # Catch the signals before anything starts, so one that arrives during startup still drains.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # One asyncio loop around everything: asyncpg and redis run through trio_asyncio.
@@ -144,6 +179,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
                 open_decode_pool(default_processes() if processes is None else processes))
+            dependencies = Dependencies()
             if tree_factory is not None:
                 tree, application_parts = tree_factory(settings), None
             else:
@@ -154,6 +190,9 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     open_coordination(settings.redis_url, config=CoordinationConfig()))
                 health.add_check("database", _store_check(store))
                 health.add_check("coordination", _coordination_check(coordination), critical=False)
+                # What /metrics exports for the alerts (deploy/prometheus/alerts.yml): pool use, Redis up.
+                dependencies = Dependencies(pool_stats=store.pool_stats,
+                                            redis_up=_redis_up(coordination) if settings.redis_url else None)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
                     store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url), ai=ai_config(settings)),
@@ -164,7 +203,8 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     services: Services | None = None
                     if application_parts is not None:
                         services = application_parts.services(system, decode_pool=decode_pool)
-                    app = create_app(settings, system=system, services=services, health=health)
+                    app = create_app(settings, system=system, services=services, health=health,
+                                     dependencies=dependencies)
                     shutdown = trio.Event()
                     force = trio.CancelScope()
                     async with trio.open_nursery() as nursery:
@@ -228,8 +268,21 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- command line ------------------------------------------------------------------------------------
+def version() -> str:
+    """The installed distribution's version (the binary carries its metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("vigil")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Vigil: health-data sync on supervised actors")
+    # prog: argv[0]'s name, so `run.py` in a checkout and `vigil` as the binary.
+    parser = argparse.ArgumentParser(description="Vigil: health-data sync on supervised actors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the HTTP/WebSocket server and the actor system")
@@ -260,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The one entry point of ``run.py`` and of the binary. No arguments: ``serve`` with its defaults."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv or ["serve"])
     try:
         settings = Settings.from_env(os.environ, **{name: getattr(args, name) for name in args.overrides})
         return int(args.func(settings, args))
@@ -270,4 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # In the frozen binary a decode worker is this executable started again by multiprocessing's spawn:
+    # this turns that start into the worker (it never returns there). Elsewhere it does nothing.
+    multiprocessing.freeze_support()
     sys.exit(main())

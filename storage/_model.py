@@ -267,6 +267,16 @@ class Enqueued:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolStats:
+    """The store's connections now: ``in_use`` by a unit of work, ``open`` (idle or busy) and ``max_size``,
+    the most it will open (PostgreSQL: the main pool; SQLite: the writer and the reader connection)."""
+
+    in_use: int
+    open: int
+    max_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxStats:
     """Events per status, and how long the oldest pending one has waited (None: none pending)."""
 

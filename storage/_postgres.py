@@ -26,6 +26,7 @@ from ._config import StoreConfig
 from ._errors import CommitUnknown, StoreError, StoreUnavailable, translate_pg
 from ._migrations import Migration, pending_migrations
 from ._migrations.postgres import MIGRATIONS
+from ._model import PoolStats
 from ._sql import POSTGRES, Cmd
 from ._store import StoreBase
 from ._transaction import Transaction
@@ -288,6 +289,13 @@ class PostgresStore(StoreBase):
         for pool in (self._lock_pool, self._pool):
             if pool is not None:
                 await pool.close()
+
+    def pool_stats(self) -> PoolStats:
+        pool = self._pool
+        if pool is None:
+            return PoolStats(in_use=0, open=0, max_size=self.config.pg_max_size)
+        size = pool.get_size()
+        return PoolStats(in_use=size - pool.get_idle_size(), open=size, max_size=pool.get_max_size())
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""

@@ -9,7 +9,7 @@ from typing import Literal, Protocol, TypeVar
 import trio
 
 from ._config import RetryPolicy, StoreConfig
-from ._model import PreparedSamples, SampleIn
+from ._model import PoolStats, PreparedSamples, SampleIn
 from ._repos import SamplePreparer
 from ._transaction import Transaction
 
@@ -68,6 +68,10 @@ class Store(Protocol):
         self, *, buffer: int = 1024
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[int]]:
         """Outbox event ids as they commit (a wake-up hint; poll as well)."""
+        ...
+
+    def pool_stats(self) -> PoolStats:
+        """Connections in use, open and at most (no I/O): what /metrics shows of the pool."""
         ...
 
     async def ping(self) -> None:

@@ -30,6 +30,7 @@ from ._config import StoreConfig
 from ._errors import StoreError, StoreUnavailable, translate_sqlite
 from ._migrations import Migration, pending_migrations
 from ._migrations.sqlite import MIGRATIONS
+from ._model import PoolStats
 from ._sql import SQLITE, Cmd, to_sqlite
 from ._store import StoreBase
 from ._time import to_micros
@@ -232,6 +233,10 @@ class _Slot:
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
     def release(self) -> None:
         if self._urgent:
             self._urgent.unpark()
@@ -365,6 +370,11 @@ class SqliteStore(StoreBase):
                 await connection.worker.stop()
         for send in list(self._subscribers):
             send.close()
+
+    def pool_stats(self) -> PoolStats:
+        connections = {id(c): c for c in (self._writer, self._reader)}.values()  # :memory: has one
+        return PoolStats(in_use=sum(c.slot.held for c in connections), open=len(connections),
+                         max_size=len(connections))
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""

@@ -29,9 +29,10 @@ from ._errors import (
 )
 from ._health import CheckResult, HealthRegistry, HealthReport
 from ._logging import JsonFormatter, configure_logging
-from ._metrics import ActorTreeCollector, HttpMetrics
+from ._metrics import ActorTreeCollector, Dependencies, HttpMetrics
 from ._openapi import build_openapi
 from ._ops import HealthResponse, SupervisionNode, event_to_dict
+from ._ops_history import HistoryConfig
 from ._routes import (
     WS_GOING_AWAY,
     WS_UNAUTHENTICATED,
@@ -48,8 +49,8 @@ from ._users import SettingsBody
 __all__ = [
     "DEV_JWT_SECRET", "DEV_OPS_TOKEN", "WS_GOING_AWAY", "WS_UNAUTHENTICATED",
     "ActorSystemLike", "ActorTreeCollector", "ApiBlueprint", "ApiError", "ApiModel", "AppContext",
-    "BatchUpsertResult", "CheckResult", "ConfigError", "Conflict", "ErrorResponse", "Forbidden", "HealthRegistry",
-    "HealthReport",
+    "BatchUpsertResult", "CheckResult", "ConfigError", "Conflict", "Dependencies", "ErrorResponse", "Forbidden", "HealthRegistry",
+    "HealthReport", "HistoryConfig",
     "HealthResponse", "HttpMetrics", "InternalError", "JsonFormatter", "MethodNotAllowedError", "NotFound",
     "PayloadTooLarge", "RateLimited", "Reply", "RouteSpec", "SamplesPage", "Settings", "SettingsBody",
     "SupervisionNode", "Unauthenticated",

@@ -20,9 +20,11 @@ from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
 from ._health import HealthRegistry, actor_system_check, draining_check
 from ._logging import AccessLog
-from ._metrics import HttpMetrics
+from ._metrics import Dependencies, HttpMetrics
 from ._openapi import build_openapi
 from ._ops import ops_blueprint
+from ._ops_history import HistoryConfig, OpsHistory, app_reader
+from ._ops_page import load_static, ops_page_blueprint
 from ._projections import outbox_ops, read_side
 from ._realtime import realtime as realtime_api
 from ._routes import ApiBlueprint, RequestIds, RouteSpec, access_log, current_request_id
@@ -48,7 +50,8 @@ class VigilApp(QuartTrio):
 
 
 def create_app(settings: Settings, *, system: ActorSystemLike, services: Services | None = None,
-               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None) -> VigilApp:
+               blueprints: Sequence[ApiBlueprint] = (), health: HealthRegistry | None = None,
+               dependencies: Dependencies | None = None, history: HistoryConfig | None = None) -> VigilApp:
     """Build the app. ``system`` is a running ``kernel.ActorSystem`` (or anything with ``tree()`` and
     ``telemetry``); ``services`` are the domains' facades over it (``Application.services``): with
     them the user API is served, without them only the operators' endpoints; ``blueprints`` add
@@ -65,7 +68,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
     user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, ai_api] if serves_users else []
-    all_blueprints = [ops_blueprint(), *user_api, *blueprints]
+    all_blueprints = [ops_blueprint(), ops_page_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
     draining = trio.Event()
@@ -77,14 +80,19 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_breakers(services.ai.breakers)
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
+    dependencies = dependencies if dependencies is not None else Dependencies()
+    ingest = services.ingest if services is not None else None
+    projection = services.projection if services is not None else None
+    metrics = HttpMetrics(system, ingest=ingest, projection=projection, dependencies=dependencies,
+                          ai=services.ai if services is not None else None)
+    ops_history = OpsHistory(app_reader(system.tree, metrics.request_duration, ingest=ingest, projection=projection),
+                             metrics.request_duration.bounds, history or HistoryConfig())
     app.extensions[EXTENSION_KEY] = AppContext(
-        settings=settings, system=system, health=health,
-        metrics=HttpMetrics(system, ingest=services.ingest if services is not None else None,
-                            projection=services.projection if services is not None else None,
-                            ai=services.ai if services is not None else None), draining=draining,
+        settings=settings, system=system, health=health, metrics=metrics, draining=draining,
         routes=routes, tokens=TokenVerifier(settings.jwt_secret),
         openapi_json=json.dumps(openapi, separators=(",", ":")).encode(), access=AccessLog(access_log),
-        request_ids=RequestIds(), domains=services)
+        request_ids=RequestIds(), domains=services, history=ops_history, static=load_static(),
+        dependencies=dependencies)
 
     @app.while_serving
     async def _write_access_log() -> AsyncGenerator[None, None]:
@@ -96,7 +104,10 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
                 await app_context(app).access.run()
 
         app.nursery.start_soon(write)
+        sampler = trio.CancelScope()
+        app.nursery.start_soon(_sample_history, ops_history, sampler)
         yield
+        sampler.cancel()
         writer.cancel()  # its last batch is written as it stops, before the lifespan ends
 
     app.before_request(_begin_request)
@@ -107,6 +118,11 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
     for bp in all_blueprints:
         bp.register(app)
     return app
+
+
+async def _sample_history(history: OpsHistory, scope: trio.CancelScope) -> None:
+    with scope:
+        await history.run()
 
 
 def _collect_routes(blueprints: Sequence[ApiBlueprint]) -> tuple[RouteSpec, ...]:

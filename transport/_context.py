@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -15,10 +16,11 @@ from ._auth import TokenVerifier
 from ._errors import Unavailable
 from ._health import HealthRegistry
 from ._logging import AccessLog
-from ._metrics import HttpMetrics
+from ._metrics import Dependencies, HttpMetrics
 from ._settings import Settings
 
 if TYPE_CHECKING:
+    from ._ops_history import OpsHistory
     from ._routes import RequestIds, RouteSpec
 
 EXTENSION_KEY = "vigil"
@@ -47,8 +49,13 @@ class AppContext:
     # The one-line-per-request log, batched while the app serves.
     access: AccessLog
     request_ids: RequestIds
+    # The operator page's chart points (sampled while the app serves).
+    history: OpsHistory
     # The domains' facades; None for an app over a bare actor tree (operators' endpoints only).
     domains: Services | None = None
+    # The operator page's files, and the dependencies /metrics and the page read.
+    static: Mapping[str, bytes] = field(default_factory=dict)
+    dependencies: Dependencies = field(default_factory=Dependencies)
 
 
 def app_context(app: Quart | None = None) -> AppContext:

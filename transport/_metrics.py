@@ -7,9 +7,11 @@ counters are the only bookkeeping; HTTP latency is the one thing transport measu
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,6 +21,7 @@ from actors.ai import AiService
 from actors.ingest import IngestService
 from actors.projection import ProjectionService
 from kernel import NodeSnapshot
+from storage import PoolStats
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -243,6 +246,22 @@ class RequestLatency(Collector):
         series[0][bisect_left(self._bounds, seconds)] += 1  # le is inclusive: bisect_left
         series[1][0] += seconds
 
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return self._bounds
+
+    def totals(self) -> tuple[dict[str, int], list[int]]:
+        """Responses so far by status class, and every series' bucket counts added up (not cumulative;
+        the last one past every bound): what the operator page's request rate and p99 are drawn from."""
+        classes: dict[str, int] = {}
+        merged = [0] * (len(self._bounds) + 1)
+        for (_, _, status), (counts, _) in self._series.items():
+            label = f"{status // 100}xx"
+            classes[label] = classes.get(label, 0) + sum(counts)
+            for i, count in enumerate(counts):
+                merged[i] += count
+        return classes, merged
+
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self.NAME, self.DOC, labels=["method", "route", "status"])]
 
@@ -258,14 +277,92 @@ class RequestLatency(Collector):
         yield family
 
 
+class ResponseClasses(Collector):
+    """``vigil_http_responses_total{status_class}`` (1xx..5xx), the error-rate alerts' series: derived from
+    the latency histogram's series at scrape time, so nothing more is counted per request."""
+
+    NAME = "vigil_http_responses"  # exposed as vigil_http_responses_total
+    DOC = "HTTP responses by status class (1xx..5xx)"
+
+    def __init__(self, latency: RequestLatency) -> None:
+        self._latency = latency
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.NAME, self.DOC, labels=["status_class"])]
+
+    def collect(self) -> Iterator[Metric]:
+        responses = CounterMetricFamily(self.NAME, self.DOC, labels=["status_class"])
+        classes, _ = self._latency.totals()
+        for label in ("1xx", "2xx", "3xx", "4xx", "5xx"):
+            responses.add_metric([label], float(classes.get(label, 0)))
+        yield responses
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What ``/metrics`` reads of the process's dependencies (``run.py`` fills it in): the store's pool
+    (no I/O) and whether Redis answers (probed once per scrape, within ``probe_timeout``). None: not
+    used by this process, and not exported (a process without Redis exports no ``vigil_redis_up``)."""
+
+    pool_stats: Callable[[], PoolStats] | None = None
+    redis_up: Callable[[], Awaitable[bool]] | None = None
+    probe_timeout: float = 1.0
+
+
+class DependencyCollector(Collector):
+    """``vigil_store_pool_connections_{in_use,open,max}`` and ``vigil_redis_up`` (the alerts' series
+    for pool use and Redis down). ``probe()`` runs before each scrape; a probe past its timeout is down."""
+
+    def __init__(self, dependencies: Dependencies) -> None:
+        self._deps = dependencies
+        self._redis_up: float | None = None
+
+    async def probe(self) -> None:
+        probe = self._deps.redis_up
+        if probe is None:
+            return
+        up = False
+        with trio.move_on_after(self._deps.probe_timeout):
+            up = await probe()
+        self._redis_up = 1.0 if up else 0.0
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "in_use": GaugeMetricFamily("vigil_store_pool_connections_in_use",
+                                        "Database connections held by a unit of work"),
+            "open": GaugeMetricFamily("vigil_store_pool_connections_open", "Database connections open (idle or busy)"),
+            "max": GaugeMetricFamily("vigil_store_pool_connections_max", "The most connections the pool opens"),
+            "redis": GaugeMetricFamily("vigil_redis_up", "1 if Redis answered the last scrape's probe, else 0"),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        if self._deps.pool_stats is not None:
+            stats = self._deps.pool_stats()
+            for name, value in (("in_use", stats.in_use), ("open", stats.open), ("max", stats.max_size)):
+                fam[name].add_metric([], float(value))
+                yield fam[name]
+        if self._deps.redis_up is not None and self._redis_up is not None:
+            fam["redis"].add_metric([], self._redis_up)
+            yield fam["redis"]
+
+
 class HttpMetrics:
     """The app's registry, with the request histogram and the actor collector on it."""
 
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
-                 projection: ProjectionService | None = None, ai: AiService | None = None) -> None:
+                 projection: ProjectionService | None = None, dependencies: Dependencies | None = None,
+                 ai: AiService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.dependencies = DependencyCollector(dependencies or Dependencies())
+        self.registry.register(self.dependencies)
         self.request_duration = RequestLatency()
         self.registry.register(self.request_duration)
+        self.registry.register(ResponseClasses(self.request_duration))
         self.registry.register(ActorTreeCollector(system))
         if ingest is not None:
             self.registry.register(LaneCollector(ingest))
@@ -278,4 +375,5 @@ class HttpMetrics:
         self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "AiCollector", "HttpMetrics", "LaneCollector", "ProjectionCollector", "RequestLatency"]
+__all__ = ["ActorTreeCollector", "AiCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector",
+           "ProjectionCollector", "RequestLatency", "ResponseClasses"]

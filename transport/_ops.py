@@ -128,7 +128,9 @@ def ops_blueprint() -> ApiBlueprint:
     @ops.get("/metrics", auth="ops", media_type=CONTENT_TYPE_LATEST.split(";")[0],
              summary="Prometheus metrics: actors (from the live tree) and HTTP latency")
     async def metrics() -> Any:
-        body = generate_latest(app_context().metrics.registry)
+        context = app_context()
+        await context.metrics.dependencies.probe()  # Redis answers now or counts as down
+        body = generate_latest(context.metrics.registry)
         return current_app.response_class(body, content_type=CONTENT_TYPE_LATEST)
 
     @ops.get("/v1/ops/supervision", auth="ops", response=SupervisionNode,

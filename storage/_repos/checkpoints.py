@@ -58,12 +58,21 @@ _PG_KEYED_UPDATE = (
 )
 
 
+# A held key set on PostgreSQL, when every key names one handler (a worker's batch: the usual case): the
+# primary key serves "event_id = ANY(...) AND handler = ..." as one index scan. No status test: a
+# lease_owner is set only while a checkpoint is processing (every other transition clears it), and
+# "status = 'processing'" would let the planner's generic plan walk the partial lease index per key instead
+# (a queue table's statistics are always stale): 45 ms for 500 keys against 12 ms.
+_PG_ONE_HANDLER = " WHERE event_id = ANY(${a}::bigint[]) AND handler = ${b} AND lease_owner = $1"
+
+
 def _per_dialect(template: str, a: int, b: int) -> dict[str, str]:
     out = {d: template.replace("{keys}", keys.format(a=a, b=b)) for d, keys in _KEYS.items()}
     if template.startswith("UPDATE ") and template.endswith("WHERE " + _HELD):
         head = template[: -len("WHERE " + _HELD)].rstrip()
         held = _HELD.replace(" AND {keys}", "")
         out["postgresql"] = head + _PG_KEYED_UPDATE.format(a=a, b=b) + held
+        out["postgresql_one"] = head + _PG_ONE_HANDLER.format(a=a, b=b)
     return out
 
 
@@ -236,6 +245,13 @@ class Checkpoints(Repo):
             return ids, handlers
         return json.dumps(ids), json.dumps(handlers)
 
+    def _held(self, statements: dict[str, str], *lead: Any, keys: Sequence[CheckpointKey]) -> Op[int]:
+        """Run a keyed UPDATE of held checkpoints (``lead`` are its $1.. parameters before the keys)."""
+        ids, handlers = self._keys(keys)
+        if self._d.name == "postgresql" and len(set(handlers)) == 1:
+            return self._op(execute(statements["postgresql_one"], *lead, ids, handlers[0]))
+        return self._op(execute(statements[self._d.name], *lead, ids, handlers))
+
     def _row(self, i: int, row: CheckpointIn) -> tuple[Any, ...]:
         if not isinstance(row, CheckpointIn):
             raise InvalidData(f"rows[{i}]", "expected a CheckpointIn")
@@ -317,18 +333,14 @@ class Checkpoints(Repo):
             return self._op(Const(0))
         now_dt = self._now()
         expires = self._d.ts(now_dt + timedelta(seconds=self._lease(lease_seconds)))
-        return self._op(
-            execute(
-                _RENEW[self._d.name], self._id("owner", owner), expires, self._d.ts(now_dt), *self._keys(keys)
-            )
-        )
+        return self._held(_RENEW, self._id("owner", owner), expires, self._d.ts(now_dt), keys=keys)
 
     def complete_many(self, owner: str, keys: Sequence[CheckpointKey]) -> Op[int]:
         """processing → completed for those of ``keys`` that ``owner`` holds; returns how many."""
         if not keys:
             return self._op(Const(0))
         now = self._d.ts(self._now())
-        return self._op(execute(_COMPLETE_MANY[self._d.name], self._id("owner", owner), now, *self._keys(keys)))
+        return self._held(_COMPLETE_MANY, self._id("owner", owner), now, keys=keys)
 
     def fail(self, key: CheckpointKey, owner: str, error: str, *, retryable: bool = True) -> Op[str | None]:
         """processing → 'failed', due again after the outbox policy's jittered backoff; or → 'dead'
@@ -363,9 +375,7 @@ class Checkpoints(Repo):
             return self._op(Const(0))
         now_dt = self._now()
         due = self._d.ts(aware("due_at", due_at) if due_at is not None else now_dt)
-        return self._op(
-            execute(_RELEASE[self._d.name], self._id("owner", owner), due, self._d.ts(now_dt), *self._keys(keys))
-        )
+        return self._held(_RELEASE, self._id("owner", owner), due, self._d.ts(now_dt), keys=keys)
 
     def lock_user(self, user_id: str, handler: str) -> Op[None]:
         """Serialize units of work on one (user, handler) until this transaction ends: PostgreSQL
