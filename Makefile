@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/binary.py
+	$(BIN)/python bench/ai.py
 
 # dist/vigil: the whole service as one executable file (deploy/); rebuilt only when its sources changed.
 binary: $(STAMP)

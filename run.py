@@ -35,6 +35,7 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 
+from actors.ai import AiConfig
 from actors.exports import (
     BackupError,
     Bucket,
@@ -47,7 +48,7 @@ from actors.exports import (
 from actors.ingest import default_processes, open_decode_pool, tune_gc
 from actors.realtime import RealtimeConfig
 from actors.supervisor import ROLES, Services, TreeConfig, application
-from kernel import REDIS, S3, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
+from kernel import ANTHROPIC, REDIS, S3, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
 from storage import StoreError, open_store
 from storage.coordination import Coordination, CoordinationConfig, leases_with_fallback, open_coordination
 from transport import (
@@ -90,6 +91,13 @@ def resolve_tree_factory(spec: str | None) -> TreeFactory | None:
     if not callable(factory):
         raise ConfigError(f"--tree {spec}: {module_name} has no callable {attr!r}")
     return factory  # type: ignore[no-any-return]
+
+
+def ai_config(settings: Settings) -> AiConfig:
+    """The AI domain's configuration from ``VIGIL_ANTHROPIC_*`` (unset model: the domain's default)."""
+    base = AiConfig()
+    return AiConfig(api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url,
+                    model=settings.anthropic_model or base.model)
 
 
 # -- serve -------------------------------------------------------------------------------------------
@@ -230,10 +238,11 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                                             redis_up=_redis_up(coordination) if settings.redis_url else None)
                 # Realtime envelopes cross processes over the same Redis (the bridge retries while it is down).
                 application_parts = application(
-                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url),
+                    store, TreeConfig(realtime=RealtimeConfig(redis_url=settings.redis_url), ai=ai_config(settings),
                                       exports=ExportsConfig(s3=_s3_config())), role=settings.role,
                     # Reapers are single instances across processes; a Redis outage must not change who holds one.
-                    leases=leases_with_fallback(coordination.leases, store), s3_breaker=breakers[S3].breaker)
+                    leases=leases_with_fallback(coordination.leases, store), s3_breaker=breakers[S3].breaker,
+                    ai_breaker=breakers[ANTHROPIC].breaker)
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

@@ -59,6 +59,9 @@ from ._model import (
     CHECKPOINT_STATUSES,
     EXPORT_STATUSES,
     OUTBOX_STATUSES,
+    AiReport,
+    AiUsage,
+    AiUsageTotal,
     Change,
     ChangeIn,
     Checkpoint,
@@ -106,6 +109,9 @@ from ._transaction import Transaction
 from ._tx import Op
 
 __all__ = [
+    "AiReport",
+    "AiUsage",
+    "AiUsageTotal",
     "CHECKPOINT_STATUSES",
     "OUTBOX_STATUSES",
     "Change",

@@ -13,6 +13,9 @@ from ._errors import InvalidData
 from ._time import from_micros, to_micros
 
 __all__ = [
+    "AiReport",
+    "AiUsage",
+    "AiUsageTotal",
     "Change",
     "ChangeIn",
     "Checkpoint",
@@ -569,3 +572,39 @@ class ExportJob:
     error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+# --- AI reports ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AiReport:
+    """A generated weekly report, cached per (user, ISO week); valid while the user's watermark and the
+    model are the ones it was made from."""
+
+    user_id: str
+    iso_week: str  # "2026-W48"
+    watermark: int
+    model: str
+    report: str
+    generated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AiUsage:
+    """One call to the AI provider: the tokens it cost and how it ended (``at`` is set by the store)."""
+
+    user_id: str
+    model: str
+    outcome: str  # ok, rate_limited, server_error, client_error, timeout, connection_error
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AiUsageTotal:
+    model: str
+    outcome: str
+    calls: int
+    input_tokens: int
+    output_tokens: int

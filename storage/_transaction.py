@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from ._repos import (
+    AiReports,
+    AiUsageLog,
     Changes,
     Checkpoints,
     Conflicts,
@@ -106,3 +108,11 @@ class Transaction(TransactionBase):
     @cached_property
     def sessions(self) -> Sessions:
         return Sessions(self)
+
+    @cached_property
+    def ai_reports(self) -> AiReports:
+        return AiReports(self)
+
+    @cached_property
+    def ai_usage(self) -> AiUsageLog:
+        return AiUsageLog(self)

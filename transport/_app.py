@@ -16,6 +16,7 @@ from actors.supervisor import Services
 from kernel import Breakers
 from storage.coordination import RateLimiter
 
+from ._ai import ai as ai_api
 from ._auth import TokenVerifier
 from ._context import EXTENSION_KEY, ActorSystemLike, AppContext, app_context
 from ._errors import ApiError, InternalError, PayloadTooLarge, error_response, to_api_error
@@ -76,7 +77,7 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
 
     # A worker process's port serves only the operators' endpoints (health, metrics, supervision).
     serves_users = services is not None and settings.role != "worker"
-    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, exports_api, sync_api] if serves_users else []
+    user_api = [users_api, health_api, read_side, outbox_ops, realtime_api, exports_api, sync_api, ai_api] if serves_users else []
     all_blueprints = [ops_blueprint(), ops_page_blueprint(), *user_api, *blueprints]
     routes = _collect_routes(all_blueprints)
     health = health if health is not None else HealthRegistry()
@@ -85,15 +86,18 @@ def create_app(settings: Settings, *, system: ActorSystemLike, services: Service
         health.add_check("actors", actor_system_check(system))
     if "server" not in health.names:
         health.add_check("server", draining_check(draining))
-    if breakers is not None:
+    if breakers is not None:  # the shared registry (run.py) has every dependency's, the AI provider's included
         health.add_breakers(breakers_health(breakers))
+    elif services is not None:
+        health.add_breakers(services.ai.breakers)
 
     openapi = build_openapi(routes, title=API_TITLE, version=API_VERSION)
     dependencies = dependencies if dependencies is not None else Dependencies()
     ingest = services.ingest if services is not None else None
     projection = services.projection if services is not None else None
     metrics = HttpMetrics(system, ingest=ingest, projection=projection, dependencies=dependencies,
-                          maintenance=services.maintenance if services is not None else None, breakers=breakers)
+                          maintenance=services.maintenance if services is not None else None, breakers=breakers,
+                          ai=services.ai if services is not None else None)
     ops_history = OpsHistory(app_reader(system.tree, metrics.request_duration, ingest=ingest, projection=projection),
                              metrics.request_duration.bounds, history or HistoryConfig())
     app.extensions[EXTENSION_KEY] = AppContext(

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from actors.accounts import AccountsError, InvalidCursor, InvalidSettings
+from actors.ai import AiError, AiUnavailable
 from actors.exports import ExportsError, ExportsUnavailable, UnknownExport
 from actors.ingest import (
     IngestError,
@@ -247,6 +248,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return _exports_error(exc)
     if isinstance(exc, SyncError):
         return _sync_error(exc)
+    if isinstance(exc, AiError):
+        return _ai_error(exc)
     kernel = _kernel_error(exc)
     if kernel is not None:
         return kernel
@@ -311,6 +314,13 @@ def _sync_error(exc: SyncError) -> ApiError:
             return Conflict(str(exc), code="CONFLICT_ALREADY_RESOLVED")
         case InvalidResolution():
             return ValidationFailed(str(exc), details=[{"in": "body", **p} for p in exc.problems])
+    return InternalError("internal error")
+
+
+def _ai_error(exc: AiError) -> ApiError:
+    if isinstance(exc, AiUnavailable):
+        return Unavailable(exc.message, code="AI_UNAVAILABLE", retry_after_ms=max(1, math.ceil(exc.retry_after * 1000)),
+                           details={"reason": exc.reason})
     return InternalError("internal error")
 
 

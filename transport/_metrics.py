@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from actors.ai import AiService
 from actors.ingest import IngestService
 from actors.maintenance import MaintenanceService
 from actors.projection import ProjectionService
@@ -27,6 +28,8 @@ from ._resilience import BreakerCollector
 
 # Seconds; spans a cache hit to a slow durable batch write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A breaker's state as a gauge value (an unknown state reads as open).
+BREAKER_GAUGE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 class _TreeSource(Protocol):
@@ -141,8 +144,6 @@ class ProjectionCollector(Collector):
     handlers' breakers in this process (0 closed, 1 half open, 2 open). From ``ProjectionService.figures``,
     refreshed in the background (``vigil_outbox_figures_age_seconds`` says how long ago)."""
 
-    _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
     def __init__(self, projection: ProjectionService) -> None:
         self._projection = projection
 
@@ -187,7 +188,39 @@ class ProjectionCollector(Collector):
             fam["lag_events"].add_metric([lag.handler], float(lag.pending + lag.processing + lag.failed))
             fam["lag_seconds"].add_metric([lag.handler], lag.oldest_age_seconds or 0.0)
         for handler, state in figures.breakers.items():
-            fam["breaker"].add_metric([handler], self._BREAKER.get(state, 2.0))
+            fam["breaker"].add_metric([handler], BREAKER_GAUGE.get(state, 2.0))
+        yield from fam.values()
+
+
+class AiCollector(Collector):
+    """The AI provider in this process: tokens by direction (input, output), calls by outcome (ok,
+    rate_limited, server_error, client_error, timeout, connection_error, breaker_open: refused without a
+    request), and its breaker (0 closed, 1 half open, 2 open). From ``AiService.state``."""
+
+    def __init__(self, ai: AiService) -> None:
+        self._ai = ai
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        return {
+            "tokens": CounterMetricFamily("vigil_ai_tokens", "AI provider tokens by direction",
+                                          labels=["direction"]),
+            "calls": CounterMetricFamily("vigil_ai_calls", "AI provider calls by outcome", labels=["outcome"]),
+            "breaker": GaugeMetricFamily("vigil_ai_breaker_state", "AI provider breaker: 0 closed, 1 half open, "
+                                         "2 open"),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._families()
+        state = self._ai.state()
+        for direction, count in sorted(state.figures.tokens.items()):
+            fam["tokens"].add_metric([direction], float(count))
+        for outcome, count in sorted(state.figures.calls.items()):
+            fam["calls"].add_metric([outcome], float(count))
+        fam["breaker"].add_metric([], BREAKER_GAUGE.get(state.breaker.state, 2.0))
         yield from fam.values()
 
 
@@ -348,7 +381,7 @@ class HttpMetrics:
     def __init__(self, system: _TreeSource, *, ingest: IngestService | None = None,
                  projection: ProjectionService | None = None, dependencies: Dependencies | None = None,
                  maintenance: MaintenanceService | None = None,
-                 breakers: Breakers | None = None) -> None:
+                 breakers: Breakers | None = None, ai: AiService | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.dependencies = DependencyCollector(dependencies or Dependencies())
         self.registry.register(self.dependencies)
@@ -364,10 +397,12 @@ class HttpMetrics:
             self.registry.register(ReapedCollector(maintenance))
         if breakers is not None:
             self.registry.register(BreakerCollector(breakers))
+        if ai is not None:
+            self.registry.register(AiCollector(ai))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.observe(method, route, status, seconds)
 
 
-__all__ = ["ActorTreeCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector",
+__all__ = ["ActorTreeCollector", "AiCollector", "Dependencies", "DependencyCollector", "HttpMetrics", "LaneCollector",
            "ProjectionCollector", "ReapedCollector", "RequestLatency", "ResponseClasses"]

@@ -54,6 +54,11 @@ class Settings:
     # SIGTERM to exit, everything included (HTTP drain, lanes, outbox work, leases, pools): inside the
     # usual 30 s SIGTERM -> SIGKILL window of a service manager.
     shutdown_timeout: float = 25.0
+    # The AI weekly report (Anthropic): no key, no reports (503 AI_UNAVAILABLE); None base URL and model:
+    # Anthropic's API and the AI domain's default model.
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -91,6 +96,8 @@ class Settings:
         # Secrets never reach a log through repr; a URL's password neither.
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["jwt_secret"] = shown["ops_token"] = "<redacted>"
+        if shown["anthropic_api_key"]:
+            shown["anthropic_api_key"] = "<redacted>"
         for name in ("database_url", "redis_url"):
             if shown[name]:
                 shown[name] = _redact_url(shown[name])
@@ -132,6 +139,9 @@ class Settings:
             ("rate_limit_user_per_min", "VIGIL_RATE_LIMIT_USER_PER_MIN", _int("VIGIL_RATE_LIMIT_USER_PER_MIN")),
             ("rate_limit_ip_per_min", "VIGIL_RATE_LIMIT_IP_PER_MIN", _int("VIGIL_RATE_LIMIT_IP_PER_MIN")),
             ("shutdown_timeout", "VIGIL_SHUTDOWN_TIMEOUT", _float("VIGIL_SHUTDOWN_TIMEOUT")),
+            ("anthropic_api_key", "VIGIL_ANTHROPIC_API_KEY", str),
+            ("anthropic_base_url", "VIGIL_ANTHROPIC_BASE_URL", str),
+            ("anthropic_model", "VIGIL_ANTHROPIC_MODEL", str),
         ):
             raw = environ.get(var)
             if raw is not None and raw.strip() != "":

@@ -10,6 +10,7 @@
      │                             dispatcher, a worker per projection handler and the reaper
      ├── sync (one_for_one)
      │    └── devices (keyed by (user, device))   pushes, pulls and conflicts; server-made changes
+     ├── ai (one_for_one)          weekly reports from Anthropic (keyed by user) and the provider's connections
      ├── realtime (one_for_one)
      │    ├── hub                  envelopes to the users' local WebSocket connections
      │    └── bridge               with a Redis URL: envelopes to and from the other processes
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from actors.accounts import AccountsConfig, AccountsDomain, AccountsService
+from actors.ai import AiConfig, AiDomain, AiService
 from actors.exports import ExportsConfig, ExportsDomain, ExportsService
 from actors.ingest import DecodePool, IngestConfig, IngestDomain, IngestService
 from actors.maintenance import MaintenanceConfig, MaintenanceDomain, MaintenanceService
@@ -71,6 +73,7 @@ class TreeConfig:
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    ai: AiConfig = field(default_factory=AiConfig)
 
 
 Role = Literal["all", "web", "worker"]
@@ -89,6 +92,7 @@ class Services:
     sync: SyncService
     # What every reaper of this process removed (vigil_reaped_total); reap_now in the worker role.
     maintenance: MaintenanceService | None = None
+    ai: AiService
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class Application:
     exports: ExportsDomain
     sync: SyncDomain
     maintenance: MaintenanceDomain
+    ai: AiDomain
     # Where the projection workers say a read model caught up; bound to the realtime service on start.
     hub_link: HubLink
     role: Role = "all"
@@ -118,7 +123,7 @@ class Application:
         return Services(ingest=self.ingest.service(system, under=root, decode_pool=decode_pool),
                         accounts=self.accounts.service(system, under=root),
                         projection=self.projection.service(system, under=root), realtime=realtime,
-                        exports=self.exports.service(system, under=root), sync=sync,
+                        exports=self.exports.service(system, under=root), sync=sync, ai=self.ai.service(system, under=root),
                         maintenance=self.maintenance.service(system if self.role != "web" else None, under=root))
 
 
@@ -160,12 +165,14 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
                 publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
-                s3_breaker: CircuitBreaker | None = None, leases: Leases | None = None) -> Application:
+                s3_breaker: CircuitBreaker | None = None, leases: Leases | None = None,
+                ai_breaker: CircuitBreaker | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
     caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
     ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one;
     ``leases`` (the coordination leases) make each reaper, the stale-session one included, a single instance
-    across processes."""
+    across processes; ``ai_breaker`` is the AI provider's breaker (the shared registry's; by default the AI
+    domain makes one)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
@@ -183,11 +190,12 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
                             owner=owner)
     sync = SyncDomain(store, config.sync)
+    ai = AiDomain(store, config.ai, breaker=ai_breaker)
     children: list[ChildSpec | Supervisor] = [_telemetry(config), ingest.subtree(), accounts.child_spec(),
-                                              projection.subtree(), sync.subtree(), realtime.subtree(),
+                                              projection.subtree(), sync.subtree(), ai.subtree(), realtime.subtree(),
                                               exports.subtree()]
     if role != "web":  # the retention reapers are background work
         children.append(maintenance.subtree())
     tree = _root(config, children)
     return Application(tree=tree, ingest=ingest, accounts=accounts, projection=projection, realtime=realtime,
-                       exports=exports, sync=sync, maintenance=maintenance, hub_link=hub_link, role=role)
+                       exports=exports, sync=sync, maintenance=maintenance, ai=ai, hub_link=hub_link, role=role)

@@ -336,5 +336,32 @@ MIGRATIONS = check_sequence(
                 "CREATE INDEX sync_operations_created ON sync_operations (created_at)",
             ),
         ),
+        # The AI weekly report (actors/ai): one cached report per (user, ISO week), valid while the user's
+        # watermark and the model match; every provider call's tokens and outcome (cost tracking).
+        Migration(
+            8,
+            "AI weekly reports cache and AI usage",
+            (
+                """CREATE TABLE ai_reports (
+                    user_id text NOT NULL,
+                    iso_week text NOT NULL,
+                    watermark bigint NOT NULL,
+                    model text NOT NULL,
+                    report text NOT NULL,
+                    generated_at timestamptz NOT NULL,
+                    PRIMARY KEY (user_id, iso_week)
+                )""",
+                """CREATE TABLE ai_usage (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    user_id text NOT NULL,
+                    model text NOT NULL,
+                    outcome text NOT NULL,
+                    input_tokens bigint NOT NULL,
+                    output_tokens bigint NOT NULL,
+                    at timestamptz NOT NULL
+                )""",
+                "CREATE INDEX ai_usage_at ON ai_usage (at)",
+            ),
+        ),
     )
 )

@@ -369,5 +369,32 @@ MIGRATIONS = check_sequence(
                 "CREATE INDEX sync_operations_created ON sync_operations (created_at)",
             ),
         ),
+        # The AI weekly report (actors/ai): one cached report per (user, ISO week), valid while the user's
+        # watermark and the model match; every provider call's tokens and outcome (cost tracking).
+        Migration(
+            8,
+            "AI weekly reports cache and AI usage",
+            (
+                """CREATE TABLE ai_reports (
+                    user_id TEXT NOT NULL,
+                    iso_week TEXT NOT NULL,
+                    watermark INTEGER NOT NULL,
+                    model TEXT NOT NULL,
+                    report TEXT NOT NULL,
+                    generated_at INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, iso_week)
+                ) STRICT""",
+                """CREATE TABLE ai_usage (
+                    id INTEGER PRIMARY KEY,
+                    user_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    input_tokens INTEGER NOT NULL,
+                    output_tokens INTEGER NOT NULL,
+                    at INTEGER NOT NULL
+                ) STRICT""",
+                "CREATE INDEX ai_usage_at ON ai_usage (at)",
+            ),
+        ),
     )
 )

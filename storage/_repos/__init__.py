@@ -5,6 +5,7 @@ holds the repositories of one aggregate and, beside them, their SQL as module-le
 (run by the backends' drivers, see ``storage._sql``).
 """
 
+from .ai import AiReports, AiUsageLog
 from .checkpoints import Checkpoints
 from .exports import Exports
 from .impact import ProductImpacts, SessionImpacts, Sessions
@@ -16,6 +17,8 @@ from .sync import Changes, Conflicts, Devices, Entities, SyncOps
 from .users import Users
 
 __all__ = [
+    "AiReports",
+    "AiUsageLog",
     "Changes",
     "Checkpoints",
     "Conflicts",

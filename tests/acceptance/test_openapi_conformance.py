@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.ai_helpers import fake_anthropic
 from tests.exports_helpers import moto_server
 from tests.ingest_helpers import OPS_TOKEN, REPO, SECRET, running_server
 from transport import issue_token
@@ -31,11 +32,14 @@ def _cli() -> list[str]:
 
 
 async def test_schemathesis_finds_no_mismatch_in_any_operation(tmp_path: Path) -> None:
-    with moto_server() as moto:  # exports go to S3 (moto's server on loopback), as in a configured deployment
+    with moto_server() as moto, fake_anthropic() as fake:
+        # Exports go to S3 (moto's server on loopback) and the AI weekly report to a fake Messages API, as in a
+        # configured deployment: unconfigured, both could only answer 503.
         s3 = moto.new_bucket()
         await _run_schemathesis(tmp_path, {
             "VIGIL_S3_ENDPOINT_URL": moto.endpoint, "VIGIL_S3_BUCKET": s3.bucket,
-            "VIGIL_S3_ACCESS_KEY_ID": s3.access_key_id, "VIGIL_S3_SECRET_ACCESS_KEY": s3.secret_access_key})
+            "VIGIL_S3_ACCESS_KEY_ID": s3.access_key_id, "VIGIL_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+            "VIGIL_ANTHROPIC_API_KEY": "sk-ant-conformance", "VIGIL_ANTHROPIC_BASE_URL": fake.url})
 
 
 async def _run_schemathesis(tmp_path: Path, server_env: dict[str, str]) -> None:
