@@ -267,7 +267,7 @@ async def test_5xx_are_retried_then_open_the_breaker_and_an_open_breaker_answers
         assert await metric_value(h, "vigil_ai_breaker_state", "") == 2
         response = await h.client.get("/health")
         health = await response.get_json()
-        assert health["circuitBreakers"]["anthropic"] == "open" and health["status"] == "degraded"
+        assert health["circuitBreakers"]["anthropic"]["state"] == "open" and health["status"] == "degraded"
         assert await metric_value(h, "vigil_ai_calls_total", 'outcome="server_error"') == 5
         assert await metric_value(h, "vigil_ai_calls_total", 'outcome="breaker_open"') == 2
         assert [r[0] for r in usage_rows(h)] == ["server_error"] * 5
