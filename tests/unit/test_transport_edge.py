@@ -206,7 +206,7 @@ def test_inflate_stops_at_the_limit() -> None:
 
 @pytest.mark.parametrize("data, encoding, status, code", [
     (b"not gzip at all", "gzip", 400, "VALIDATION_ERROR"),
-    (gzip.compress(b'{"metricName": "a", "value": 1}')[:-12], "gzip", 400, "VALIDATION_ERROR"),  # truncated
+    (gzip.compress(b'{"metricName": "a", "value": 1}', mtime=0)[:-12], "gzip", 400, "VALIDATION_ERROR"),  # truncated
     (b'{"metricName": "a", "value": 1}', "br", 415, "UNSUPPORTED_MEDIA_TYPE"),
 ])
 async def test_bad_encodings_are_client_errors(autojump_clock: trio.testing.MockClock, app: QuartTrio, data: bytes, encoding: str, status: int,
