@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -102,7 +102,9 @@ def chromium(*, expected: tuple[str, ...] = ()) -> Iterator[WebDriver]:
 
 def until(driver: WebDriver, check: Callable[[WebDriver], Any], what: str, timeout: float = WAIT) -> Any:
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.01).until(check, message=what)
+        # The page re-renders the tree on every telemetry event: an element found a moment ago may be gone.
+        return WebDriverWait(driver, timeout, poll_frequency=0.01,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(check, message=what)
     except TimeoutException:
         pytest.fail(f"waited {timeout} s for {what}; the page's status: {text_of(driver, '#status')!r}, its "
                     f"dead-letter status: {text_of(driver, '#dead-letters-status')!r}, login error: "
@@ -115,8 +117,13 @@ def one(driver: WebDriver, css: str) -> WebElement | bool:
 
 
 def text_of(driver: WebDriver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    for _ in range(5):  # re-rendered between the find and the read: find it again
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        try:
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            continue
+    return ""
 
 
 def log_in(driver: WebDriver, base: str, token: str) -> None:
@@ -144,7 +151,8 @@ def _watch_a_crash(base: str, tmp_path: Path) -> None:
                             "responded with a status of 404",)) as driver:
         log_in(driver, base, OPS_TOKEN)
         until(driver, lambda d: one(d, f'{victim}[data-restarts="0"]'), "the tree with the victim")
-        assert driver.find_element(By.CSS_SELECTOR, "#tree > li").get_attribute("data-path") == "root"
+        until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#tree > li").get_attribute("data-path") == "root",
+              "the root at the top of the tree")
         until(driver, lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "live",
               "the telemetry stream open")
         assert driver.find_element(By.ID, "app").is_displayed()
@@ -164,7 +172,8 @@ def _watch_a_crash(base: str, tmp_path: Path) -> None:
               "chart points")
         until(driver, lambda d: d.find_element(By.ID, "chart-restarts").get_attribute("data-max") == "1",
               "the restart on the restarts chart")
-        assert driver.find_element(By.CSS_SELECTOR, "#chart-rate polyline").get_attribute("points")
+        until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-rate polyline").get_attribute("points"),
+              "the request-rate line")
         # No application behind this tree: the page says so instead of failing.
         until(driver, lambda d: text_of(d, "#dead-letters-status") == "no outbox in this process", "no outbox")
 
@@ -220,7 +229,8 @@ def _use_the_buttons(base: str, replayed: int, discarded: int) -> None:
         assert "poison for the ops page" in text_of(driver, f'#dead-letters tr[data-id="{replayed}"]')
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#lanes tbody tr")) == 3, "hot, cold, change")
         until(driver, lambda d: text_of(d, '#pool dd[data-name="max"]') == "2", "the SQLite pool")
-        assert driver.find_element(By.CSS_SELECTOR, "#tree > li").get_attribute("data-path") == "root"
+        until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#tree > li").get_attribute("data-path") == "root",
+              "the root at the top of the tree")
 
         driver.find_element(By.CSS_SELECTOR, f'#dead-letters button.replay[data-id="{replayed}"]').click()
         until(driver, lambda d: text_of(d, "#dead-letters-status") == f"Replayed event {replayed}", "replayed")
