@@ -1,5 +1,8 @@
 """Redis implementations, driven from trio through trio-asyncio.
 
+One module past ~600 lines on purpose: every implementation shares the private bridge and breaker shell
+below; split, each would reach into another module's privates.
+
 Every redis-py call goes through :meth:`_Bridge.call`: one ``aio_as_trio`` crossing per
 operation (a whole script, pipeline or batch of reads is one asyncio coroutine), bounded
 in time, with redis exceptions translated once into the package's hierarchy.
