@@ -8,12 +8,9 @@ alone, not moto's copy of the uploaded parts.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +22,7 @@ from typing import Any
 from actors.exports import S3Config
 from kernel import RetryPolicy
 from storage import SampleIn, Store, SyncEntity
+from tests.resilience_helpers import PrivatePostgres, private_postgres
 
 ACCESS_KEY = "testing-key"
 SECRET_KEY = "testing-secret"
@@ -95,59 +93,30 @@ def closed_endpoint() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    if not found:
-        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
-    return found[-1].parent
-
-
 @dataclass
 class ThrowawayPostgres:
-    port: int
-    directory: str
+    """A cluster of the test's own (``tests.resilience_helpers.private_postgres``) to make fresh databases in."""
+
+    server: PrivatePostgres
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self) -> str:
         name = f"db_{uuid.uuid4().hex[:10]}"
-        subprocess.run(["psql", "-q", "-d", self.dsn(), "-c", f'CREATE DATABASE "{name}"'], check=True,
-                       capture_output=True)
+        self.server.query(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
 
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
     """A PostgreSQL cluster of our own (the shared one is never touched), removed afterwards."""
-    bin_dir = _pg_bin()
-    directory = tempfile.mkdtemp(prefix="vigil-pg-")
-    data = os.path.join(directory, "data")
-    port = free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses root: run it as the postgres account (setpriv execs, no wrapper)
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        os.chown(directory, account.pw_uid, account.pw_gid)
-        as_user = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    log = open(os.path.join(directory, "log"), "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", data, "-p", str(port), "-k", directory,
-                                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], stdout=log, stderr=log)
-    try:
-        _wait_for_port(port, process, "postgres")
-        for _ in range(100):  # listening is not accepting yet
-            ok = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
-            if ok.returncode == 0:
-                break
-            time.sleep(0.05)
-        yield ThrowawayPostgres(port, directory)
-    finally:
-        _stop(process, 15)
-        log.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    with private_postgres() as server:
+        yield ThrowawayPostgres(server)
 
 
 # -- data ---------------------------------------------------------------------------------------------------
