@@ -2,7 +2,7 @@
 
 The bytes come from (and go to) storage's ``dump_database`` / ``load_database`` as a stream, and go through
 the bucket's streamed multipart upload: PostgreSQL's dump is never copied locally. Keys carry the time and the
-schema version: ``backups/<backend>/<YYYYmmddTHHMMSSZ>-schema<N>.<sqlite|pgdump>``.
+schema version: ``backups/<backend>/<YYYYmmddTHHMMSSZ>-schema<N>.<sqlite.gz|pgdump>``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from ._errors import BackupError, DatabaseNotEmpty
 from ._progress import Progress
 from ._s3 import Bucket
 
-_EXTENSIONS = {"sqlite": "sqlite", "postgresql": "pgdump"}
+# SQLite backups are gzip (storage's SQLITE_GZIP); an older plain ``.sqlite`` backup still restores.
+_EXTENSIONS = {"sqlite": "sqlite.gz", "postgresql": "pgdump"}
 _KEY = re.compile(r"^backups/(?P<backend>sqlite|postgresql)/(?P<at>\d{8}T\d{6}Z)-schema(?P<schema>\d+)"
-                  r"\.(?P<ext>sqlite|pgdump)$")
+                  r"\.(?P<ext>sqlite\.gz|sqlite|pgdump)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +55,13 @@ async def backup_database(url: str, bucket: Bucket, *, now: datetime, progress: 
         raise BackupError("there is no database to back up at that URL")
     key = backup_key(info.backend, info.schema_version, now)
     shown = progress or Progress("backup")
-    if info.backend == "sqlite":
-        shown.total = info.size_bytes  # the snapshot is the file's size; pg_dump's output is not known ahead
     started = trio.current_time()
-    size = await bucket.upload(key, shown.counted(dump_database(url)))
+    if info.backend == "sqlite":
+        # Progress in the snapshot's bytes, read before compression: its total is the file's size.
+        shown.total = info.size_bytes
+        size = await bucket.upload(key, dump_database(url, on_read=shown.advance))
+    else:  # pg_dump's output, as it is written: its size is not known ahead
+        size = await bucket.upload(key, shown.counted(dump_database(url)))
     shown.finish()
     return BackupResult(key, info.backend, info.schema_version, size, trio.current_time() - started)
 

@@ -5,11 +5,12 @@ target is refused with a clear message."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from actors.exports import (
     parse_backup_key,
     restore_database,
 )
-from storage import HealthSample, SampleCursor, Store, SyncEntity, inspect_database, open_store
+from storage import HealthSample, SampleCursor, Store, StoreError, SyncEntity, inspect_database, open_store
 from tests.exports_helpers import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -152,7 +153,7 @@ async def test_run_py_backup_then_restore(tmp_path: Path, moto: MotoServer) -> N
     done = run_py("backup", "--database", source, env=env)
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip()
-    assert re.fullmatch(r"backups/sqlite/\d{8}T\d{6}Z-schema\d+\.sqlite", key), done.stdout
+    assert re.fullmatch(r"backups/sqlite/\d{8}T\d{6}Z-schema\d+\.sqlite\.gz", key), done.stdout
     # Not a terminal: progress is JSON log lines (bytes, rate, ETA).
     progress = [line for line in done.stderr.splitlines() if '"backup done"' in line or '"backup progress"' in line]
     assert progress and all('"bytesPerSecond"' in line and '"etaSeconds"' in line for line in progress), done.stderr
@@ -164,3 +165,43 @@ async def test_run_py_backup_then_restore(tmp_path: Path, moto: MotoServer) -> N
     async with open_store(source) as a, open_store(target) as b:
         assert await contents(a, ["alice"]) == await contents(b, ["alice"])
 
+
+
+async def _object(bucket: Bucket, key: str) -> bytes:
+    return b"".join([chunk async for chunk in bucket.download(key)])
+
+
+async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+async def test_sqlite_backup_is_gzip_and_plain_or_damaged_objects_restore_or_fail_cleanly(
+        tmp_path: Path, moto: MotoServer) -> None:
+    """The object is a gzip file (several members: one per chunk) whose content is the SQLite database; an
+    older, uncompressed ``.sqlite`` backup still restores; a truncated one fails and leaves the target empty."""
+    bucket = Bucket(moto.new_bucket())
+    source = f"sqlite:///{tmp_path / 'v.db'}"
+    async with open_store(source) as store:
+        await seed(store, "alice", 40_000, entities=3)  # > one 4 MiB chunk: several gzip members
+    result = await backup_database(source, bucket, now=NOW)
+    assert result.key.endswith(".sqlite.gz")
+    stored = await _object(bucket, result.key)
+    assert stored[:2] == b"\x1f\x8b" and len(stored) == result.bytes
+    plain = gzip.decompress(stored)
+    assert plain.startswith(b"SQLite format 3\x00")
+    assert len(stored) * 3 < len(plain) and len(plain) > 4 * 1024 * 1024
+
+    legacy_key = result.key.removesuffix(".gz")
+    await bucket.upload(legacy_key, _chunks(plain))
+    legacy = f"sqlite:///{tmp_path / 'legacy.db'}"
+    await restore_database(legacy, legacy_key, bucket)
+    async with open_store(source) as a, open_store(legacy) as b:
+        assert await contents(a, ["alice"]) == await contents(b, ["alice"])
+
+    cut_key = result.key.replace("T040506Z", "T040507Z")
+    await bucket.upload(cut_key, _chunks(stored[: len(stored) - 1000]))
+    damaged = f"sqlite:///{tmp_path / 'damaged.db'}"
+    with pytest.raises(StoreError, match="truncated"):
+        await restore_database(damaged, cut_key, bucket)
+    assert (await inspect_database(damaged)).tables == ()
