@@ -583,8 +583,8 @@ class ExportJob:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AiReport:
-    """A generated weekly report, cached per (user, ISO week); valid while the user's watermark and the
-    model are the ones it was made from."""
+    """A generated weekly report, cached per (user, ISO week); valid while the data mark (``watermark``: the
+    reporter's, see actors/ai/_reporter.py) and the model are the ones it was made from."""
 
     user_id: str
     iso_week: str  # "2026-W48"

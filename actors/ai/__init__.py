@@ -1,6 +1,7 @@
-"""The AI weekly report (API.md "AI and exports"): a summary of the user's last 7 days of read models from
-Anthropic's Messages API, redacted by construction, cached per (user, ISO week, data watermark), every call's
-tokens recorded; the provider behind a circuit breaker, a timeout and retries (``_gateway``).
+"""The AI weekly report (API.md "AI and exports"): a summary of the user's last 7 days of read models (rollups,
+sleep nights, session impacts) from Anthropic's Messages API, redacted by construction, cached per (user, ISO
+week, data mark) while the data it was made from is unchanged (``_reporter``), every call's tokens recorded;
+the provider behind a circuit breaker, a timeout and retries (``_gateway``).
 
 Its errors (``AiError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
@@ -10,6 +11,7 @@ from ._errors import AiError, AiUnavailable, UnavailableReason
 from ._gateway import OUTCOMES, AiFigures, AnthropicGateway, CallOutcome, Completion, call_outcome, classify
 from ._messages import MakeWeeklyReport, WeeklyReport
 from ._prompt import (
+    MAX_SESSIONS,
     SYSTEM_PROMPT,
     WINDOW_DAYS,
     RedactionError,
@@ -18,6 +20,7 @@ from ._prompt import (
     check_redacted,
     iso_week,
     report_window,
+    window_span,
 )
 from ._reporter import GatewayKeeper, WeeklyReporter
 from ._service import BREAKER_NAME, AiDomain, AiService, AiState
@@ -27,6 +30,7 @@ __all__ = [
     "BREAKER_NAME",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
+    "MAX_SESSIONS",
     "OUTCOMES",
     "SYSTEM_PROMPT",
     "WINDOW_DAYS",
@@ -53,4 +57,5 @@ __all__ = [
     "classify",
     "iso_week",
     "report_window",
+    "window_span",
 ]

@@ -20,7 +20,7 @@ from ._impact import (
     session_impact,
     window_stats,
 )
-from ._impact_reader import ProductImpactView, SessionImpactView
+from ._impact_reader import ProductImpactView, SessionImpactView, impact_freshness
 from ._projections import DailyRollups, SleepNights, day_runs, default_projections
 from ._ranking import rank_sources
 from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader, RollupsView
@@ -110,6 +110,7 @@ __all__ = [
     "fan_out",
     "group_work",
     "has_rollup",
+    "impact_freshness",
     "is_stale",
     "product_impacts",
     "rank_sources",

@@ -43,7 +43,9 @@ class ProductImpactView:
 
 async def impact_freshness(tx: Transaction, user_id: str, handlers: Sequence[str],
                            gates: Mapping[str, HandlerGate]) -> Freshness:
-    """One freshness over ``handlers`` (the view is as fresh as the least fresh of them)."""
+    """One freshness over ``handlers`` (the view is as fresh as the least fresh of them). ``gates`` only tell
+    ``stale`` (a handler held back) from ``computing``; without them nothing reads ``stale``, and ``fresh`` is
+    the same either way (public for the AI weekly report, which caches only what was read fresh)."""
     marks, undispatched, *rest = await tx.run(
         tx.watermarks.get(user_id), tx.sessions.undispatched(user_id, SYNC_ENTITY_CHANGED),
         *(tx.watermarks.projected(user_id, h) for h in handlers), *(tx.checkpoints.state(user_id, h) for h in handlers))

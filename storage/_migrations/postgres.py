@@ -363,5 +363,11 @@ MIGRATIONS = check_sequence(
                 "CREATE INDEX ai_usage_at ON ai_usage (at)",
             ),
         ),
+        # The AI weekly report (actors/ai) reads a user's sessions that started in its 7-day window.
+        Migration(
+            9,
+            "index session impacts by start for the AI weekly report",
+            ("CREATE INDEX session_impacts_start ON session_impacts (user_id, start_at)",),
+        ),
     )
 )

@@ -41,6 +41,11 @@ _ENDED_WITH_PRODUCT = (
     f"SELECT {_SESSION_COLS} FROM session_impacts WHERE user_id = $1 AND status = 'ended'"
     " AND product_id IS NOT NULL ORDER BY product_id, session_id"
 )
+# The user's sessions that started in [$2, $3), newest first (the AI weekly report's window; migration 9's index).
+_STARTED_WITHIN = (
+    f"SELECT {_SESSION_COLS} FROM session_impacts WHERE user_id = $1 AND start_at >= $2 AND start_at < $3"
+    " ORDER BY start_at DESC, session_id DESC LIMIT $4"
+)
 # Sessions whose read window overlaps [$2, $3): a heart-rate change there moves their figures.
 _COVERING = (
     "SELECT session_id FROM session_impacts WHERE user_id = $1 AND window_from < $3 AND window_to >= $2"
@@ -115,6 +120,17 @@ class SessionImpacts(Repo):
     def ended_with_product(self, user_id: str) -> Op[list[SessionImpact]]:
         """The user's ended sessions that name a product, by (product, session)."""
         return self._op(fetch(_ENDED_WITH_PRODUCT, self._id("user_id", user_id)),
+                        post=lambda rows: [self._impact(r) for r in rows])
+
+    def started_within(self, user_id: str, start: datetime, end: datetime, *, limit: int = 50
+                       ) -> Op[list[SessionImpact]]:
+        """The user's sessions whose ``start_at`` is in [``start``, ``end``), newest first (then by session id,
+        descending), at most ``limit`` of them (default 50; at most ``Limits.max_batch_rows``)."""
+        first, last = aware("start", start), aware("end", end)
+        if last < first:
+            raise InvalidData("end", "before start")
+        return self._op(fetch(_STARTED_WITHIN, self._id("user_id", user_id), self._d.ts(first), self._d.ts(last),
+                              self._limit(limit)),
                         post=lambda rows: [self._impact(r) for r in rows])
 
     def covering(self, user_id: str, spans: Sequence[tuple[datetime, datetime]]) -> Op[set[str]]:

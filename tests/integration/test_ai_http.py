@@ -2,8 +2,9 @@
 
 The whole application in-process over a temp SQLite store (``running_app``) on trio's real clock; the store's
 wall clock is a ``ManualClock`` so "the last 7 days" and the ISO week are fixed. Uploads go through the API and
-the read side projects them; the report is built from those read models only, and what the fake received
-(headers and body bytes) is checked for every identifier and free text seeded into the data.
+the read side projects them; consumption sessions are pushed through sync. The report is built from those read
+models only, and what the fake received (headers and body bytes) is checked for every identifier and free text
+seeded into the data, session and product ids included.
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ import pytest
 import trio
 
 from actors.ai import ANTHROPIC_BREAKER, AiConfig
-from actors.projection import DispatcherConfig, HandlerConfig, ProjectionConfig
+from actors.projection import (
+    DispatcherConfig,
+    HandlerConfig,
+    ProjectionConfig,
+    SessionImpacts,
+    UserWork,
+    default_projections,
+)
 from kernel import CircuitBreaker, RetryPolicy
-from storage import StoreConfig
+from storage import InvalidData, StoreConfig, Transaction
 from storage.testing import ManualClock
 from tests.ai_helpers import (
     INPUT_TOKENS,
@@ -43,6 +51,7 @@ from tests.ingest_helpers import (
     sample,
     signed,
 )
+from tests.sync_helpers import Device, op
 
 REPORT = "/v1/ai/weekly-report"
 KEY = "sk-ant-test-key-0123456789"
@@ -55,8 +64,10 @@ RECORD = "rec-5b0e6c1a-9f3d-4c8e-a1b2-c3d4e5f60718"
 DEVICE = "device-A1B2C3D4E5"
 PHONE = "+1 415 555 0134"
 NOTE = "felt dizzy after talking to Dr Smith"
+SESSION_ID = "session-of-jane.doe@example.com-7d1f3c2a"
+PRODUCT = "Dr Smith's coffee <jane.doe+coffee@example.com>"
 FORBIDDEN = (USER, "jane.doe", SOURCE, "F2LXK9Q1", RECORD, "5b0e6c1a", DEVICE, PHONE, "555 0134", NOTE, "dizzy",
-             "Smith", "2026-11-2")
+             "Smith", "2026-11-2", SESSION_ID, "7d1f3c2a", PRODUCT, "coffee")
 
 
 def fast_retry(attempts: int = 3) -> RetryPolicy:
@@ -105,13 +116,22 @@ def week_of_samples(record_prefix: str = "r") -> list[dict[str, Any]]:
     return out
 
 
-async def upload_and_project(h: Harness, samples: list[dict[str, Any]], *, user: str = USER) -> None:
+async def upload_and_project(h: Harness, samples: list[dict[str, Any]], *, user: str = USER,
+                             sessions: bool = True) -> None:
+    """Upload, then wait until the read models the report reads are fresh (``sessions``: the session ones too)."""
     status, body, _ = await h.post(signed(samples), user=user)
     assert status == 200, body
+    await read_models_fresh(h, user=user, sessions=sessions)
+
+
+async def read_models_fresh(h: Harness, *, user: str = USER, sessions: bool = True) -> None:
+    window = {"from": "2026-11-20", "to": "2026-11-26"}
+    views = [("/v1/health/rollups/daily", {**window, "metric": "steps"}), ("/v1/health/sleep/nights", window)]
+    views += [("/v1/health/product-impact", {})] if sessions else []  # session impact, then product impact
     with trio.fail_after(20):
-        for path, params in (("/v1/health/rollups/daily", {"metric": "steps"}), ("/v1/health/sleep/nights", {})):
+        for path, params in views:
             while True:
-                code, view = await h.get(path, user=user, **{"from": "2026-11-20", "to": "2026-11-26"}, **params)
+                code, view = await h.get(path, user=user, **params)
                 assert code == 200, view
                 if view["freshness"]["status"] == "fresh":
                     break
@@ -183,6 +203,93 @@ async def test_a_report_from_the_read_models_is_cached_until_new_data_arrives(tm
                 assert value not in raw, f"{value!r} reached the provider"
         # The user's own data would be readable by them; another user's report is a different cache entry.
         assert h.db.scalar("SELECT count(*) FROM ai_reports WHERE user_id = ?", USER) == 1
+
+
+# Heart rate around the session (Tuesday 24 November, 15:00-15:30 in Paris: day 5): before avg 65, during avg
+# 110, after avg 80.
+AROUND_SESSION = [sample(f"s-hr-{i}", metric="heart_rate", value=v, unit="bpm", start=at, source=SOURCE)
+                  for i, (at, v) in enumerate([("2026-11-24T13:10:00Z", 60.0), ("2026-11-24T13:50:00Z", 70.0),
+                                               ("2026-11-24T14:00:00Z", 100.0), ("2026-11-24T14:20:00Z", 120.0),
+                                               ("2026-11-24T15:00:00Z", 80.0)])]
+
+
+def session_data(end: str = "2026-11-24T14:30:00Z") -> dict[str, Any]:
+    return {"status": "ended", "count": 1, "productId": PRODUCT, "startAt": "2026-11-24T14:00:00Z", "endAt": end}
+
+
+async def test_sessions_are_in_the_report_without_their_ids_and_a_sync_change_makes_a_new_report(
+        tmp_path: Path, fake: FakeAnthropic) -> None:
+    async with app_with(tmp_path, ai_config(fake.url)) as h:
+        code, _ = await h.put_settings(USER, allowHealthDataUpload=True, blockedMetrics=[], timezone="Europe/Paris",
+                                       sourcePriority=[SOURCE])
+        assert code == 200
+        phone = Device(h.client, USER, DEVICE)
+        await upload_and_project(h, week_of_samples() + AROUND_SESSION)
+        (pushed,) = await phone.push(op("consumption_session", SESSION_ID, data=session_data()))
+        assert pushed["status"] == "applied", pushed
+        await read_models_fresh(h)
+
+        code, body = await post_report(h)
+        assert code == 200 and body["cached"] is False, body
+        prompt = fake.requests[0].json()["messages"][0]["content"]
+        assert ("  day 5 (Tue): product A, ended, 30 min; avg before 65, during 110, after 80; delta during +45, "
+                "after +15") in prompt.splitlines()
+        assert prompt.splitlines()[-1] == \
+            "  product A: 1 session, mean delta during +45 (from 1), mean delta after +15 (from 1)"
+
+        code, again = await post_report(h)  # nothing changed: the cached report
+        assert code == 200 and again == {**body, "cached": True}
+        assert len(fake.requests) == 1
+
+        # A sync change to the session (no sample changes: the sample watermark stays): a new report.
+        (pushed,) = await phone.push(op("consumption_session", SESSION_ID, "update", 1,
+                                        session_data(end="2026-11-24T14:40:00Z")))
+        assert pushed["status"] == "applied", pushed
+        await read_models_fresh(h)
+        code, fresh = await post_report(h)
+        assert code == 200 and fresh["cached"] is False
+        assert len(fake.requests) == 2
+        assert "  day 5 (Tue): product A, ended, 40 min; avg before 65, during 110, after 80; delta during +45, " \
+            "after +15" in fake.requests[1].json()["messages"][0]["content"]
+        code, again = await post_report(h)
+        assert code == 200 and again == {**fresh, "cached": True} and len(fake.requests) == 2
+
+        for recorded in fake.requests:
+            raw = recorded.raw.decode()
+            for value in FORBIDDEN:
+                assert value not in raw, f"{value!r} reached the provider"
+
+
+class Poisoned(SessionImpacts):
+    """Session impact that refuses every event as bad data: its checkpoints die, it is never fresh."""
+
+    __slots__ = ()
+
+    async def project_many(self, tx: Transaction, works: Any) -> None:
+        raise InvalidData("data", "a poison session")
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        await self.project_many(tx, [work])
+
+
+async def test_a_report_made_while_the_session_read_model_is_not_fresh_is_not_cached(
+        tmp_path: Path, fake: FakeAnthropic) -> None:
+    projections = [Poisoned() if isinstance(p, SessionImpacts) else p for p in default_projections()]
+    async with app_with(tmp_path, ai_config(fake.url), projections=projections) as h:
+        await upload_and_project(h, week_of_samples(), sessions=False)
+        with trio.fail_after(20):
+            while True:
+                code, view = await h.get("/v1/health/product-impact", user=USER)
+                assert code == 200, view
+                if view["freshness"]["status"] == "failed":
+                    break
+                await trio.sleep(0.02)
+        for _ in range(2):
+            code, body = await post_report(h)
+            assert code == 200 and body["cached"] is False, body
+        assert len(fake.requests) == 2
+        assert "day 7 (Thu): total 26000" in fake.requests[1].json()["messages"][0]["content"]
+        assert h.db.scalar("SELECT count(*) FROM ai_reports") == 0
 
 
 async def test_another_users_report_is_their_own(tmp_path: Path, fake: FakeAnthropic) -> None:

@@ -64,6 +64,34 @@ async def test_covering_finds_the_sessions_whose_window_overlaps(store: Store) -
     assert list(results) == [set(), {"early"}, {"early"}, set(), {"early", "late"}, set()]
 
 
+async def test_started_within_reads_the_users_sessions_started_in_the_span_newest_first_bounded(
+        store: Store) -> None:
+    # started: T-1us (before the span), T, T+1h (twice: ties by session id), T+5h, T+24h (the span's end)
+    async with store.transaction() as tx:
+        await tx.commit(tx.session_impacts.write("u1", [
+            impact("early", start=T - timedelta(microseconds=1)), impact("first", start=T),
+            impact("b-tie", start=T + H), impact("a-tie", start=T + H, product=None, status="active"),
+            impact("last", start=T + 5 * H), impact("edge", start=T + 24 * H)]),
+            tx.session_impacts.write("u2", [impact("theirs", user="u2", start=T + H)]))
+    async with store.transaction(readonly=True) as tx:
+        everything, bounded, empty, theirs = await tx.run(
+            tx.session_impacts.started_within("u1", T, T + 24 * H),
+            tx.session_impacts.started_within("u1", T, T + 24 * H, limit=2),
+            tx.session_impacts.started_within("u1", T + 6 * H, T + 6 * H),
+            tx.session_impacts.started_within("u2", T, T + 24 * H))
+    assert [i.session_id for i in everything] == ["last", "b-tie", "a-tie", "first"]
+    assert everything[2] == impact("a-tie", start=T + H, product=None, status="active")
+    assert [i.session_id for i in bounded] == ["last", "b-tie"]
+    assert empty == [] and [i.session_id for i in theirs] == ["theirs"]
+    async with store.transaction(readonly=True) as tx:
+        with pytest.raises(InvalidData):
+            tx.session_impacts.started_within("u1", T, T - H)  # ends before it starts
+        with pytest.raises(InvalidData):
+            tx.session_impacts.started_within("u1", T.replace(tzinfo=None), T + H)  # naive
+        with pytest.raises(InvalidData):
+            tx.session_impacts.started_within("u1", T, T + H, limit=0)
+
+
 async def test_refuses_rows_of_another_user_and_bad_figures(store: Store) -> None:
     async with store.transaction() as tx:
         with pytest.raises(InvalidData):
