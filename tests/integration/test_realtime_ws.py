@@ -149,6 +149,7 @@ async def test_the_openapi_document_declares_the_websocket(tmp_path: Path) -> No
         response = await served.harness.client.get("/openapi.json")
         ws = (await response.get_json())["x-websockets"]["/v1/ws"]
     assert {"1000", "1001", "1011", "4400", "4401", "4408"} <= set(ws["closeCodes"])
+    assert set(ws["upgradeRefusals"]) == {"429"}
     assert {p["name"] for p in ws["parameters"]} == {"token", "deviceId"}
     assert ws["security"] == [{"userBearer": []}]
 
