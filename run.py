@@ -230,7 +230,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                 store = await stack.enter_async_context(open_store(settings.database_url, breakers=breakers))
                 # Redis is optional: without it, rate limits, leases and pub/sub stay in-process.
                 coordination = await stack.enter_async_context(
-                    open_coordination(settings.redis_url, config=CoordinationConfig(), breaker=breakers[REDIS].breaker))
+                    open_coordination(settings.redis_url, config=CoordinationConfig(), dependency=breakers[REDIS]))
                 health.add_check("database", store_check(store))
                 health.add_check("coordination", coordination_check(coordination), critical=False)
                 # What /metrics exports for the alerts (deploy/prometheus/alerts.yml): pool use, Redis up.
@@ -242,7 +242,7 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                                       exports=ExportsConfig(s3=_s3_config())), role=settings.role,
                     # Reapers are single instances across processes; a Redis outage must not change who holds one.
                     leases=leases_with_fallback(coordination.leases, store), s3_breaker=breakers[S3].breaker,
-                    ai_breaker=breakers[ANTHROPIC].breaker)
+                    ai_breaker=breakers[ANTHROPIC].breaker, redis=breakers[REDIS])
                 tree = application_parts.tree
             try:
                 async with ActorSystem.start(tree) as system:

@@ -44,6 +44,7 @@ from actors.supervisor import Application, Services, TreeConfig, application
 from actors.sync import SyncConfig
 from kernel import ActorSystem, ChildSpec, Supervisor
 from storage import Store, StoreConfig, open_store
+from storage.coordination import RateLimiter
 from transport import Settings, VigilApp, create_app, issue_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,15 +229,16 @@ async def running_app(tmp_path: Path, *, config: TreeConfig | None = None,
                       store_config: StoreConfig | None = None,
                       lane_stores: Callable[[Store], Mapping[str, Store]] | None = None,
                       settings: Settings = SETTINGS, asyncio_loop: bool = True,
-                      **options: Any) -> AsyncIterator[Harness]:
-    """``options`` go to ``actors.supervisor.application`` (role, publisher, projections)."""
+                      rate_limiter: RateLimiter | None = None, **options: Any) -> AsyncIterator[Harness]:
+    """``options`` go to ``actors.supervisor.application`` (role, publisher, projections); ``rate_limiter``
+    turns on ``settings``' rate limits."""
     db_path = tmp_path / "v.db"
     async with _maybe_loop(asyncio_loop), open_store(f"sqlite:///{db_path}", config=store_config) as store:
         parts = build_application(store, config or fast_tree_config(),
                                   lane_stores(store) if lane_stores else None, **options)
         async with ActorSystem.start(parts.tree, seed=1) as system:
             services = parts.services(system)
-            app = create_app(settings, system=system, services=services)
+            app = create_app(settings, system=system, services=services, rate_limiter=rate_limiter)
             yield Harness(app=app, system=system, store=store, db=Db(db_path), services=services)
 
 

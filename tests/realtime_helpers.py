@@ -16,8 +16,9 @@ from hypercorn.config import Config as HypercornConfig
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from actors.realtime import RealtimeConfig, RealtimeService
-from tests.ingest_helpers import SECRET, Harness, fast_tree_config, free_port, running_app
-from transport import issue_token
+from storage.coordination import RateLimiter
+from tests.ingest_helpers import SECRET, SETTINGS, Harness, fast_tree_config, free_port, running_app
+from transport import Settings, issue_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +35,13 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, realtime: RealtimeConfig | None = None) -> AsyncIterator[Served]:
-    """The whole application (SQLite under ``tmp_path``) behind hypercorn on a free port."""
+async def serving(tmp_path: Path, realtime: RealtimeConfig | None = None, *, settings: Settings = SETTINGS,
+                  rate_limiter: RateLimiter | None = None) -> AsyncIterator[Served]:
+    """The whole application (SQLite under ``tmp_path``) behind hypercorn on a free port; ``rate_limiter``
+    turns on ``settings``' rate limits."""
     config = fast_tree_config(tree={"realtime": realtime or RealtimeConfig()})
-    async with running_app(tmp_path, config=config) as harness, trio.open_nursery() as nursery:
+    async with running_app(tmp_path, config=config, settings=settings, rate_limiter=rate_limiter) as harness, \
+            trio.open_nursery() as nursery:
         port = free_port()
         hc = HypercornConfig()
         hc.bind = [f"127.0.0.1:{port}"]

@@ -94,6 +94,9 @@ def build_openapi(routes: Sequence[RouteSpec], *, title: str, version: str) -> d
                                "1011": "internal error",
                                **({"4401": "missing or bad credentials"} if spec.auth != "none" else {}),
                                **{str(code): meaning for code, meaning in spec.close_codes}},
+                # HTTP answers instead of the upgrade (a user route's connect counts against the rate limits).
+                "upgradeRefusals": {"429": "RATE_LIMITED, with Retry-After: past the IP or user rate limit"}
+                if spec.auth == "user" else {},
             }
             continue
         if spec.body is not None:

@@ -43,11 +43,14 @@ from ._auth import authenticate_ops, bearer_token
 from ._context import app_context
 from ._errors import (
     PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
     UnsupportedMediaType,
     ValidationFailed,
+    error_response,
     request_validation_error,
 )
+from ._limits import quota_headers
 from ._logging import server_time
 
 Auth = Literal["user", "ops", "none"]
@@ -376,6 +379,9 @@ class ApiBlueprint:
                   close_codes: Mapping[int, str] | None = None) -> Callable[[H], H]:
         """A WebSocket route. Credentials come from ``Authorization`` or ``?token=``; a bad one is
         accepted then closed with 4401 (a close code is the only error a browser client can read).
+        A user route's connect counts against the rate limits as an HTTP request does (the client IP and
+        the user together; a bad credential against its IP alone): past them, the upgrade is refused with
+        an HTTP 429 ``RATE_LIMITED`` (``Retry-After``, the ``RateLimit-*`` headers) and nothing is accepted.
         The handler is called after the accept, with the path parameters and ``user_id``. ``query``
         and ``close_codes`` document the handler's own parameters and closes (it checks them itself:
         its errors are close codes too)."""
@@ -389,7 +395,7 @@ class ApiBlueprint:
                              close_codes=tuple(sorted((close_codes or {}).items())))
             _check_signature(handler, path, ["user_id"] if auth == "user" else [])
 
-            async def view(**path_params: Any) -> None:
+            async def view(**path_params: Any) -> Response | None:
                 context = app_context()
                 started = trio.current_time()
                 rid = current_request_id()
@@ -398,6 +404,7 @@ class ApiBlueprint:
                 query_token = current_websocket.args.get("token")
                 authorization = current_websocket.headers.get("Authorization")
                 try:
+                    refused: Unauthenticated | None = None
                     try:
                         if auth == "user":
                             kwargs["user_id"] = g.user_id = context.tokens.user_id(
@@ -405,10 +412,18 @@ class ApiBlueprint:
                         elif auth == "ops":
                             authenticate_ops(context.settings.ops_token, authorization, query_token)
                     except Unauthenticated as exc:
+                        refused = exc
+                    if auth == "user" and context.limits is not None:
+                        try:
+                            await context.limits.check(current_websocket.remote_addr, kwargs.get("user_id"))
+                        except RateLimited as exc:
+                            outcome = "rate_limited"
+                            return _upgrade_refused(exc, rid)
+                    if refused is not None:
                         outcome = "unauthenticated"
                         await current_websocket.accept(headers={"X-Request-ID": rid, "Server-Time": server_time()})
-                        await current_websocket.close(WS_UNAUTHENTICATED, exc.message)
-                        return
+                        await current_websocket.close(WS_UNAUTHENTICATED, refused.message)
+                        return None
                     await current_websocket.accept(headers={"X-Request-ID": rid, "Server-Time": server_time()})
                     try:
                         await handler(**kwargs)
@@ -417,6 +432,7 @@ class ApiBlueprint:
                         log.exception("websocket handler failed",
                                       extra={"fields": {"path": current_websocket.path, "requestId": rid}})
                         await current_websocket.close(WS_INTERNAL_ERROR, "internal error")
+                    return None
                 finally:
                     context.access.add("websocket", {
                         "method": "WEBSOCKET", "path": current_websocket.path, "route": spec.path, "outcome": outcome,
@@ -429,6 +445,13 @@ class ApiBlueprint:
             return handler
 
         return decorator
+
+
+def _upgrade_refused(err: RateLimited, rid: str) -> Response:
+    """The HTTP answer to an upgrade refused before it was accepted (Quart sends a view's response then)."""
+    response = error_response(err, rid)
+    response.headers.update({**quota_headers(), "X-Request-ID": rid, "Server-Time": server_time()})
+    return response
 
 
 __all__ = ["ApiBlueprint", "ApiModel", "Auth", "Reply", "RequestIds", "RouteSpec", "current_request_id",

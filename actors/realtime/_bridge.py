@@ -8,6 +8,11 @@ delivery only. Connecting is retried with the kernel's jittered exponential back
 connected, the coordination bus reconnects its subscription by itself. A crash restarts the actor,
 which connects again.
 
+Its connection goes through the application's Redis dependency (``Breakers["redis"]``) when it is given
+one: its failures and publishes count in that breaker (``/health`` circuitBreakers, ``BreakerChanged``
+telemetry) like every other Redis call, and while that breaker is open the bridge waits the breaker's
+``retry_after`` before it tries to connect again (its attempt is then a probe).
+
 The whole incarnation runs inside one message (``RunBridge``), because the subscription is an
 async context that must span the bridge's life; the child spec gives it a short shutdown timeout.
 """
@@ -21,8 +26,14 @@ from typing import Any
 
 import trio
 
-from kernel import Actor, ActorRef, ActorStopped, MailboxFull, backoff_delay
-from storage.coordination import CoordinationConfig, CoordinationUnavailable, MessageBus, open_coordination
+from kernel import Actor, ActorRef, ActorStopped, Dependency, MailboxFull, backoff_delay
+from storage.coordination import (
+    CoordinationCircuitOpen,
+    CoordinationConfig,
+    CoordinationUnavailable,
+    MessageBus,
+    open_coordination,
+)
 
 from ._envelope import Envelope, from_wire, to_wire
 from ._messages import Publish, RunBridge
@@ -57,8 +68,9 @@ class BridgeSettings:
 
 class RedisBridge(Actor):
     def __init__(self, *, settings: BridgeSettings, outbox: trio.MemoryReceiveChannel[Envelope], hub: str,
-                 state: BridgeState, seed: int | None = None) -> None:
+                 state: BridgeState, seed: int | None = None, redis: Dependency | None = None) -> None:
         self.settings = settings
+        self.redis = redis  # the application's Redis breaker and retry policy (Breakers["redis"])
         self.outbox = outbox  # shared with the facade: survives restarts
         self.hub_path = hub
         self.state = state
@@ -85,7 +97,7 @@ class RedisBridge(Actor):
         attempt = 0
         while True:
             try:
-                async with open_coordination(cfg.url, config=cfg.coordination) as coordination:
+                async with open_coordination(cfg.url, config=cfg.coordination, dependency=self.redis) as coordination:
                     bus = coordination.bus
                     async with bus.subscribe(cfg.channel, buffer=cfg.subscriber_buffer) as subscription, \
                             trio.open_nursery() as nursery:
@@ -102,6 +114,8 @@ class RedisBridge(Actor):
                 self.state.failed_connects += 1
                 delay = backoff_delay(attempt, base_delay=cfg.retry_base, max_delay=cfg.retry_max,
                                       jitter=0.8 + 0.4 * self.rng.random())
+                if isinstance(exc, CoordinationCircuitOpen):
+                    delay = max(delay, exc.retry_after)  # sooner would be refused again without a try
                 attempt += 1
                 log.warning("realtime bridge: redis unavailable; local delivery continues, retrying",
                             extra={"fields": {"error": str(exc), "retryIn": round(delay, 3), "attempt": attempt}})

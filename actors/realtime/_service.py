@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, MailboxFull, Supervisor
+from kernel import ActorRef, ActorStopped, ActorSystem, ChildSpec, Dependency, MailboxFull, Supervisor
 from storage.coordination import BusConfig, CoordinationConfig, RedisConfig
 
 from ._bridge import BridgeSettings, BridgeState, RedisBridge
@@ -66,8 +66,11 @@ class RealtimeStatus:
 class RealtimeDomain:
     name = "realtime"
 
-    def __init__(self, config: RealtimeConfig | None = None) -> None:
+    def __init__(self, config: RealtimeConfig | None = None, *, redis: Dependency | None = None) -> None:
+        """``redis`` is the application's Redis dependency (``Breakers["redis"]``): the bridge's connection goes
+        through its breaker and retry policy, as every other Redis call does."""
         self.config = cfg = config or RealtimeConfig()
+        self.redis = redis
         self.process_id = cfg.process_id or uuid.uuid4().hex
         self.rooms = Rooms(buffer=cfg.send_buffer, remember=cfg.remember)
         self.bridge_state = BridgeState()
@@ -86,7 +89,7 @@ class RealtimeDomain:
             children.append(ChildSpec(
                 "bridge", RedisBridge, mailbox=4, overflow="drop_oldest", shutdown_timeout=cfg.bridge_shutdown_timeout,
                 kwargs={"settings": settings, "outbox": self.outbox[1], "hub": f"{under}/{self.name}/hub",
-                        "state": self.bridge_state, "seed": cfg.seed}))
+                        "state": self.bridge_state, "seed": cfg.seed, "redis": self.redis}))
         return Supervisor(self.name, strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.05,
                           max_delay=2.0, children=children)
 

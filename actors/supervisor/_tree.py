@@ -50,7 +50,7 @@ from actors.projection import (
 )
 from actors.realtime import RealtimeConfig, RealtimeDomain, RealtimeService
 from actors.sync import SyncConfig, SyncDomain, SyncService
-from kernel import ActorSystem, ChildSpec, CircuitBreaker, Supervisor
+from kernel import ActorSystem, ChildSpec, CircuitBreaker, Dependency, Supervisor
 from storage import Store
 from storage.coordination import Leases
 
@@ -166,13 +166,14 @@ def root_tree(config: TreeConfig | None = None) -> Supervisor:
 def application(store: Store, config: TreeConfig | None = None, *, role: Role = "all",
                 publisher: Publishes | None = None, projections: Sequence[Projection] | None = None,
                 s3_breaker: CircuitBreaker | None = None, leases: Leases | None = None,
-                ai_breaker: CircuitBreaker | None = None) -> Application:
+                ai_breaker: CircuitBreaker | None = None, redis: Dependency | None = None) -> Application:
     """The application over ``store`` for one process ``role``; ``publisher`` hears that a user's read model
     caught up (the realtime hub); ``projections`` replaces the default read models (tests, benchmarks);
     ``s3_breaker`` is the object storage's breaker (the shared registry's), else the exports domain makes one;
     ``leases`` (the coordination leases) make each reaper, the stale-session one included, a single instance
     across processes; ``ai_breaker`` is the AI provider's breaker (the shared registry's; by default the AI
-    domain makes one)."""
+    domain makes one); ``redis`` is the Redis dependency (``Breakers["redis"]``, the one the coordination was
+    opened with) that the realtime bridge's own Redis connection goes through."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     config = config or TreeConfig()
@@ -186,7 +187,7 @@ def application(store: Store, config: TreeConfig | None = None, *, role: Role = 
     projection = ProjectionDomain(store, replace(config.projection, run_workers=role != "web"), publisher=hub_link,
                                   projections=projections, owner=owner, leases=leases,
                                   reap_guard=maintenance.guard("outbox", ttl=1.5 * (outbox_interval or 40.0)))
-    realtime = RealtimeDomain(config.realtime)
+    realtime = RealtimeDomain(config.realtime, redis=redis)
     exports = ExportsDomain(store, replace(config.exports, run_workers=role != "web"), breaker=s3_breaker,
                             owner=owner)
     sync = SyncDomain(store, config.sync)

@@ -34,6 +34,10 @@ Errors (everything the backend raises is translated once, at this boundary)::
     │    └── CoordinationCircuitOpen  the Redis breaker refused at once (``retry_after``)
     └── CoordinationClosed       used after the ``open_coordination`` context exited
 
+Resilience: with ``open_coordination(..., dependency=breakers["redis"])`` every Redis operation goes through
+that breaker, and the idempotent ones (lease scripts, PING, SUBSCRIBE/UNSUBSCRIBE) are retried by the
+kernel's one retry helper as ``redis_retry_decision`` says; rate-limit hits and PUBLISH are tried once.
+
 Invalid arguments raise ValueError/TypeError. ``health()`` never raises.
 
 Time: the in-process implementation reads ``trio.current_time()``, so it runs under
@@ -46,6 +50,7 @@ pub/sub listener; open it before, and around, the nurseries of the tasks that us
 All subscriptions of one coordination object share one Redis connection.
 """
 
+from ._calls import redis_retry_decision
 from ._config import BusConfig, CoordinationConfig, RedisConfig
 from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
 from ._factory import open_coordination
@@ -75,4 +80,5 @@ __all__ = [
     "RedisConfig",
     "Subscription",
     "open_coordination",
+    "redis_retry_decision",
 ]

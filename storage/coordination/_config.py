@@ -50,9 +50,9 @@ class RedisConfig:
     connect_timeout: float = 1.0
     # Socket timeout for one command; a dead server surfaces as CoordinationUnavailable.
     command_timeout: float = 1.0
-    # redis-py retries of a command after a connection error: one retry hides a stale
-    # pooled connection. Lease scripts are idempotent; a repeated rate-limit hit may
-    # count twice (errs on the strict side) and a repeated PUBLISH may deliver twice.
+    # Retries of an idempotent command (lease scripts, PING, SUBSCRIBE) while Redis is unavailable, when
+    # open_coordination has no Dependency (whose RetryPolicy then decides): one retry hides a stale pooled
+    # connection. Rate-limit hits and PUBLISH are never retried (see _redis.py).
     retries: int = 1
     max_connections: int = 64
     health_timeout: float = 1.0
@@ -69,10 +69,9 @@ class RedisConfig:
 
     @property
     def operation_deadline(self) -> float:
-        """Hard trio-side bound for one operation (backstop: redis-py's own timeouts
-        normally fire first): pool wait, then each try's connect and command."""
-        per_try = self.connect_timeout + self.command_timeout
-        return self.command_timeout + per_try * (self.retries + 1) + 0.5
+        """Hard trio-side bound for one attempt of an operation (backstop: redis-py's own timeouts
+        normally fire first): pool wait, connect, command."""
+        return self.command_timeout + self.connect_timeout + self.command_timeout + 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
 
-from kernel import CircuitBreaker
+from kernel import Dependency
 
 from ._config import CoordinationConfig
 from ._local import open_local_coordination
@@ -18,17 +18,19 @@ __all__ = ["open_coordination"]
 
 @asynccontextmanager
 async def open_coordination(
-    redis_url: str | None, *, config: CoordinationConfig, breaker: CircuitBreaker | None = None
+    redis_url: str | None, *, config: CoordinationConfig, dependency: Dependency | None = None
 ) -> AsyncIterator[Coordination]:
     """Open the coordination backend: Redis at ``redis_url``, in-process when it is None/"".
-    With ``breaker`` (``Breakers["redis"]``) every Redis operation goes through it.
+    With ``dependency`` (``Breakers["redis"]``) every Redis operation goes through its breaker, and the
+    idempotent ones are retried per its policy, each retry counted (``vigil_retry_attempts_total``); without
+    it, ``config.redis.retries`` quick retries and no breaker.
 
     Redis is pinged before the body runs, so a dead or wrong URL raises
     CoordinationUnavailable here instead of on first use.
     """
     body_error: BaseException | None = None
     try:
-        async with _open(redis_url, config, breaker) as coordination:
+        async with _open(redis_url, config, dependency) as coordination:
             try:
                 yield coordination
             except BaseException as exc:
@@ -48,9 +50,9 @@ async def open_coordination(
 
 
 def _open(redis_url: str | None, config: CoordinationConfig,
-          breaker: CircuitBreaker | None) -> AbstractAsyncContextManager[Coordination]:
+          dependency: Dependency | None) -> AbstractAsyncContextManager[Coordination]:
     if redis_url:
-        return open_redis_coordination(redis_url, config, breaker)
+        return open_redis_coordination(redis_url, config, dependency)
     return open_local_coordination(config)
 
 

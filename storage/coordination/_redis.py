@@ -1,11 +1,10 @@
 """Redis implementations, driven from trio through trio-asyncio.
 
-One module past ~600 lines on purpose: every implementation shares the private bridge and breaker shell
-below; split, each would reach into another module's privates.
-
-Every redis-py call goes through :meth:`_Bridge.call`: one ``aio_as_trio`` crossing per
-operation (a whole script, pipeline or batch of reads is one asyncio coroutine), bounded
-in time, with redis exceptions translated once into the package's hierarchy.
+Every redis-py call goes through the bridge (``_calls.Bridge``): one ``aio_as_trio`` crossing per
+attempt (a whole script, pipeline or batch of reads is one asyncio coroutine), bounded in time, through
+the Redis breaker, with redis exceptions translated once into the package's hierarchy. Idempotent
+operations (``bridge.call``) are retried by the kernel's one retry helper; the others
+(``bridge.call_once``: a rate-limit hit, a PUBLISH) are tried once. Each call site says which.
 
 Pub/sub uses ONE Redis connection per coordination object, whatever the number of local
 subscribers: a listener task reads it and fans out into per-subscriber bounded buffers,
@@ -15,25 +14,25 @@ channel or pattern arrives/leaves.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal
 
 import redis.asyncio as aredis
 import redis.exceptions as rexc
 import trio
 import trio_asyncio
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from kernel import CircuitBreaker, CircuitOpen
+from kernel import Dependency
 
+from ._calls import Bridge
 from ._common import Lifecycle, check_hits, check_key, check_ttl, new_subscription, to_bytes
 from ._config import CoordinationConfig, RedisConfig
 from ._errors import CoordinationCircuitOpen, CoordinationClosed, CoordinationError, CoordinationUnavailable
@@ -44,8 +43,6 @@ from ._values import BusStats, HealthStatus, Message, RateDecision
 __all__ = ["RedisBus", "RedisCoordination", "RedisLeases", "RedisRateLimiter", "open_redis_coordination"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Sliding-window logs, atomic because scripts run one at a time. KEYS: sorted sets of allowed
 # hits scored in server microseconds (one clock for every process); ARGV[1]: window in
@@ -109,63 +106,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Server-side refusals that mean "not serving right now" rather than "you asked wrongly".
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    rexc.ConnectionError,  # includes AuthenticationError, BusyLoadingError, MaxConnectionsError
-    rexc.TimeoutError,
-    rexc.ReadOnlyError,
-    rexc.TryAgainError,
-    rexc.ClusterDownError,
-    rexc.MasterDownError,
-    OSError,
-)
-
-
-def translate(exc: BaseException) -> CoordinationError:
-    if isinstance(exc, _UNAVAILABLE):
-        return CoordinationUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
-    return CoordinationError(f"redis error: {type(exc).__name__}: {exc}")
-
-
-class _Bridge:
-    """The single trio→asyncio crossing point: loop, deadline, error translation."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, config: RedisConfig, lifecycle: Lifecycle,
-                 breaker: CircuitBreaker | None = None) -> None:
-        # The loop is passed explicitly so callers in any trio task (not only those
-        # spawned inside open_loop) reach the loop that owns the connections.
-        self._loop = loop
-        self.deadline = config.operation_deadline
-        self.lifecycle = lifecycle
-        self.breaker = breaker
-
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """One operation, through the Redis breaker when there is one: refused at once while it is open
-        (CoordinationCircuitOpen); unavailability and a call past its call timeout count as failures. The
-        pub/sub listener's long reads use ``call_unchecked`` and are not calls of the breaker."""
-        self.lifecycle.check()
-        breaker = self.breaker
-        if breaker is None:
-            return await self.call_unchecked(fn, *args, deadline=self.deadline)
-        try:
-            return await breaker.call(functools.partial(self.call_unchecked, fn, *args, deadline=self.deadline),
-                                      failures=CoordinationUnavailable)
-        except CircuitOpen as refused:
-            raise CoordinationCircuitOpen(f"redis unavailable ({refused})", refused.retry_after) from None
-
-    async def call_unchecked(self, fn: Callable[..., Awaitable[T]], *args: Any, deadline: float) -> T:
-        try:
-            with trio.fail_after(deadline):
-                result = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args)
-        except trio.TooSlowError as exc:
-            raise CoordinationUnavailable(f"redis did not answer within {deadline:.3g}s") from exc
-        except (rexc.RedisError, OSError) as exc:
-            raise translate(exc) from exc
-        return cast(T, result)
-
-
 class RedisRateLimiter:
-    def __init__(self, bridge: _Bridge, client: aredis.Redis, prefix: str) -> None:
+    def __init__(self, bridge: Bridge, client: aredis.Redis, prefix: str) -> None:
         self._bridge = bridge
         self._prefix = prefix + "rl:"
         self._script = client.register_script(_RATE_LUA)
@@ -179,7 +121,9 @@ class RedisRateLimiter:
         window_us = max(1, round(window * 1_000_000))
         call = functools.partial(self._script, keys=[self._prefix + key for key, _ in hits],
                                  args=[window_us, *(limit for _, limit in hits)])
-        rows = await self._bridge.call(call)
+        # Not idempotent: a hit whose reply was lost may have counted, and a retry would count it again
+        # (a client refused early). Tried once; the caller decides what an unavailable limiter means.
+        rows = await self._bridge.call_once(call)
         return tuple(RateDecision(allowed=bool(allowed), remaining=int(remaining), retry_after=int(retry_us) / 1e6,
                                   reset=int(reset_us) / 1e6) for allowed, remaining, retry_us, reset_us in rows)
 
@@ -190,7 +134,7 @@ def _ttl_ms(ttl: float) -> int:
 
 
 class RedisLeases:
-    def __init__(self, bridge: _Bridge, client: aredis.Redis, prefix: str) -> None:
+    def __init__(self, bridge: Bridge, client: aredis.Redis, prefix: str) -> None:
         self._bridge = bridge
         self._prefix = prefix + "lease:"
         self._acquire = client.register_script(_ACQUIRE_LUA)
@@ -198,6 +142,7 @@ class RedisLeases:
         self._release = client.register_script(_RELEASE_LUA)
 
     async def _run(self, script: AsyncScript, name: str, *args: Any) -> bool:
+        # Idempotent for the holder (see the scripts): retried when Redis is unavailable.
         call = functools.partial(script, keys=[self._prefix + name], args=list(args))
         return bool(await self._bridge.call(call))
 
@@ -237,7 +182,7 @@ ListenerState = Literal["idle", "listening", "reconnecting"]
 
 class RedisBus:
     def __init__(
-        self, bridge: _Bridge, client: aredis.Redis, config: CoordinationConfig, rng: random.Random
+        self, bridge: Bridge, client: aredis.Redis, config: CoordinationConfig, rng: random.Random
     ) -> None:
         self._bridge = bridge
         self._client = client
@@ -268,9 +213,12 @@ class RedisBus:
 
     # -- publishing -------------------------------------------------------------------
 
+    # PUBLISH is tried once: the bus is at-most-once (a PUBLISH whose reply was lost may have been delivered,
+    # and a retry would deliver it twice to subscribers that do not dedupe); a publisher that cares counts
+    # the failure, as the realtime bridge does.
     async def publish(self, channel: str, message: bytes | str) -> None:
         check_key("channel", channel)
-        await self._bridge.call(self._client.publish, self._prefix + channel, to_bytes(message))
+        await self._bridge.call_once(self._client.publish, self._prefix + channel, to_bytes(message))
 
     async def publish_many(self, messages: Iterable[tuple[str, bytes | str]]) -> None:
         batch = []
@@ -280,7 +228,7 @@ class RedisBus:
         if not batch:
             await trio.lowlevel.checkpoint()
             return
-        await self._bridge.call(self._aio_publish_many, batch)
+        await self._bridge.call_once(self._aio_publish_many, batch)
 
     async def _aio_publish_many(self, batch: list[tuple[str, bytes]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -337,6 +285,8 @@ class RedisBus:
             async with self._cmd_lock:
                 token = self._next_token()
                 self._barriers[token] = [pending]
+                # Idempotent: SUBSCRIBE to a name already subscribed changes nothing; the barrier's token is
+                # the same, so whichever PING is answered first confirms the round.
                 await self._bridge.call(
                     self._aio_subscribe,
                     [(self._prefix + c).encode() for c in channels],
@@ -409,13 +359,19 @@ class RedisBus:
                 batch = await self._bridge.call_unchecked(
                     self._aio_read_batch, deadline=self._config.listener_idle_ping + self._bridge.deadline
                 )
+            except CoordinationClosed:
+                return  # shutting down
             except CoordinationUnavailable as exc:
                 if self.state != "reconnecting":
                     self.reconnects += 1
                     log.warning("redis pub/sub connection lost, reconnecting: %s", exc)
                 self.state = "reconnecting"
-                # Full jitter keeps many processes from reconnecting in lockstep.
-                await trio.sleep(delay * (0.5 + self._rng.random()))
+                # Full jitter keeps many processes from reconnecting in lockstep; an open breaker lets the
+                # next attempt through (a probe) only after its retry_after.
+                wait = delay * (0.5 + self._rng.random())
+                if isinstance(exc, CoordinationCircuitOpen):
+                    wait = max(wait, exc.retry_after)
+                await trio.sleep(wait)
                 delay = min(delay * 2, self._config.reconnect_backoff_max)
                 continue
             delay = self._config.reconnect_backoff_min
@@ -429,7 +385,9 @@ class RedisBus:
             # connect, so the new barrier confirms them.
             orphans = [p for waiting in self._barriers.values() for p in waiting]
             self._barriers = {token: orphans}
-            await self._bridge.call_unchecked(self._aio_reconnect, token, deadline=self._bridge.deadline)
+            # One attempt through the breaker (the listener's loop is the retry): a failed reconnect is a
+            # failure of Redis, a successful one closes a half-open breaker.
+            await self._bridge.call_once(self._aio_reconnect, token)
         log.info("redis pub/sub connection re-established")
 
     async def _aio_reconnect(self, token: bytes) -> None:
@@ -498,7 +456,7 @@ class RedisBus:
                 self._doomed_channels.clear()
                 self._doomed_patterns.clear()
                 if channels or patterns:
-                    try:
+                    try:  # idempotent: UNSUBSCRIBE from a name not subscribed changes nothing
                         await self._bridge.call(
                             self._aio_unsubscribe,
                             [(self._prefix + c).encode() for c in channels],
@@ -536,7 +494,7 @@ class RedisBus:
 
 class RedisCoordination:
     def __init__(
-        self, bridge: _Bridge, client: aredis.Redis, bus: RedisBus, config: CoordinationConfig
+        self, bridge: Bridge, client: aredis.Redis, bus: RedisBus, config: CoordinationConfig
     ) -> None:
         prefix = config.redis.key_prefix
         self._bridge = bridge
@@ -587,7 +545,8 @@ async def _connect(url: str, config: RedisConfig) -> aredis.Redis:
         socket_connect_timeout=config.connect_timeout,
         socket_timeout=config.command_timeout,
         socket_keepalive=True,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), config.retries),
+        # No retries of redis-py's own: the bridge's (the kernel's helper) are the one retry layer.
+        retry=Retry(NoBackoff(), 0),
     )
     client = aredis.Redis.from_pool(pool)
     try:
@@ -600,13 +559,13 @@ async def _connect(url: str, config: RedisConfig) -> aredis.Redis:
 
 @asynccontextmanager
 async def open_redis_coordination(url: str, config: CoordinationConfig,
-                                  breaker: CircuitBreaker | None = None) -> AsyncIterator[RedisCoordination]:
+                                  dependency: Dependency | None = None) -> AsyncIterator[RedisCoordination]:
     # The loop wraps the nursery of the background tasks; callers' tasks reach it too
     # because the bridge passes the loop explicitly.
     async with trio_asyncio.open_loop() as loop:
         lifecycle = Lifecycle()
-        bridge = _Bridge(loop, config.redis, lifecycle, breaker)
-        # Fail fast on a wrong URL or a dead server rather than on first use.
+        bridge = Bridge(loop, config.redis, lifecycle, dependency=dependency, seed=config.seed)
+        # Fail fast on a wrong URL or a dead server rather than on first use (retried: PING is idempotent).
         client = await bridge.call(_connect, url, config.redis)
         try:
             async with trio.open_nursery() as nursery:

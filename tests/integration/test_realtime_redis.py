@@ -1,22 +1,34 @@
 """Realtime across processes: two hubs in one test process, each with its own RedisBridge on the
-real Redis (VIGIL_TEST_REDIS_URL; skipped loudly when unreachable, a failure under CI=true), and a
-bridge whose Redis is a closed port (local delivery goes on, the bridge keeps retrying)."""
+real Redis (VIGIL_TEST_REDIS_URL; skipped loudly when unreachable, a failure under CI=true), a
+bridge whose Redis is a closed port (local delivery goes on, the bridge keeps retrying), and a bridge on the
+application's Redis breaker whose redis-server of its own stops and starts again (the breaker opens and closes,
+as /health shows it; local delivery never stops)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
 from actors.realtime import BridgeState, Connection, Envelope, RealtimeConfig, RealtimeDomain, RealtimeService
-from kernel import ActorSystem, Supervisor
+from kernel import REDIS, ActorSystem, Breakers, BreakersConfig, DependencyPolicy, Supervisor, seeds_breaker
 from storage.coordination import RedisConfig
-from tests.integration.test_coordination_redis import REDIS_URL, free_port, require_redis
+from tests.integration.test_coordination_redis import (
+    REDIS_URL,
+    PrivateRedis,
+    free_port,
+    private_redis,
+    require_redis,
+)
 from tests.realtime_helpers import client, next_json, serving
+from transport import breakers_health
+
+__all__ = ["private_redis"]  # a fixture: a throwaway redis-server
 
 
 @asynccontextmanager
@@ -132,3 +144,60 @@ async def test_two_servers_share_envelopes_over_redis(prefix: str, tmp_path: Pat
             assert (got["eventId"], got["type"], got["correlationId"]) == ("o:1", "sync.changed", "req-7")
             b.realtime.projection_updated(user_id="alice", handler="h", projected=2, correlation_id=None)
             assert (await next_json(phone))["eventId"] == "h:alice:2"  # not o:1: its own device's change
+
+
+OPEN_FOR = 1.0  # the Redis breaker's open period here (30 s in production)
+
+
+@pytest.mark.slow
+async def test_the_bridge_trips_the_redis_breaker_in_an_outage_and_closes_it_after(
+        private_redis: PrivateRedis) -> None:
+    breakers = Breakers(BreakersConfig(redis=DependencyPolicy(breaker=replace(
+        seeds_breaker(call_timeout=1.0, consecutive_failures=3), open_for=OPEN_FOR))), seed=1)
+    shown = breakers_health(breakers)  # what /health's circuitBreakers says
+
+    def redis_state() -> str:
+        return str(shown()["redis"]["state"])
+
+    sent = 0
+
+    async def deliver_locally(conn: Connection, service: RealtimeService) -> None:
+        nonlocal sent
+        sent += 1
+        service.projection_updated(user_id="alice", handler="h", projected=sent, correlation_id=None)
+        assert (await next_envelope(conn)).version == sent
+
+    async def until(predicate: Callable[[], bool], what: str, conn: Connection, service: RealtimeService) -> None:
+        with trio.move_on_after(15):
+            while not predicate():
+                await deliver_locally(conn, service)  # never held up by Redis
+                await trio.sleep(0.05)
+            return
+        pytest.fail(f"not within 15 s: {what}; breaker {shown()['redis']}, bridge {bridge(service)}")
+
+    # The application's wiring: the realtime domain gets the registry's Redis dependency.
+    domain = RealtimeDomain(bridged("vigil-test:outage:", "p1", url=private_redis.url), redis=breakers[REDIS])
+    async with ActorSystem.start(Supervisor("root", children=[domain.subtree()]), seed=3) as system, \
+            system.telemetry.subscribe(kinds=["breaker_changed"]) as events:
+        breakers.publish_to(system.telemetry)
+        service = domain.service(system)
+        await eventually(lambda: bridge(service).connected)
+        async with service.connect("alice") as conn:
+            await until(lambda: bridge(service).published >= 3, "published before the outage", conn, service)
+            assert redis_state() == "closed"
+            calls_before = breakers[REDIS].breaker.snapshot().requests
+            assert calls_before > 0  # the bridge's connect, subscribe and publishes are calls of the breaker
+
+            private_redis.kill()
+            await until(lambda: redis_state() == "open", "the redis breaker opens", conn, service)
+            failed = bridge(service).publish_failures
+            await until(lambda: bridge(service).publish_failures > failed, "publishes refused", conn, service)
+            assert shown()["redis"]["rejects"] > 0  # refused at once by the open breaker, not timed out
+
+            private_redis.start()  # same port, an empty server
+            await until(lambda: redis_state() == "closed", "the redis breaker closes again", conn, service)
+            published = bridge(service).published
+            await until(lambda: bridge(service).published > published, "publishes again", conn, service)
+        transitions = [(e.from_state, e.to_state) for e in system.telemetry.drain(events)]
+        await system.stop()
+    assert ("closed", "open") in transitions and ("half_open", "closed") in transitions, transitions

@@ -1,5 +1,6 @@
 """``GET /v1/ws`` on a real hypercorn server in this process, with trio-websocket clients: who gets
-which envelope, ping/pong, the close codes (4401, 4400, 4408) and at-most-once delivery."""
+which envelope, ping/pong, the close codes (4401, 4400, 4408), at-most-once delivery, and connects past the
+rate limits refused with HTTP 429 before the upgrade."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url
 
 from actors.realtime import RealtimeConfig
+from storage.coordination import CoordinationConfig, open_coordination
+from tests.ingest_helpers import SETTINGS
 from tests.realtime_helpers import bearer, client, next_json, serving
 from transport import begin_drain
 
@@ -146,6 +149,7 @@ async def test_the_openapi_document_declares_the_websocket(tmp_path: Path) -> No
         response = await served.harness.client.get("/openapi.json")
         ws = (await response.get_json())["x-websockets"]["/v1/ws"]
     assert {"1000", "1001", "1011", "4400", "4401", "4408"} <= set(ws["closeCodes"])
+    assert set(ws["upgradeRefusals"]) == {"429"}
     assert {p["name"] for p in ws["parameters"]} == {"token", "deviceId"}
     assert ws["security"] == [{"userBearer": []}]
 
@@ -177,3 +181,29 @@ async def test_an_upload_reaches_its_users_sockets_as_projection_updates_and_no_
             assert envelope["correlationId"] == "upload-1"
         with trio.move_on_after(0.3):
             pytest.fail(f"bob got an envelope: {await bob.get_message()}")
+
+
+async def test_connects_past_the_ip_limit_get_429_before_the_upgrade(tmp_path: Path) -> None:
+    settings = SETTINGS.with_overrides(rate_limit_user_per_min=0, rate_limit_ip_per_min=3)
+    async with open_coordination(None, config=CoordinationConfig()) as coordination, \
+            serving(tmp_path, settings=settings, rate_limiter=coordination.limiter) as served:
+        async with client(served, "alice") as alice, client(served, "bob"):
+            # A bad credential counts against its IP too (as over HTTP), then closes 4401 as before.
+            async with open_websocket_url(served.url("token=not-a-jwt")) as bad:
+                assert await close_code(bad) == 4401
+            with pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(served.url(), extra_headers=bearer("carol")):
+                    pytest.fail("upgraded past the IP limit")
+            rejection = refused.value
+            assert rejection.status_code == 429
+            headers = {k.decode().lower(): v.decode() for k, v in rejection.headers}
+            assert 1 <= int(headers["retry-after"]) <= 60
+            assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("3", "0")
+            assert headers["x-request-id"] and headers["server-time"]
+            assert rejection.body is not None
+            error = json.loads(rejection.body)["error"]
+            assert (error["code"], error["retryable"], error["details"]["scope"]) == ("RATE_LIMITED", True, "ip")
+            assert served.realtime.connected("carol") == 0
+            # The connections already open are not touched.
+            await alice.send_message('{"type":"ping"}')
+            assert await next_json(alice) == {"type": "pong"}

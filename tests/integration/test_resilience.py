@@ -96,9 +96,9 @@ async def _app_over(dsn: str, breakers: Breakers, redis_url: str | None = None) 
         health.add_check("database", store_check(store))
         realtime = RealtimeConfig(redis_url=redis_url, redis=RedisConfig(key_prefix="resilience:"))
         async with open_coordination(redis_url, config=CoordinationConfig(redis=RedisConfig(key_prefix="resilience:")),
-                                     breaker=breakers[REDIS].breaker) as coordination:
+                                     dependency=breakers[REDIS]) as coordination:
             health.add_check("coordination", coordination_check(coordination), critical=False)
-            parts = application(store, fast_tree_config(tree={"realtime": realtime}))
+            parts = application(store, fast_tree_config(tree={"realtime": realtime}), redis=breakers[REDIS])
             async with ActorSystem.start(parts.tree, seed=1) as system:
                 breakers.publish_to(system.telemetry)
                 app = create_app(SETTINGS, system=system, services=parts.services(system), health=health,
@@ -218,7 +218,7 @@ async def test_leases_fall_back_to_postgres_advisory_locks_while_redis_is_down(
                 breakers = Breakers(BREAKERS, seed=1)
                 store = await stack.enter_async_context(open_store(pg.dsn, breakers=breakers))
                 coord = await stack.enter_async_context(
-                    open_coordination(private_redis.url, config=config, breaker=breakers[REDIS].breaker))
+                    open_coordination(private_redis.url, config=config, dependency=breakers[REDIS]))
                 sides.append((store, leases_with_fallback(coord.leases, store)))
             (store_a, a), (_, b) = sides
             assert await a.acquire("reaper", "a", 5.0)
