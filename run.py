@@ -217,10 +217,11 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
             health = HealthRegistry()
             # One breaker and retry policy per dependency, shared by storage, coordination and transport.
             breakers = Breakers()
-            # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server.
+            # Uploads' parsing and preparation run in worker processes, beside the GIL-bound server. They
+            # spawn while the store opens and the actors start (about a second each, most of a start-up).
             processes = settings.decode_processes
             decode_pool = await stack.enter_async_context(
-                open_decode_pool(default_processes() if processes is None else processes))
+                open_decode_pool(default_processes() if processes is None else processes, warm_in_background=True))
             coordination: Coordination | None = None
             dependencies = Dependencies()
             if tree_factory is not None:

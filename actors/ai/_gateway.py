@@ -20,16 +20,21 @@ SDK's own retries are off (``max_retries=0``): ``kernel.retry_call`` decides, wi
 
 Retrying is safe: generating a report changes nothing on Anthropic's side (no idempotency concern), and each
 attempt is recorded (usage rows and ``AiFigures``) with its outcome and tokens.
+
+The SDK is imported on first use (``_sdk``), not with this module: importing it takes ~2 s here, two thirds of a
+server's start-up, for a feature many deployments never configure. Its errors are translated once, here, into
+``ProviderTimeout`` / ``ProviderFailed``: nothing else in Vigil names the SDK.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
-import anthropic
 import trio
 
 from kernel import (
@@ -45,6 +50,32 @@ from kernel import (
 from storage import AiUsage
 
 from ._config import DEFAULT_BASE_URL, AiConfig
+
+if TYPE_CHECKING:
+    import anthropic
+
+
+def _sdk() -> ModuleType:
+    import anthropic
+
+    return anthropic
+
+
+def _loaded_sdk() -> ModuleType | None:
+    """The SDK if something imported it already: an error cannot be the SDK's before that."""
+    return sys.modules.get("anthropic")
+
+
+class ProviderTimeout(Exception):
+    """The provider did not answer within an attempt's timeout (after the retries)."""
+
+
+class ProviderFailed(Exception):
+    """The provider failed (after the retries); ``retry_after``: the delay it asked for, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 CallOutcome = Literal["ok", "rate_limited", "server_error", "client_error", "timeout", "connection_error"]
 OUTCOMES: tuple[CallOutcome, ...] = ("ok", "rate_limited", "server_error", "client_error", "timeout",
@@ -70,6 +101,9 @@ class AiFigures:
 
 def call_outcome(error: Exception) -> CallOutcome:
     """How a failed attempt ended."""
+    anthropic = _loaded_sdk()
+    if anthropic is None:
+        return "connection_error"
     if isinstance(error, anthropic.APITimeoutError):
         return "timeout"
     if isinstance(error, anthropic.APIConnectionError):
@@ -82,6 +116,9 @@ def call_outcome(error: Exception) -> CallOutcome:
 
 def classify(error: Exception) -> RetryDecision:
     """429 (honouring Retry-After), 5xx, connection errors and timeouts are retried; nothing else."""
+    anthropic = _loaded_sdk()
+    if anthropic is None:
+        return NO_RETRY
     if isinstance(error, anthropic.APIStatusError):
         return http_status_decision(error.status_code, parse_retry_after(error.response.headers.get("retry-after")))
     if isinstance(error, anthropic.APIConnectionError):
@@ -112,6 +149,7 @@ class AnthropicGateway:
             # The key goes in x-api-key only (the Messages API's header); this SDK version would otherwise send
             # it as "Authorization: Bearer", which the API reads as an OAuth token.
             # (The SDK accepts Omit() in default_headers to drop a header; its annotation says str.)
+            anthropic = _sdk()
             auth: dict[str, Any] = {"x-api-key": key or "", "Authorization": anthropic.Omit()}
             self._client = anthropic.AsyncAnthropic(
                 api_key=key, base_url=self.config.base_url or DEFAULT_BASE_URL, max_retries=0,
@@ -128,7 +166,7 @@ class AnthropicGateway:
                        record: Callable[[AiUsage], None]) -> Completion:
         """One completion, retried per the config within ``config.deadline``. ``record`` hears every attempt
         (its usage row). Raises CircuitOpen (refused, maybe after failed attempts), trio.TooSlowError (the
-        deadline passed) or the last attempt's SDK error."""
+        deadline passed), ProviderTimeout or ProviderFailed (the last attempt's SDK error, translated)."""
         client = self._open()
         model = self.config.model
 
@@ -155,8 +193,11 @@ class AnthropicGateway:
             return Completion(text=text, model=message.model or model, input_tokens=usage.input_tokens,
                               output_tokens=usage.output_tokens)
 
-        with trio.fail_after(self.config.deadline):
-            return await retry_call(attempt, policy=self.config.retry, classify=_not_when_open, rng=self._rng)
+        try:
+            with trio.fail_after(self.config.deadline):
+                return await retry_call(attempt, policy=self.config.retry, classify=_not_when_open, rng=self._rng)
+        except Exception as error:
+            raise _translated(error) from error
 
     def _count(self, record: Callable[[AiUsage], None], usage: AiUsage) -> None:
         self.figures.calls[usage.outcome] += 1
@@ -165,9 +206,22 @@ class AnthropicGateway:
         record(usage)
 
 
+def _translated(error: Exception) -> Exception:
+    """The SDK's errors as ours; anything else (CircuitOpen, trio.TooSlowError, a bug) as it is."""
+    anthropic = _loaded_sdk()
+    if anthropic is None or not isinstance(error, anthropic.APIError):
+        return error
+    if isinstance(error, anthropic.APITimeoutError):
+        return ProviderTimeout("the AI provider did not answer in time")
+    hint = None
+    if isinstance(error, anthropic.APIStatusError):
+        hint = parse_retry_after(error.response.headers.get("retry-after"))
+    return ProviderFailed(f"the AI provider failed: {type(error).__name__}", retry_after=hint)
+
+
 def _not_when_open(error: Exception) -> RetryDecision:
     return NO_RETRY if isinstance(error, CircuitOpen) else classify(error)
 
 
-__all__ = ["OUTCOMES", "AiFigures", "AnthropicGateway", "CallOutcome", "Completion", "call_outcome", "classify",
-           "is_dependency_failure"]
+__all__ = ["OUTCOMES", "AiFigures", "AnthropicGateway", "CallOutcome", "Completion", "ProviderFailed",
+           "ProviderTimeout", "call_outcome", "classify", "is_dependency_failure"]

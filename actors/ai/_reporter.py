@@ -25,15 +25,14 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import anthropic
 import trio
 
 from actors.projection import SESSION_IMPACT, impact_freshness, rollup_metrics
-from kernel import Actor, CircuitOpen, Failed, parse_retry_after
+from kernel import Actor, CircuitOpen, Failed
 from storage import AiReport, AiUsage, Op, Store
 
 from ._errors import AiUnavailable
-from ._gateway import AnthropicGateway
+from ._gateway import AnthropicGateway, ProviderFailed, ProviderTimeout
 from ._messages import MakeWeeklyReport, WeeklyReport
 from ._prompt import MAX_SESSIONS, SYSTEM_PROMPT, WeekData, build_prompt, iso_week, report_window, window_span
 
@@ -107,15 +106,11 @@ class WeeklyReporter(Actor):
         except CircuitOpen as exc:
             return AiUnavailable("breaker_open", "the AI provider is failing; its circuit breaker is open",
                                  retry_after=exc.retry_after)
-        except (trio.TooSlowError, anthropic.APITimeoutError):
+        except (trio.TooSlowError, ProviderTimeout):
             return AiUnavailable("timeout", "the AI provider did not answer in time",
                                  retry_after=self._retry_after(None))
-        except anthropic.APIError as exc:
-            hint = None
-            if isinstance(exc, anthropic.APIStatusError):
-                hint = parse_retry_after(exc.response.headers.get("retry-after"))
-            return AiUnavailable("upstream_error", f"the AI provider failed: {type(exc).__name__}",
-                                 retry_after=self._retry_after(hint))
+        except ProviderFailed as exc:
+            return AiUnavailable("upstream_error", str(exc), retry_after=self._retry_after(exc.retry_after))
         return WeeklyReport(report=completion.text, model=self.gateway.config.model,
                             generated_at=self.store.config.clock(), cached=False)
 

@@ -113,9 +113,11 @@ class DecodePool:
 
 
 @asynccontextmanager
-async def open_decode_pool(processes: int) -> AsyncIterator[DecodePool | None]:
+async def open_decode_pool(processes: int, *, warm_in_background: bool = False) -> AsyncIterator[DecodePool | None]:
     """A pool of ``processes`` workers, warmed up, shut down on exit; ``None`` for 0 (run jobs in
-    the server process)."""
+    the server process). ``warm_in_background``: yield at once and start the workers beside the
+    caller's own start-up (a server opening its store meanwhile); a job that comes first waits for
+    its worker to spawn, as it would after an idle worker died."""
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
     if processes == 0:
@@ -124,20 +126,42 @@ async def open_decode_pool(processes: int) -> AsyncIterator[DecodePool | None]:
     body_failed = False
     try:
         async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
-                                                     grace_period=10.0) as context:
+                                                     grace_period=10.0) as context, trio.open_nursery() as nursery:
             pool = DecodePool(context, processes)
-            await pool.warm_up()
+            if warm_in_background:
+                nursery.start_soon(_warm_and_log, pool)
+            else:
+                await pool.warm_up()
             try:
                 yield pool
             except BaseException:
                 body_failed = True
                 raise
+            finally:
+                nursery.cancel_scope.cancel()  # a warm-up still running is not needed any more
     except trio_parallel.BrokenWorkerError as exc:
         if body_failed:
             raise
         # Workers killed from outside (OOM killer, kill -9) by the time the pool closes: they hold
         # nothing of ours, so shutdown goes on.
         log.warning("worker processes had died by the time the pool closed", exc_info=exc)
+
+
+async def _warm_and_log(pool: DecodePool) -> None:
+    started = trio.current_time()
+    died: list[str] = []
+    try:
+        await pool.warm_up()
+    except* DecodePoolBroken as exc:
+        # A worker died while starting: most likely the process group's SIGTERM reached it before its
+        # init ignored SIGTERM (a server stopped right after it started). Warming is only a head start;
+        # the next job spawns a fresh worker.
+        died = [str(e) for e in exc.exceptions]
+    if died:
+        log.warning("a decode worker died while warming up", extra={"fields": {"errors": died}})
+        return
+    log.info("decode workers ready", extra={"fields": {
+        "processes": pool.processes, "seconds": round(trio.current_time() - started, 3)}})
 
 
 __all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "DecodePool", "DecodePoolBroken", "default_processes",

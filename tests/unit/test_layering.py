@@ -150,3 +150,15 @@ def test_allowed_imports_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (fake_root / package).mkdir(exist_ok=True)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
     assert violations() == []
+
+
+def test_starting_the_service_does_not_import_the_optional_integrations() -> None:
+    """The Anthropic SDK (~2 s to import here) and boto3 load on first use of the AI report or an S3
+    transfer, never at start-up: a server that has neither configured starts without paying for them."""
+    import subprocess
+
+    probe = ("import sys, run; heavy = [m for m in ('anthropic', 'boto3', 'botocore', 'moto') if m in sys.modules];"
+             " print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported at start-up: {done.stdout.strip()}"
