@@ -30,46 +30,56 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-import hypercorn.trio
-import trio
-import trio_asyncio
-from hypercorn.config import Config as HypercornConfig
+if __name__ == "__main__":
+    # In the frozen binary a decode worker is this executable started again by multiprocessing's spawn:
+    # this turns that start into the worker (it never returns there), before the imports below. Elsewhere
+    # it does nothing.
+    multiprocessing.freeze_support()
 
-from actors.ai import AiConfig
-from actors.exports import (
-    BackupError,
-    Bucket,
-    ExportsConfig,
-    Progress,
-    S3Config,
-    backup_database,
-    restore_database,
-)
-from actors.ingest import default_processes, open_decode_pool, tune_gc
-from actors.realtime import RealtimeConfig
-from actors.supervisor import ROLES, Services, TreeConfig, application
-from kernel import ANTHROPIC, REDIS, S3, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
-from storage import StoreError, open_store
-from storage.coordination import Coordination, CoordinationConfig, leases_with_fallback, open_coordination
-from transport import (
-    ConfigError,
-    Dependencies,
-    HealthRegistry,
-    Settings,
-    ShutdownBudget,
-    begin_drain,
-    configure_logging,
-    coordination_check,
-    create_app,
-    issue_token,
-    store_check,
-)
+# A decode worker started by spawn from the venv imports this script as ``__mp_main__`` before its first
+# job. It needs nothing of the server: skipping these imports (~1.3 s) is most of a worker's start, and
+# the server waits for its workers before it listens.
+if __name__ != "__mp_main__":
+    import hypercorn.trio
+    import trio
+    import trio_asyncio
+    from hypercorn.config import Config as HypercornConfig
+
+    from actors.ai import AiConfig
+    from actors.exports import (
+        BackupError,
+        Bucket,
+        ExportsConfig,
+        Progress,
+        S3Config,
+        backup_database,
+        restore_database,
+    )
+    from actors.ingest import default_processes, open_decode_pool, tune_gc
+    from actors.realtime import RealtimeConfig
+    from actors.supervisor import ROLES, Services, TreeConfig, application
+    from kernel import ANTHROPIC, REDIS, S3, ActorSystem, Breakers, Supervisor, SupervisorGaveUp
+    from storage import StoreError, open_store
+    from storage.coordination import Coordination, CoordinationConfig, leases_with_fallback, open_coordination
+    from transport import (
+        ConfigError,
+        Dependencies,
+        HealthRegistry,
+        Settings,
+        ShutdownBudget,
+        begin_drain,
+        configure_logging,
+        coordination_check,
+        create_app,
+        issue_token,
+        store_check,
+    )
 
 log = logging.getLogger("vigil.run")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-TreeFactory = Callable[[Settings], Supervisor]
+TreeFactory = Callable[["Settings"], "Supervisor"]  # strings: a decode worker defines these names not
 
 
 # -- the root supervision tree -----------------------------------------------------------------------
@@ -258,6 +268,10 @@ async def serve(settings: Settings, tree_factory: TreeFactory | None) -> int:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_watch_signals, signals, app, shutdown, force)
                         with force:
+                            if decode_pool is not None:
+                                # Listening with the workers still spawning would leave the first cold
+                                # uploads, and a SIGTERM then, waiting for them (see open_decode_pool).
+                                await decode_pool.ready()
                             # Returns once the trigger fired, the listener closed and requests drained.
                             await hypercorn.trio.serve(app, hypercorn_config(settings),
                                                        shutdown_trigger=shutdown.requested.wait,
@@ -436,7 +450,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # In the frozen binary a decode worker is this executable started again by multiprocessing's spawn:
-    # this turns that start into the worker (it never returns there). Elsewhere it does nothing.
-    multiprocessing.freeze_support()
     sys.exit(main())

@@ -7,8 +7,8 @@ next to its reference:
 
 - ``binary_start_s`` / ``venv_start_s``: wall time from starting the process to the first ``GET /health``
   200 (polled every 10 ms) of ``dist/vigil serve`` and of ``.venv/bin/python run.py serve`` (its bytecode
-  compiled first, as the binary's is), each on a fresh SQLite file with the default decode workers (they spawn
-  beside the start-up and do not hold up the listener); the binary's includes unpacking itself. Rounds alternate the two; the median of each. Target: binary <= 1.5x.
+  compiled first, as the binary's is), each on a fresh SQLite file with the default decode workers (spawned beside
+  the rest of the start-up; the server listens once they are ready); the binary's includes unpacking itself. Rounds alternate the two; the median of each. Target: binary <= 1.5x.
 - ``binary_samples_per_s`` / ``venv_samples_per_s``: samples/s committed through
   ``POST /v1/health/samples/batch-upsert`` (500-sample cold-lane batches, decoded in the worker processes,
   several keep-alive connections; bench/ingest.py's load generator and its ``throughput`` phase: best of

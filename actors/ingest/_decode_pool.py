@@ -61,6 +61,11 @@ class DecodePoolBroken(Exception):
 
 # Added to the workers' nice value: the server's threads win every contended core.
 BACKGROUND_NICENESS = 10
+# Seconds a worker gets to exit when the pool closes before it is killed. By then the server has drained
+# and its lanes have stopped, so no job is running: an idle worker exits in milliseconds, and one still
+# spawning (a server stopped right after it started) holds nothing worth waiting for. The shutdown
+# budget's closing reserve is small (a fifth of it, at most 5 s).
+CLOSE_GRACE = 1.0
 
 
 def _worker_init() -> None:
@@ -90,6 +95,7 @@ class DecodePool:
         self._admitted = trio.CapacityLimiter(processes)
         # Admission above is the bound; trio-parallel's own default limiter is process-wide.
         self._unbounded = trio.CapacityLimiter(math.inf)
+        self._warmed = trio.Event()
 
     async def run(self, fn: Callable[..., T], *args: Any,
                   wait_turn: Callable[[], Awaitable[None]] | None = None) -> T:
@@ -107,17 +113,26 @@ class DecodePool:
     async def warm_up(self) -> None:
         """Start every worker now (spawning and importing takes about a second each), so the first
         requests after start-up do not pay for it."""
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.processes):
-                nursery.start_soon(self.run, _hold_worker, 0.05)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.processes):
+                    nursery.start_soon(self.run, _hold_worker, 0.05)
+        finally:
+            self._warmed.set()  # also when it failed: nobody waits for workers that will not come
+
+    async def ready(self) -> None:
+        """Return once the warm-up has ended (see ``open_decode_pool``'s ``warm_in_background``)."""
+        await self._warmed.wait()
 
 
 @asynccontextmanager
 async def open_decode_pool(processes: int, *, warm_in_background: bool = False) -> AsyncIterator[DecodePool | None]:
     """A pool of ``processes`` workers, warmed up, shut down on exit; ``None`` for 0 (run jobs in
     the server process). ``warm_in_background``: yield at once and start the workers beside the
-    caller's own start-up (a server opening its store meanwhile); a job that comes first waits for
-    its worker to spawn, as it would after an idle worker died."""
+    caller's own start-up (a server opening its store meanwhile); ``await pool.ready()`` before taking
+    traffic. A server must not listen before: a job that waits for a worker to spawn cannot be
+    cancelled, so a SIGTERM then would wait for the spawn (seconds on a loaded machine) and overrun
+    the shutdown budget."""
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
     if processes == 0:
@@ -126,7 +141,7 @@ async def open_decode_pool(processes: int, *, warm_in_background: bool = False) 
     body_failed = False
     try:
         async with trio_parallel.open_worker_context(idle_timeout=math.inf, init=_worker_init,
-                                                     grace_period=10.0) as context, trio.open_nursery() as nursery:
+                                                     grace_period=CLOSE_GRACE) as context, trio.open_nursery() as nursery:
             pool = DecodePool(context, processes)
             if warm_in_background:
                 nursery.start_soon(_warm_and_log, pool)
