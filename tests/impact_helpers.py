@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.projection import SESSION, SYNC_ENTITY_CHANGED
-from storage import ChangeIn, Json, Store, SyncEntity
+from actors.projection import SESSION, SYNC_ENTITY_CHANGED, SessionImpacts, UserWork
+from storage import ChangeIn, InvalidData, Json, Store, SyncEntity, Transaction
 
 
 async def put_entity(store: Store, user_id: str, entity_type: str, entity_id: str, data: Json, *,
@@ -47,3 +47,16 @@ async def put_session(store: Store, user_id: str, session_id: str, *, status: st
 
 
 __all__ = ["apply_server_change", "put_entity", "put_session"]
+
+
+class PoisonedSessionImpacts(SessionImpacts):
+    """Session impact that refuses every event as bad data: its checkpoints die at once, so the session read
+    models are never fresh."""
+
+    __slots__ = ()
+
+    async def project_many(self, tx: Transaction, works: Any) -> None:
+        raise InvalidData("data", "a poison session")
+
+    async def project(self, tx: Transaction, work: UserWork) -> None:
+        await self.project_many(tx, [work])

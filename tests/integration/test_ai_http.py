@@ -26,11 +26,10 @@ from actors.projection import (
     HandlerConfig,
     ProjectionConfig,
     SessionImpacts,
-    UserWork,
     default_projections,
 )
 from kernel import CircuitBreaker, RetryPolicy
-from storage import InvalidData, StoreConfig, Transaction
+from storage import StoreConfig
 from storage.testing import ManualClock
 from tests.ai_helpers import (
     INPUT_TOKENS,
@@ -40,6 +39,7 @@ from tests.ai_helpers import (
     Reply,
     fake_anthropic,
 )
+from tests.impact_helpers import PoisonedSessionImpacts
 from tests.ingest_helpers import (
     OPS_TOKEN,
     Harness,
@@ -260,21 +260,10 @@ async def test_sessions_are_in_the_report_without_their_ids_and_a_sync_change_ma
                 assert value not in raw, f"{value!r} reached the provider"
 
 
-class Poisoned(SessionImpacts):
-    """Session impact that refuses every event as bad data: its checkpoints die, it is never fresh."""
-
-    __slots__ = ()
-
-    async def project_many(self, tx: Transaction, works: Any) -> None:
-        raise InvalidData("data", "a poison session")
-
-    async def project(self, tx: Transaction, work: UserWork) -> None:
-        await self.project_many(tx, [work])
-
 
 async def test_a_report_made_while_the_session_read_model_is_not_fresh_is_not_cached(
         tmp_path: Path, fake: FakeAnthropic) -> None:
-    projections = [Poisoned() if isinstance(p, SessionImpacts) else p for p in default_projections()]
+    projections = [PoisonedSessionImpacts() if isinstance(p, SessionImpacts) else p for p in default_projections()]
     async with app_with(tmp_path, ai_config(fake.url), projections=projections) as h:
         await upload_and_project(h, week_of_samples(), sessions=False)
         with trio.fail_after(20):

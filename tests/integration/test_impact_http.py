@@ -22,13 +22,12 @@ from actors.projection import (
     ProductImpacts,
     ProjectionConfig,
     SessionImpacts,
-    UserWork,
     default_projections,
 )
 from actors.supervisor import application
 from kernel import ActorSystem
-from storage import InvalidData, Store, Transaction
-from tests.impact_helpers import put_session
+from storage import Store
+from tests.impact_helpers import PoisonedSessionImpacts, put_session
 from tests.ingest_helpers import (
     SETTINGS,
     Harness,
@@ -212,20 +211,9 @@ async def test_an_unprojected_sync_change_is_never_fresh(store: Store) -> None:
         assert response.status_code == 404
 
 
-class Poisoned(SessionImpacts):
-    """Session impact that refuses every event as bad data: its checkpoints die at once."""
-
-    __slots__ = ()
-
-    async def project_many(self, tx: Transaction, works: Any) -> None:
-        raise InvalidData("data", "a poison session")
-
-    async def project(self, tx: Transaction, work: UserWork) -> None:
-        await self.project_many(tx, [work])
-
 
 async def test_a_dead_session_impact_shows_failed_in_both_views(store: Store) -> None:
-    projections = [Poisoned() if isinstance(p, SessionImpacts) else p for p in default_projections()]
+    projections = [PoisonedSessionImpacts() if isinstance(p, SessionImpacts) else p for p in default_projections()]
     assert any(isinstance(p, ProductImpacts) for p in projections)
     async with app_over(store, projections=projections) as h:
         await put_session(h.store, "alice", "s1", product="coffee")
