@@ -22,8 +22,8 @@ run, beside the reference it is compared with:
   few seconds over 200 users. Measured in-process: the worker's "caught up" callback (what the realtime hub is
   told) against each commit's time. Target: p99 <= 50 ms.
 - ``hot_p99_idle_ms``/``hot_p99_projecting_ms``: a web process (``run.py serve --role web``) answering one
-  client's sequential 50-sample hot uploads, alone and while a worker process (``--role worker``) projects a
-  backlog flat out. Target: ratio <= 1.5.
+  client's sequential 50-sample hot uploads, with its worker process (``--role worker``) idle and while it
+  projects a fresh backlog flat out: alternating rounds, the median of each. Target: ratio <= 1.5.
 
 The last line printed is one JSON object.
 """
@@ -286,32 +286,73 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def hot_isolation(url: str, dsn: str, requests: int, backlog_users: int, backlog_days: int) -> dict[str, Any]:
+def hot_isolation(url: str, dsn: str, requests: int, backlog_users: int, backlog_days: int,
+                  rounds: int = 3) -> dict[str, Any]:
+    """Alternating rounds on one web process and one worker process: an idle run (no backlog: the worker has
+    nothing to do), then a busy run while the worker projects a fresh backlog. The figures are the medians of
+    the rounds' p50/p99 (a single p99 over a few hundred requests is a handful of samples: one run's ratio
+    moved from 1.46 to 1.91 with nothing changed)."""
     web_port, worker_port = free_port(), free_port()
+    idle_p50: list[float] = []
+    idle_p99: list[float] = []
+    busy_p50: list[float] = []
+    busy_p99: list[float] = []
+    left: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         web_log, worker_log = Path(tmp) / "web.log", Path(tmp) / "worker.log"
         web_cmd = [PY, str(ROOT / "run.py"), "serve", "--role", "web", "--port", str(web_port), "--database", url]
         worker_cmd = [PY, str(ROOT / "run.py"), "serve", "--role", "worker", "--port", str(worker_port),
                       "--database", url]
-        with server(web_cmd, web_port, web_log) as _:
-            idle = load(hot_config(web_port, "idle", requests, 60.0))
-            # A backlog that keeps a worker busy recomputing real read models for the whole measurement.
-            trio.run(_backlog, dsn, backlog_users, backlog_days)
-            with server(worker_cmd, worker_port, worker_log):
+        with server(web_cmd, web_port, web_log), server(worker_cmd, worker_port, worker_log):
+            for r in range(rounds):
+                trio.run(_drained, dsn, 120.0)
+                idle = load(hot_config(web_port, f"idle{r}", requests, 60.0))
+                # A backlog that keeps the worker busy recomputing real read models for the whole run (8 events
+                # per user-day: a quiet machine drains 4 before the run ends).
+                trio.run(_backlog, dsn, backlog_users, backlog_days)
                 time.sleep(1.0)
-                busy = load(hot_config(web_port, "busy", requests, 60.0))
-                left = trio.run(_pending, dsn)
-    idle_p99, busy_p99 = idle.get("p99_ms"), busy.get("p99_ms")
-    return {"hot_p50_idle_ms": idle.get("p50_ms"), "hot_p99_idle_ms": idle_p99,
-            "hot_p50_projecting_ms": busy.get("p50_ms"), "hot_p99_projecting_ms": busy_p99,
-            "hot_p99_ratio": round(busy_p99 / idle_p99, 3) if idle_p99 and busy_p99 else None,
+                busy = load(hot_config(web_port, f"busy{r}", requests, 60.0))
+                left.append(trio.run(_pending, dsn))
+                if idle.get("p99_ms") and busy.get("p99_ms"):
+                    idle_p50.append(idle["p50_ms"])
+                    idle_p99.append(idle["p99_ms"])
+                    busy_p50.append(busy["p50_ms"])
+                    busy_p99.append(busy["p99_ms"])
+    idle99, busy99 = _median(idle_p99), _median(busy_p99)
+    return {"hot_p50_idle_ms": _median(idle_p50), "hot_p99_idle_ms": idle99,
+            "hot_p50_projecting_ms": _median(busy_p50), "hot_p99_projecting_ms": busy99,
+            "hot_p99_ratio": round(busy99 / idle99, 3) if idle99 and busy99 else None,
+            "hot_p99_idle_rounds_ms": idle_p99, "hot_p99_projecting_rounds_ms": busy_p99,
             "backlog_left_after": left}
 
 
-async def _backlog(dsn: str, users: int, days: int) -> None:
+def _median(values: list[float]) -> float | None:
+    return round(sorted(values)[len(values) // 2], 3) if values else None
+
+
+async def _drained(dsn: str, timeout: float) -> None:
+    """Wait (up to ``timeout``) until the worker has nothing left: no undispatched event, no unfinished
+    checkpoint."""
+    with trio.move_on_after(timeout):
+        while await _pending(dsn) or await _unfinished(dsn):  # noqa: ASYNC110  (another process's work)
+            await trio.sleep(0.5)
+
+
+async def _unfinished(dsn: str) -> int:
     async with trio_asyncio.open_loop():
-        await seed_events(dsn, users * days * 4, users, prefix="p", keys=True, days=days,
-                          first_mark={f"p{u}": 10**8 for u in range(users)})
+        rows = await pg(dsn, "SELECT count(*) AS n FROM projection_checkpoints"
+                             " WHERE status IN ('pending', 'processing')", fetch=True)
+        return int(rows[0]["n"])
+
+
+async def _backlog(dsn: str, users: int, days: int) -> None:
+    """Due events for ``users`` continuing each user's watermark where it stands: a jump would leave a gap
+    below the events, and their ranges would wait (and be rewritten) until it filled, which it never does."""
+    async with trio_asyncio.open_loop():
+        rows = await pg(dsn, "SELECT user_id, watermark FROM user_watermarks WHERE user_id = ANY($1::text[])",
+                        [f"p{u}" for u in range(users)], fetch=True)
+        await seed_events(dsn, users * days * 8, users, prefix="p", keys=True, days=days,
+                          first_mark={r["user_id"]: int(r["watermark"]) for r in rows})
 
 
 async def _pending(dsn: str) -> int:
@@ -372,7 +413,8 @@ def main() -> None:
               f"{out['visible_missing']} not seen)  [target p99 <= 50 ms]")
         out.update(hot_isolation(url, dsn, 150 if quick else 400, 40 if quick else 200, 7 if quick else 14))
         print(f"hot lane: p99 {out['hot_p99_idle_ms']} ms idle, {out['hot_p99_projecting_ms']} ms while a worker "
-              f"projects ({out['hot_p99_ratio']}x; backlog left {out['backlog_left_after']})  [target <= 1.5x]")
+              f"projects ({out['hot_p99_ratio']}x; medians of rounds {out['hot_p99_idle_rounds_ms']} / "
+              f"{out['hot_p99_projecting_rounds_ms']}; backlog left {out['backlog_left_after']})  [target <= 1.5x]")
     finally:
         trio.run(pg_admin, ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(json.dumps(out))
