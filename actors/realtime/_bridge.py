@@ -131,15 +131,28 @@ class RedisBridge(Actor):
                 except trio.WouldBlock:
                     break
             wire = [(cfg.channel, to_wire(envelope, origin_process=cfg.process_id)) for envelope in batch]
+            if await self._publish(bus, wire):
+                self.state.published += len(batch)
+            else:
+                # Lost to other processes (the local ones already have them).
+                self.state.publish_failures += len(batch)
+
+    async def _publish(self, bus: MessageBus, wire: list[tuple[str, bytes]]) -> bool:
+        """The bus publishes at most once; the bridge sends a failed batch once more (after a short, jittered
+        pause) because its receivers may see it twice: every connection drops an envelope whose eventId it
+        was already sent. Not while the Redis breaker refuses: that would be refused again at once."""
+        for attempt in (1, 2):
             try:
                 await bus.publish_many(wire)
+                return True
             except CoordinationUnavailable as exc:
-                # At most once: these are lost to other processes (the local ones already have them).
-                self.state.publish_failures += len(batch)
-                log.warning("realtime bridge: publish failed", extra={"fields": {
-                    "error": str(exc), "envelopes": len(batch)}})
-            else:
-                self.state.published += len(batch)
+                final = attempt == 2 or isinstance(exc, CoordinationCircuitOpen)
+                log.warning("realtime bridge: publish failed" + ("" if final else ", sending it once more"),
+                            extra={"fields": {"error": str(exc), "envelopes": len(wire), "attempt": attempt}})
+                if final:
+                    return False
+                await trio.sleep(self.settings.retry_base * (0.5 + self.rng.random()))
+        return False
 
     def _feed(self, data: bytes) -> None:
         try:

@@ -11,6 +11,7 @@ import trio.testing
 from actors.realtime import (
     CLOSE_GOING_AWAY,
     CLOSE_SLOW_CONSUMER,
+    BridgeState,
     Connection,
     Envelope,
     HubUnavailable,
@@ -18,14 +19,17 @@ from actors.realtime import (
     RealtimeConfig,
     RealtimeDomain,
     RealtimeService,
+    RedisBridge,
     Rooms,
     check_device_id,
     projection_updated,
     sync_changed,
 )
+from actors.realtime._bridge import BridgeSettings
 from actors.realtime._envelope import from_wire, to_wire
 from kernel import Supervisor
 from kernel.testing import inject_crash, open_test_system
+from storage.coordination import CoordinationCircuitOpen, CoordinationConfig, CoordinationUnavailable
 from transport._realtime import client_reply
 
 
@@ -193,3 +197,42 @@ async def test_stopping_the_hub_closes_connections_with_1001(autojump_clock: tri
                 pytest.fail("connected to a stopped hub")
         service.publish(event("late"))  # never raises, never waits
         assert service.status().dropped == 1
+
+
+class _FlakyBus:
+    """A message bus whose first ``failures`` publishes fail as Redis being unavailable."""
+
+    def __init__(self, failures: int, error: type[Exception] = CoordinationUnavailable) -> None:
+        self.failures = failures
+        self.error = error
+        self.published: list[list[tuple[str, bytes]]] = []
+
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise (self.error("redis did not answer") if self.error is CoordinationUnavailable
+                   else self.error("open", 1.0))
+        self.published.append(list(messages))
+
+
+def _bridge() -> RedisBridge:
+    send, receive = trio.open_memory_channel[Envelope](4)
+    settings = BridgeSettings(url="redis://127.0.0.1:1/0", channel="c", process_id="p",
+                              coordination=CoordinationConfig(), retry_base=0.02, retry_max=0.1, subscriber_buffer=4)
+    return RedisBridge(settings=settings, outbox=receive, hub="hub", state=BridgeState(), seed=3)
+
+
+@pytest.mark.parametrize(("failures", "sent", "calls"), [(0, True, 1), (1, True, 2), (2, False, 2)])
+async def test_the_bridge_sends_a_failed_batch_once_more(failures: int, sent: bool, calls: int,
+                                                         autojump_clock: trio.testing.MockClock) -> None:
+    """Receivers drop repeats by eventId, so one more try is safe; a second failure loses the batch."""
+    bus = _FlakyBus(failures)
+    assert await _bridge()._publish(bus, [("c", b"x")]) is sent  # type: ignore[arg-type]
+    assert len(bus.published) == (1 if sent else 0) and failures - bus.failures + len(bus.published) == calls
+
+
+async def test_the_bridge_does_not_publish_again_while_the_breaker_refuses(
+        autojump_clock: trio.testing.MockClock) -> None:
+    bus = _FlakyBus(1, CoordinationCircuitOpen)
+    assert await _bridge()._publish(bus, [("c", b"x")]) is False  # type: ignore[arg-type]
+    assert bus.failures == 0 and bus.published == []
