@@ -79,7 +79,7 @@ log = logging.getLogger("vigil.run")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-TreeFactory = Callable[["Settings"], "Supervisor"]  # strings: a decode worker defines these names not
+TreeFactory = Callable[["Settings"], "Supervisor"]  # strings: a decode worker skips the imports above
 
 
 # -- the root supervision tree -----------------------------------------------------------------------

@@ -164,19 +164,17 @@ async def open_decode_pool(processes: int, *, warm_in_background: bool = False) 
 
 async def _warm_and_log(pool: DecodePool) -> None:
     started = trio.current_time()
-    died: list[str] = []
     try:
         await pool.warm_up()
     except* DecodePoolBroken as exc:
         # A worker died while starting: most likely the process group's SIGTERM reached it before its
         # init ignored SIGTERM (a server stopped right after it started). Warming is only a head start;
         # the next job spawns a fresh worker.
-        died = [str(e) for e in exc.exceptions]
-    if died:
-        log.warning("a decode worker died while warming up", extra={"fields": {"errors": died}})
-        return
-    log.info("decode workers ready", extra={"fields": {
-        "processes": pool.processes, "seconds": round(trio.current_time() - started, 3)}})
+        log.warning("a decode worker died while warming up",
+                    extra={"fields": {"errors": [str(e) for e in exc.exceptions]}})
+    else:
+        log.info("decode workers ready", extra={"fields": {
+            "processes": pool.processes, "seconds": round(trio.current_time() - started, 3)}})
 
 
 __all__ = ["BACKGROUND_NICENESS", "GC_THRESHOLDS", "DecodePool", "DecodePoolBroken", "default_processes",
