@@ -153,7 +153,7 @@ FAR = 1e12
 def mock_clock_projection_config() -> ProjectionConfig:
     """The read side with no timer a test would notice: work moves on commits (the dispatcher's wake-ups) and
     the handed-over leases, never on a poll, a timeout or a reaper."""
-    return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=None),
+    return ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=None, max_hold=None, lease_seconds=3600.0),
                             handler=HandlerConfig(poll_interval=None, timeout=FOREVER, lease_seconds=3600.0),
                             reaper=ReaperConfig(interval=None), reader_idle_timeout=FAR, ask_timeout=FOREVER,
                             figures_interval=None, session_reaper=SessionReaperConfig(interval=None))

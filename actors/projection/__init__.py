@@ -6,7 +6,15 @@ session read models (heart rate around consumption sessions, per product) with t
 Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
 
-from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route, fan_out
+from ._dispatcher import (
+    DispatcherConfig,
+    NotificationRelay,
+    OutboxDispatcher,
+    Plan,
+    Route,
+    dependency_order,
+    plan_dispatch,
+)
 from ._errors import NoRollup, NoSession, ProjectionError, UnknownDeadLetter
 from ._freshness import Freshness, FreshnessStatus, decide_freshness
 from ._impact import (
@@ -92,7 +100,9 @@ __all__ = [
     "ReaperConfig",
     "RollupSample",
     "RollupsView",
+    "Plan",
     "Route",
+    "dependency_order",
     "SessionEnder",
     "SessionFacts",
     "SessionImpactView",
@@ -107,7 +117,7 @@ __all__ = [
     "decide_freshness",
     "default_projections",
     "ended",
-    "fan_out",
+    "plan_dispatch",
     "group_work",
     "has_rollup",
     "impact_freshness",

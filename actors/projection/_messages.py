@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from storage import Checkpoint
+from storage import Checkpoint, CheckpointIn
 
 from ._work import EventDigest
 
@@ -13,9 +13,12 @@ from ._work import EventDigest
 # -- to a handler's worker --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Work:
-    """Checkpoints the dispatcher created already leased to this process, with their events."""
+    """Work with its events. ``in_memory``: fresh events the dispatcher holds leased, with no checkpoint rows
+    (the items are ``CheckpointIn``; the worker reports each back with ``Handled``); otherwise checkpoints
+    created already leased to this process."""
 
-    items: tuple[tuple[Checkpoint, EventDigest | None], ...]
+    items: tuple[tuple[Checkpoint | CheckpointIn, EventDigest | None], ...]
+    in_memory: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +35,23 @@ class Wake:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Dispatch:
     """The dispatcher's own poll (the fallback when no wake-up arrives)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Renew:
+    """The dispatcher's heartbeat: extend the leases of the events it holds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handled:
+    """A worker's report on in-memory work (event ids): ``done`` committed; ``stored`` now carried by a checkpoint
+    row (failed with its backoff, or handed back pending); ``dropped`` nothing recorded (the event is left to its
+    lease and redelivered)."""
+
+    handler: str
+    done: tuple[int, ...] = ()
+    stored: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
 
 
 # -- to a user's reader -------------------------------------------------------------------------------------
@@ -64,4 +84,5 @@ class ReadProductImpact:
     """Reply: ``ProductImpactView``."""
 
 
-__all__ = ["Dispatch", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Tick", "Wake", "Work"]
+__all__ = ["Dispatch", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew",
+           "Tick", "Wake", "Work"]

@@ -129,7 +129,8 @@ class ProjectionDomain:
                                  kwargs={"store": self.store, "projection": p, "gate": self.gates[p.name],
                                          "owner": self.owner, "publisher": self.publisher,
                                          "lock_users": lock_users,
-                                         "dependents": [d.name for d in self.projections if d.depends_on == p.name]},
+                                         "dependents": [d.name for d in self.projections if d.depends_on == p.name],
+                                         "dispatcher": "dispatcher"},
                                  mailbox=32, overflow="reject", shutdown_timeout=cfg.handler.timeout)
                        for p in self.projections]
             routes = [Route(name=p.name, depends_on=p.depends_on, subscribes=p.subscribes,
@@ -139,7 +140,7 @@ class ProjectionDomain:
                            max_delay=5.0, children=workers),
                 ChildSpec("dispatcher", OutboxDispatcher,
                           kwargs={"store": self.store, "routes": routes, "owner": self.owner,
-                                  "config": cfg.dispatcher}, mailbox=64, overflow="reject"),
+                                  "config": cfg.dispatcher}, mailbox=64),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
                 ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,

@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from storage import Checkpoint, CheckpointKey
+from storage import Checkpoint, CheckpointIn, CheckpointKey
 
 SAMPLES_CHANGED = "health.samples.changed"
 # A synced entity changed (actors/sync: a device push, a conflict resolution or a server change); payload
 # {"entityType", "entityId", "version", "op", "deleted", "deviceId", "data"}.
 SYNC_ENTITY_CHANGED = "sync.entity.changed"
 SETTINGS_CHANGED = "user.settings.changed"
+
+
+# A piece of work: a stored checkpoint, or the same fields of one the dispatcher holds in memory (no row yet).
+Job = Checkpoint | CheckpointIn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +42,7 @@ class UserWork:
     """One user's share of a batch: the checkpoints to complete and what their events changed."""
 
     user_id: str
-    checkpoints: tuple[Checkpoint, ...]
+    checkpoints: tuple[Job, ...]
     # (metric, local date) pairs the events name; empty when ``full``.
     keys: frozenset[tuple[str, date]]
     # Recompute everything this handler keeps for the user (settings changed, or an event named no keys).
@@ -97,9 +101,9 @@ def _named(event: EventDigest | None) -> tuple[set[tuple[str, date]], set[tuple[
     return None
 
 
-def group_work(checkpoints: Iterable[Checkpoint], events: Mapping[int, EventDigest]) -> list[UserWork]:
+def group_work(checkpoints: Iterable[Job], events: Mapping[int, EventDigest]) -> list[UserWork]:
     """The checkpoints grouped per user (users sorted: one lock order everywhere), with their keys."""
-    by_user: dict[str, list[Checkpoint]] = {}
+    by_user: dict[str, list[Job]] = {}
     for checkpoint in checkpoints:
         by_user.setdefault(checkpoint.user_id, []).append(checkpoint)
     work = []
@@ -125,4 +129,5 @@ def split(work: Sequence[UserWork]) -> list[list[UserWork]]:
     return [[one] for one in work]
 
 
-__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "UserWork", "group_work", "split"]
+__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "Job", "UserWork", "group_work",
+           "split"]

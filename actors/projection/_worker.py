@@ -26,10 +26,10 @@ from typing import Any, Protocol
 import trio
 
 from kernel import Actor, ActorRef, ActorStopped, BreakerConfig, CircuitBreaker, CircuitOpen, MailboxFull
-from storage import Checkpoint, CheckpointKey, InvalidData, Store, StoreError, Transaction
+from storage import CheckpointIn, CheckpointKey, InvalidData, Store, StoreError, Transaction
 
-from ._messages import Tick, Work
-from ._work import EventDigest, UserWork, group_work, split
+from ._messages import Handled, Tick, Work
+from ._work import EventDigest, Job, UserWork, group_work, split
 
 log = logging.getLogger("vigil.projection")
 
@@ -111,7 +111,10 @@ class ProjectionWorker(Actor):
     max_batch = 64
 
     def __init__(self, *, store: Store, projection: Projection, gate: HandlerGate, owner: str,
-                 publisher: Publishes | None = None, lock_users: bool = True, dependents: Sequence[str] = ()) -> None:
+                 publisher: Publishes | None = None, lock_users: bool = True, dependents: Sequence[str] = (),
+                 dispatcher: str | None = None) -> None:
+        """``dispatcher``: the dispatcher's name beside this worker's supervisor, told what became of in-memory
+        work (None: no dispatcher hands this worker in-memory work)."""
         self.store = store
         self.projection = projection
         self.gate = gate
@@ -123,22 +126,30 @@ class ProjectionWorker(Actor):
         # checkpoints of those events just became claimable), not at their next poll.
         self.dependents = tuple(dependents)
         self._dependents: list[ActorRef] = []
+        self.dispatcher = dispatcher
+        self._dispatcher: ActorRef | None = None
+        self._unreported: set[int] = set()
 
     async def started(self) -> None:
         here = self.path.rsplit("/", 1)[0]
         self._dependents = [self.system.ref(f"{here}/{name}") for name in self.dependents]
+        if self.dispatcher is not None:
+            self._dispatcher = self.system.ref(f"{here.rsplit('/', 1)[0]}/{self.dispatcher}")
         if self.config.poll_interval is not None:
             self.every(self.config.poll_interval, Tick())
         self.send_after(0.0, Tick())  # what a previous incarnation or process left due
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
-        handed: list[tuple[Checkpoint, EventDigest | None]] = []
+        handed: list[_Item] = []
+        in_memory: set[CheckpointKey] = set()
         claim = False
         answers: list[Any] = []
         for msg in messages:
             match msg:
-                case Work(items=items):
+                case Work(items=items, in_memory=memory):
                     handed.extend(items)
+                    if memory:
+                        in_memory.update(CheckpointKey(c.event_id, c.handler) for c, _ in items)
                     answers.append(None)
                 case Tick():
                     claim = True
@@ -146,9 +157,21 @@ class ProjectionWorker(Actor):
                 case _:
                     answers.append(None)
                     log.error("projection worker %s: unexpected message %r", self.projection.name, msg)
+        # Every in-memory item is reported to the dispatcher exactly once, whatever happens here: it holds the
+        # event until then. Whatever an escaping error leaves unreported is dropped (redelivered on its lease).
+        self._unreported = {key.event_id for key in in_memory}
+        try:
+            await self._process(handed, in_memory, claim)
+        except Exception:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await self._report(dropped=sorted(self._unreported))
+            raise
+        return answers
+
+    async def _process(self, handed: list[_Item], in_memory: set[CheckpointKey], claim: bool) -> None:
         if handed and not self.gate.taking_work:
-            # The breaker opened after the dispatcher leased these: hand them back, unattempted.
-            await self._release([c for c, _ in handed])
+            # The breaker opened after the dispatcher handed these over: back to the store, unattempted.
+            await self._release([c for c, _ in handed], in_memory)
             handed = []
         if (claim or self.gate.backlog) and self.gate.taking_work:
             self.gate.backlog = False
@@ -161,23 +184,30 @@ class ProjectionWorker(Actor):
         # only what one unit holds.
         size = self.config.batch
         for first in range(0, len(handed), size):
-            await self._run(handed[first:first + size])
-        return answers
+            await self._run(handed[first:first + size], in_memory)
 
     # -- getting work ----------------------------------------------------------------------------------
-    async def _claim(self) -> list[tuple[Checkpoint, EventDigest | None]]:
+    async def _claim(self) -> list[_Item]:
         async with self.store.transaction() as tx:
             (claimed,) = await tx.commit(tx.checkpoints.claim(self.projection.name, self.owner,
                                                               limit=self.config.batch,
                                                               lease_seconds=self.config.lease_seconds))
         return [(c, None) for c in claimed]
 
-    async def _release(self, checkpoints: Sequence[Checkpoint]) -> None:
-        keys = [CheckpointKey(c.event_id, c.handler) for c in checkpoints]
-        async with self.store.transaction() as tx:
-            await tx.commit(tx.checkpoints.release(self.owner, keys))
+    async def _release(self, jobs: Sequence[Job], in_memory: set[CheckpointKey]) -> None:
+        """Hand work back: stored checkpoints to pending, in-memory work stored as pending checkpoints."""
+        stored = [CheckpointKey(c.event_id, c.handler) for c in jobs if _key(c) not in in_memory]
+        fresh = [_row(c) for c in jobs if _key(c) in in_memory]
+        try:
+            async with self.store.transaction() as tx:
+                await tx.commit(*([tx.checkpoints.release(self.owner, stored)] if stored else []),
+                                *([tx.checkpoints.create_many(fresh)] if fresh else []))
+        except StoreError:
+            await self._report(dropped=[c.event_id for c in fresh])
+            raise
+        await self._report(stored=[c.event_id for c in fresh])
 
-    async def _events(self, handed: Sequence[tuple[Checkpoint, EventDigest | None]]) -> dict[int, EventDigest]:
+    async def _events(self, handed: Sequence[_Item]) -> dict[int, EventDigest]:
         events = {digest.event_id: digest for _, digest in handed if digest is not None}
         missing = sorted({c.event_id for c, digest in handed if digest is None} - set(events))
         if missing:
@@ -187,30 +217,44 @@ class ProjectionWorker(Actor):
                 events[event.id] = EventDigest(event_id=event.id, type=event.type, payload=event.payload)
         return events
 
+    async def _report(self, *, done: Sequence[int] = (), stored: Sequence[int] = (),
+                      dropped: Sequence[int] = ()) -> None:
+        """Tell the dispatcher what became of in-memory work (it holds those events until every handler has)."""
+        if not (done or stored or dropped) or self._dispatcher is None:
+            return
+        self._unreported.difference_update(done, stored, dropped)
+        with contextlib.suppress(ActorStopped):  # a dispatcher gone for good: the events' leases decide
+            await self._dispatcher.tell(Handled(handler=self.projection.name, done=tuple(done),
+                                                stored=tuple(stored), dropped=tuple(dropped)))
+
     # -- running it ------------------------------------------------------------------------------------
-    async def _run(self, handed: list[tuple[Checkpoint, EventDigest | None]]) -> None:
+    async def _run(self, handed: list[_Item], in_memory: set[CheckpointKey]) -> None:
         work = group_work((c for c, _ in handed), await self._events(handed))
         try:
-            await self._attempt(work)
+            await self._attempt(work, in_memory)
         except _Failed as failure:
             if len(work) == 1:
-                await self._fail(work[0], failure)
+                await self._fail(work[0], failure, in_memory)
                 return
             for alone in split(work):  # nothing of the batch was written: each user on its own
                 if not self.gate.taking_work:
-                    await self._release([c for w in alone for c in w.checkpoints])
+                    try:
+                        await self._release([c for w in alone for c in w.checkpoints], in_memory)
+                    except StoreError as exc:  # leases expire: claimed again later
+                        log.warning("projection %s: could not hand back work: %s", self.projection.name, exc)
                     continue
                 try:
-                    await self._attempt(alone)
+                    await self._attempt(alone, in_memory)
                 except _Failed as failure_alone:
-                    await self._fail(alone[0], failure_alone)
+                    await self._fail(alone[0], failure_alone, in_memory)
 
-    async def _attempt(self, work: list[UserWork]) -> None:
+    async def _attempt(self, work: list[UserWork], in_memory: set[CheckpointKey]) -> None:
         """One unit of work for ``work`` under the breaker, the timeout and a heartbeat."""
         keys = [key for w in work for key in w.keys_of_checkpoints]
+        stored = [key for key in keys if key not in in_memory]
         try:
             async with self.gate.breaker.guard():
-                projected = await self._with_heartbeat(keys, work)
+                projected = await self._with_heartbeat(stored, work)
         except CircuitOpen as exc:
             raise _Failed(f"held back: {exc}", retryable=True) from exc
         except trio.TooSlowError as exc:
@@ -224,6 +268,7 @@ class ProjectionWorker(Actor):
                           extra={"fields": {"handler": self.projection.name, "correlationIds": correlation_ids(work)}})
             raise _Failed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         self.gate.completed += len(keys)
+        await self._report(done=[key.event_id for key in keys if key in in_memory])
         for ref in self._dependents:
             with contextlib.suppress(MailboxFull, ActorStopped):
                 ref.tell_nowait(Tick())
@@ -233,16 +278,18 @@ class ProjectionWorker(Actor):
                 self.publisher.projection_updated(user_id=w.user_id, handler=self.projection.name,
                                                   projected=projected[w.user_id], correlation_id=correlation)
 
-    async def _with_heartbeat(self, keys: list[CheckpointKey], work: list[UserWork]) -> dict[str, int]:
-        """The unit of work, with the leases renewed beside it; its own exception comes out as is (not
-        wrapped in an exception group), so the caller can tell a timeout from bad data."""
+    async def _with_heartbeat(self, stored: list[CheckpointKey], work: list[UserWork]) -> dict[str, int]:
+        """The unit of work, with the stored checkpoints' leases renewed beside it (in-memory work is leased by
+        its event, which the dispatcher renews); its own exception comes out as is (not wrapped in an exception
+        group), so the caller can tell a timeout from bad data."""
         failure: Exception | None = None
         projected: dict[str, int] = {}
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat, keys, correlation_ids(work))
+            if stored:
+                nursery.start_soon(self._heartbeat, stored, correlation_ids(work))
             try:
                 with trio.fail_after(self.config.timeout):
-                    projected = await self.store.transact(lambda tx: self._unit(tx, work))
+                    projected = await self.store.transact(lambda tx: self._unit(tx, work, stored))
             except Exception as exc:
                 failure = exc
             finally:
@@ -251,7 +298,7 @@ class ProjectionWorker(Actor):
             raise failure
         return projected
 
-    async def _unit(self, tx: Transaction, work: list[UserWork]) -> dict[str, int]:
+    async def _unit(self, tx: Transaction, work: list[UserWork], stored: list[CheckpointKey]) -> dict[str, int]:
         name = self.projection.name
         if self.lock_users:
             await tx.run(tx.checkpoints.lock_users([w.user_id for w in work], name))
@@ -261,10 +308,9 @@ class ProjectionWorker(Actor):
         else:
             for w in work:
                 await self.projection.project(tx, w)
-        keys = [key for w in work for key in w.keys_of_checkpoints]
-        _, marks = await tx.commit(tx.checkpoints.complete_many(self.owner, keys),
-                                   tx.watermarks.advance_many(name, {w.user_id: w.ranges for w in work}))
-        return marks
+        *_, marks = await tx.commit(*([tx.checkpoints.complete_many(self.owner, stored)] if stored else []),
+                                    tx.watermarks.advance_many(name, {w.user_id: w.ranges for w in work}))
+        return dict(marks)
 
     async def _heartbeat(self, keys: list[CheckpointKey], correlations: list[str]) -> None:
         while True:
@@ -276,12 +322,18 @@ class ProjectionWorker(Actor):
                 log.warning("projection %s: heartbeat failed: %s", self.projection.name, exc,
                             extra={"fields": {"handler": self.projection.name, "correlationIds": correlations}})
 
-    async def _fail(self, work: UserWork, failure: _Failed) -> None:
+    async def _fail(self, work: UserWork, failure: _Failed, in_memory: set[CheckpointKey]) -> None:
+        """Record the failure on each checkpoint (retry after its backoff, or dead). In-memory work gets its
+        checkpoint here, created as this attempt (the first) and failed in the same transaction."""
         log.warning("projection %s: unit failed for %s: %s", self.projection.name, work.user_id, failure,
                     extra={"fields": {"handler": self.projection.name, "userId": work.user_id,
                                       "retryable": failure.retryable, "correlationIds": correlation_ids([work])}})
+        fresh = [_row(c) for c in work.checkpoints if _key(c) in in_memory]
         try:
             async with self.store.transaction() as tx:
+                if fresh:
+                    await tx.run(tx.checkpoints.create_many(fresh, owner=self.owner,
+                                                            lease_seconds=self.config.lease_seconds))
                 await tx.commit(*(tx.checkpoints.fail(key, self.owner, str(failure), retryable=failure.retryable)
                                   for key in work.keys_of_checkpoints))
         except StoreError as exc:
@@ -289,6 +341,23 @@ class ProjectionWorker(Actor):
             log.warning("projection %s: could not record a failure for %s: %s", self.projection.name,
                         work.user_id, exc, extra={"fields": {"handler": self.projection.name,
                                                              "correlationIds": correlation_ids([work])}})
+            await self._report(dropped=[c.event_id for c in fresh])
+            return
+        await self._report(stored=[c.event_id for c in fresh])
+
+
+_Item = tuple[Job, EventDigest | None]
+
+
+def _key(job: Job) -> CheckpointKey:
+    return CheckpointKey(job.event_id, job.handler)
+
+
+def _row(job: Job) -> CheckpointIn:
+    """The checkpoint to store for in-memory work (its dependency, if any, completed already)."""
+    return job if isinstance(job, CheckpointIn) else CheckpointIn(
+        event_id=job.event_id, handler=job.handler, user_id=job.user_id, event_type=job.event_type,
+        wm_from=job.wm_from, wm_to=job.wm_to, correlation_id=job.correlation_id)
 
 
 def correlation_ids(work: Sequence[UserWork]) -> list[str]:

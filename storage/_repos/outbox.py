@@ -83,6 +83,11 @@ _COMPLETE_MANY = {
     f" WHERE {ids} AND status = 'processing' AND lease_owner = $2"
     for d, ids in _IDS.items()
 }
+# A heartbeat: the leases ``owner`` still holds on these ids run ``lease`` seconds from now.
+_RENEW_MANY = {
+    d: f"UPDATE outbox_events SET lease_expires_at = $3 WHERE {ids} AND status = 'processing' AND lease_owner = $2"
+    for d, ids in _IDS.items()
+}
 _GET_MANY = {d: f"SELECT {_OUTBOX_COLS} FROM outbox_events WHERE {ids} ORDER BY id" for d, ids in _IDS.items()}
 _HELD_ATTEMPTS = (
     "SELECT attempts FROM outbox_events WHERE id = $1 AND status = 'processing' AND lease_owner = $2"
@@ -277,6 +282,16 @@ class Outbox(Repo):
                 _COMPLETE_MANY[self._d.name], self._ids(ids), self._id("owner", owner), self._d.ts(self._now())
             )
         )
+
+    def renew_many(self, owner: str, ids: Sequence[int], *, lease_seconds: float | None = None) -> Op[int]:
+        """Extend ``owner``'s leases on ``ids`` to ``lease_seconds`` from now (a heartbeat); returns how many
+        it still held (a lease that expired and was claimed by another is not taken back)."""
+        if not ids:
+            return self._op(Const(0))
+        policy = self._tx.config.outbox
+        lease = policy.lease_seconds if lease_seconds is None else v.seconds("lease_seconds", lease_seconds)
+        expires = self._d.ts(self._now() + timedelta(seconds=lease))
+        return self._op(execute(_RENEW_MANY[self._d.name], self._ids(ids), self._id("owner", owner), expires))
 
     def fail(self, event_id: int, owner: str, error: str, *, retryable: bool = True) -> Op[str | None]:
         """processing → pending again after a jittered exponential backoff, or → dead once

@@ -2,8 +2,8 @@
 
     python tests/integration/_doomed_worker.py DSN SCHEMA LEASE_SECONDS
 
-Prints ``holding`` once some of its checkpoints are 'processing' under its lease, then waits forever (its
-heartbeat keeps renewing them until the process dies).
+Prints ``holding`` once it holds work under its leases (events its dispatcher holds while the handler runs them
+in memory, or checkpoints), then waits forever (its heartbeats keep renewing them until the process dies).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ async def main(dsn: str, schema: str, lease: float) -> None:
         async with ActorSystem.start(Supervisor("root", children=[domain.subtree()])):
             while True:
                 async with store.transaction(readonly=True) as tx:
-                    (lag,) = await tx.commit(tx.checkpoints.lag())
-                if lag and lag[0].processing > 0:
+                    lag, outbox = await tx.commit(tx.checkpoints.lag(), tx.outbox.stats())
+                if outbox.processing > 0 or (lag and lag[0].processing > 0):
                     print("holding", flush=True)
                     await trio.sleep_forever()
                 await trio.sleep(0.02)
