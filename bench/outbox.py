@@ -7,8 +7,9 @@ postgresql://postgres@127.0.0.1:5432/postgres), migrated, dropped afterwards. Ev
 run, beside the reference it is compared with:
 
 - ``outbox_events_per_s``: N due outbox events (400 users, each event one watermark step) claimed, fanned out
-  and run through the projection pipeline (dispatcher -> a checkpoint per event -> the handler's worker ->
-  completed checkpoint and advanced watermark) with a no-op handler, from start to the last completion.
+  and run through the projection pipeline (dispatcher: events leased -> the handler's worker in memory ->
+  advanced watermark -> the dispatcher completes the events) with a no-op handler, from start to the last
+  handler completion.
   Reference ``raw_claim_complete_per_s``: the same number of events taken by bare SQL in this process
   (``FOR UPDATE SKIP LOCKED`` 500 at a time, marked completed; asyncpg direct, no trio bridge) — the floor of
   any outbox on this database. Target: >= 20,000/s.

@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -154,6 +154,12 @@ def plan_dispatch(events: Sequence[OutboxEvent], routes: Sequence[Route], ready:
     return Plan(run=run, hold=hold, store=store, finished=finished)
 
 
+class HeldFigures(Protocol):
+    """Where the dispatcher publishes a reader of the work it holds in memory (``ProjectionGauges``)."""
+
+    in_memory: Callable[[], Mapping[str, tuple[int, float]]]
+
+
 @dataclass(slots=True)
 class _Held:
     """An event this process holds while handlers run it in memory."""
@@ -164,12 +170,28 @@ class _Held:
     waiting: dict[str, list[CheckpointIn]] = field(default_factory=dict)  # dependency -> dependents' rows
 
 
+def in_memory_lag(held: Mapping[int, _Held], now: float) -> dict[str, tuple[int, float]]:
+    """Per handler: the events held here that it runs or waits to run in memory, and the oldest one's age in
+    seconds. Pure."""
+    out: dict[str, tuple[int, float]] = {}
+    for event in held.values():
+        names = set(event.running)
+        for rows in event.waiting.values():
+            names.update(row.handler for row in rows)
+        for name in names:
+            count, age = out.get(name, (0, 0.0))
+            out[name] = (count + 1, max(age, now - event.since))
+    return out
+
+
 class OutboxDispatcher(Actor):
     max_batch = 256  # wake-ups and reports that queued while a round ran are answered by the next round together
 
     def __init__(self, *, store: Store, routes: Sequence[Route], owner: str,
-                 config: DispatcherConfig | None = None) -> None:
+                 config: DispatcherConfig | None = None, gauges: HeldFigures | None = None) -> None:
+        """``gauges``: where operators' figures read the work held in memory here (``in_memory``)."""
         self.store = store
+        self.gauges = gauges
         self.routes = dependency_order(routes)
         self.owner = owner
         self.config = config or DispatcherConfig()
@@ -192,6 +214,9 @@ class OutboxDispatcher(Actor):
 
     async def started(self) -> None:
         self.workers = {route.name: sibling(self, route.worker) for route in self.routes}
+        if self.gauges is not None:
+            held = self._held
+            self.gauges.in_memory = lambda: in_memory_lag(held, trio.current_time())
         if self.config.poll_interval is not None:
             self.every(self.config.poll_interval, Dispatch())
         self.send_after(0.0, Dispatch())
@@ -423,5 +448,5 @@ class _Listen:
     pass
 
 
-__all__ = ["DispatcherConfig", "NotificationRelay", "OutboxDispatcher", "Plan", "Route", "dependency_order", "plan_dispatch",
-           "sibling"]
+__all__ = ["DispatcherConfig", "HeldFigures", "NotificationRelay", "OutboxDispatcher", "Plan", "Route", "dependency_order",
+           "in_memory_lag", "plan_dispatch", "sibling"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,23 @@ class ProjectionGauges:
         self.outbox: OutboxStats | None = None
         self.lag: tuple[HandlerLag, ...] = ()
         self.refreshed_at = -math.inf  # trio clock
+        # Per handler, (events, oldest age in s) this process runs in memory (set by its dispatcher, if any).
+        self.in_memory: Callable[[], Mapping[str, tuple[int, float]]] = dict
+
+    def handler_lag(self) -> tuple[HandlerLag, ...]:
+        """The stored lag with this process's in-memory work added (as ``processing``)."""
+        return with_in_memory(self.lag, self.in_memory())
+
+
+def with_in_memory(lag: Sequence[HandlerLag], in_memory: Mapping[str, tuple[int, float]]) -> tuple[HandlerLag, ...]:
+    """Each handler's stored lag plus the events it runs in memory here: counted as processing, and the
+    oldest one's age when older. Pure."""
+    out = {row.handler: row for row in lag}
+    for handler, (count, age) in in_memory.items():
+        row = out.get(handler, HandlerLag(handler, 0, 0, 0, 0, None))
+        oldest = age if row.oldest_age_seconds is None else max(age, row.oldest_age_seconds)
+        out[handler] = HandlerLag(handler, row.pending, row.processing + count, row.failed, row.dead, oldest)
+    return tuple(out[name] for name in sorted(out))
 
 
 class OutboxAdmin(Actor):
@@ -189,4 +206,4 @@ class OutboxAdmin(Actor):
 
 
 __all__ = ["NIGHTS", "ROLLUPS", "Discard", "ListDeadLetters", "NightsView", "OutboxAdmin", "ProjectionGauges",
-           "ProjectionReader", "Replay", "RollupsView", "read_freshness"]
+           "ProjectionReader", "Replay", "RollupsView", "read_freshness", "with_in_memory"]

@@ -140,7 +140,7 @@ class ProjectionDomain:
                            max_delay=5.0, children=workers),
                 ChildSpec("dispatcher", OutboxDispatcher,
                           kwargs={"store": self.store, "routes": routes, "owner": self.owner,
-                                  "config": cfg.dispatcher}, mailbox=64),
+                                  "config": cfg.dispatcher, "gauges": self.gauges}, mailbox=64),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
                 ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,
@@ -255,7 +255,7 @@ class ProjectionService:
         refreshed = self.gauges.refreshed_at
         age = trio.current_time() - refreshed if math.isfinite(refreshed) else None
         breakers = {name: gate.breaker.snapshot().state for name, gate in self.gates.items()} if self._workers else {}
-        return ProjectionFigures(outbox=self.gauges.outbox, lag=self.gauges.lag, breakers=breakers, age=age)
+        return ProjectionFigures(outbox=self.gauges.outbox, lag=self.gauges.handler_lag(), breakers=breakers, age=age)
 
 
 __all__ = ["DeadLetterPage", "ProjectionFigures", "ProjectionConfig", "ProjectionDomain", "ProjectionService",

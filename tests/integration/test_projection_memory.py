@@ -33,6 +33,7 @@ from storage.testing import ManualClock
 class Journal:
     runs: list[tuple[str, int, float]] = field(default_factory=list)  # (handler, event id, trio time)
     fail_first: dict[int, int] = field(default_factory=dict)  # event id -> how many more times ``first`` fails it
+    gate: trio.Event | None = None  # ``first`` waits for it before each unit
 
     def done(self, handler: str) -> set[int]:
         return {e for h, e, _ in self.runs if h == handler}
@@ -48,6 +49,8 @@ class Handler:
         return True
 
     async def project(self, tx: Transaction, work: UserWork) -> None:
+        if self.name == "first" and self.journal.gate is not None:
+            await self.journal.gate.wait()
         for c in work.checkpoints:
             if self.name == "first" and self.journal.fail_first.get(c.event_id, 0) > 0:
                 self.journal.fail_first[c.event_id] -= 1
@@ -143,3 +146,24 @@ async def test_a_failure_in_memory_is_stored_with_its_backoff_and_the_dependent_
     # (``first`` may show a run of alice's that its failed batch rolled back; ``second`` never failed.)
     assert journal.done("first") == set(ids)
     assert sorted(e for h, e, _ in journal.runs if h == "second") == sorted(ids)
+
+
+async def test_work_held_in_memory_shows_as_processing_lag_with_its_age(tmp_path: Path) -> None:
+    journal = Journal(gate=trio.Event())
+    async with pipeline(tmp_path, journal, ManualClock()) as (store, service):
+        await enqueue(store, 4)
+        with trio.fail_after(10):
+            while not any(row.handler == "first" for row in service.figures().lag):  # noqa: ASYNC110  (polling)
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        lag = {row.handler: row for row in service.figures().lag}
+        # Nothing is stored: both handlers' lag is the dispatcher's in-memory work (second waits behind first).
+        assert (lag["first"].pending, lag["first"].processing) == (0, 4)
+        assert (lag["second"].pending, lag["second"].processing) == (0, 4)
+        assert lag["first"].oldest_age_seconds is not None and lag["first"].oldest_age_seconds >= 0.2
+        assert journal.gate is not None
+        journal.gate.set()
+        await until(lambda: len(journal.done("second")) == 4)
+        with trio.fail_after(10):
+            while service.figures().lag:  # noqa: ASYNC110  (polling the figures)
+                await trio.sleep(0.01)
