@@ -6,6 +6,7 @@ session read models (heart rate around consumption sessions, per product) with t
 Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
 
+from ._completer import OutboxCompleter
 from ._dispatcher import (
     DispatcherConfig,
     NotificationRelay,
@@ -81,6 +82,7 @@ __all__ = [
     "NotBound",
     "NotificationRelay",
     "OutboxAdmin",
+    "OutboxCompleter",
     "OutboxDispatcher",
     "ProductImpactView",
     "ProductImpacts",
