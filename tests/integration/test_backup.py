@@ -223,3 +223,21 @@ async def test_sqlite_backup_is_zstd_and_older_or_damaged_objects_restore_or_fai
         with pytest.raises(StoreError, match=error):
             await restore_database(damaged, key, bucket)
         assert (await inspect_database(damaged)).tables == ()
+
+
+async def test_an_upload_whose_source_fails_leaves_no_parts_behind(moto: MotoServer) -> None:
+    """The multipart upload is created beside the source's first bytes; a source that fails, early or after a
+    part went up, leaves the error as it was and no upload (nor parts) in the bucket."""
+    bucket = Bucket(moto.new_bucket())
+
+    async def failing(after: int) -> AsyncIterator[bytes]:
+        for _ in range(after):
+            yield b"x" * (1 << 20)
+        raise StoreError("the snapshot failed")
+
+    for after in (0, 7):  # before the upload exists, and after a 5 MiB part
+        with pytest.raises(StoreError, match="the snapshot failed"):
+            await bucket.upload(f"k{after}", failing(after))
+    client = await bucket.client()
+    uploads = await trio.to_thread.run_sync(lambda: client.list_multipart_uploads(Bucket=bucket.config.bucket))
+    assert uploads.get("Uploads", []) == []
