@@ -2,7 +2,7 @@
 
 The bytes come from (and go to) storage's ``dump_database`` / ``load_database`` as a stream, and go through
 the bucket's streamed multipart upload: PostgreSQL's dump is never copied locally. Keys carry the time and the
-schema version: ``backups/<backend>/<YYYYmmddTHHMMSSZ>-schema<N>.<sqlite.gz|pgdump>``.
+schema version: ``backups/<backend>/<YYYYmmddTHHMMSSZ>-schema<N>.<sqlite.zst|pgdump>``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from ._errors import BackupError, DatabaseNotEmpty
 from ._progress import Progress
 from ._s3 import Bucket
 
-# SQLite backups are gzip (storage's SQLITE_GZIP); an older plain ``.sqlite`` backup still restores.
-_EXTENSIONS = {"sqlite": "sqlite.gz", "postgresql": "pgdump"}
+# SQLite backups are zstd (storage's SQLITE_ZSTD); older gzip ``.sqlite.gz`` and plain ``.sqlite`` ones still restore.
+_EXTENSIONS = {"sqlite": "sqlite.zst", "postgresql": "pgdump"}
 _KEY = re.compile(r"^backups/(?P<backend>sqlite|postgresql)/(?P<at>\d{8}T\d{6}Z)-schema(?P<schema>\d+)"
-                  r"\.(?P<ext>sqlite\.gz|sqlite|pgdump)$")
+                  r"\.(?P<ext>sqlite\.zst|sqlite\.gz|sqlite|pgdump)$")
+_SQLITE_DOWNLOAD_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ async def restore_database(url: str, key: str, bucket: Bucket, *, progress: Prog
     shown = progress or Progress("restore")
     shown.total = await bucket.size(key)
     started = trio.current_time()
-    size = await load_database(url, shown.counted(bucket.download(key)))
+    # SQLite: smaller chunks, so frames inflate while the rest downloads (storage reads a few ahead)
+    chunks = bucket.download(key, chunk_size=_SQLITE_DOWNLOAD_CHUNK) if backend == "sqlite" else bucket.download(key)
+    size = await load_database(url, shown.counted(chunks))
     shown.finish()
     return BackupResult(key, backend, schema, size, trio.current_time() - started)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
+import zstandard
 
 from actors.exports import (
     BackupError,
@@ -153,7 +154,7 @@ async def test_run_py_backup_then_restore(tmp_path: Path, moto: MotoServer) -> N
     done = run_py("backup", "--database", source, env=env)
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip()
-    assert re.fullmatch(r"backups/sqlite/\d{8}T\d{6}Z-schema\d+\.sqlite\.gz", key), done.stdout
+    assert re.fullmatch(r"backups/sqlite/\d{8}T\d{6}Z-schema\d+\.sqlite\.zst", key), done.stdout
     # Not a terminal: progress is JSON log lines (bytes, rate, ETA).
     progress = [line for line in done.stderr.splitlines() if '"backup done"' in line or '"backup progress"' in line]
     assert progress and all('"bytesPerSecond"' in line and '"etaSeconds"' in line for line in progress), done.stderr
@@ -176,32 +177,67 @@ async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
         yield data[at:at + size]
 
 
-async def test_sqlite_backup_is_gzip_and_plain_or_damaged_objects_restore_or_fail_cleanly(
+async def test_sqlite_backup_is_zstd_and_older_or_damaged_objects_restore_or_fail_cleanly(
         tmp_path: Path, moto: MotoServer) -> None:
-    """The object is a gzip file (several members: one per chunk) whose content is the SQLite database; an
-    older, uncompressed ``.sqlite`` backup still restores; a truncated one fails and leaves the target empty."""
+    """The object is zstd (several frames: one per 4 MiB, each with its size and a checksum) whose content is
+    the SQLite database; older gzip ``.sqlite.gz`` and uncompressed ``.sqlite`` backups still restore; a
+    truncated or damaged one fails and leaves the target empty."""
     bucket = Bucket(moto.new_bucket())
     source = f"sqlite:///{tmp_path / 'v.db'}"
     async with open_store(source) as store:
-        await seed(store, "alice", 40_000, entities=3)  # > one 4 MiB chunk: several gzip members
+        await seed(store, "alice", 40_000, entities=3)  # > one 4 MiB frame: several frames
     result = await backup_database(source, bucket, now=NOW)
-    assert result.key.endswith(".sqlite.gz")
+    assert result.key.endswith(".sqlite.zst")
     stored = await _object(bucket, result.key)
-    assert stored[:2] == b"\x1f\x8b" and len(stored) == result.bytes
-    plain = gzip.decompress(stored)
+    assert stored[:4] == b"\x28\xb5\x2f\xfd" and len(stored) == result.bytes
+    first = zstandard.get_frame_parameters(stored)
+    assert first.has_checksum and first.content_size == 4 * 1024 * 1024
+    plain = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(stored)
     assert plain.startswith(b"SQLite format 3\x00")
     assert len(stored) * 3 < len(plain) and len(plain) > 4 * 1024 * 1024
 
-    legacy_key = result.key.removesuffix(".gz")
-    await bucket.upload(legacy_key, _chunks(plain))
-    legacy = f"sqlite:///{tmp_path / 'legacy.db'}"
-    await restore_database(legacy, legacy_key, bucket)
-    async with open_store(source) as a, open_store(legacy) as b:
-        assert await contents(a, ["alice"]) == await contents(b, ["alice"])
+    async def restores(key: str, data: bytes, name: str) -> None:
+        await bucket.upload(key, _chunks(data))
+        target = f"sqlite:///{tmp_path / name}"
+        await restore_database(target, key, bucket)
+        async with open_store(source) as a, open_store(target) as b:
+            assert await contents(a, ["alice"]) == await contents(b, ["alice"])
 
-    cut_key = result.key.replace("T040506Z", "T040507Z")
-    await bucket.upload(cut_key, _chunks(stored[: len(stored) - 1000]))
-    damaged = f"sqlite:///{tmp_path / 'damaged.db'}"
-    with pytest.raises(StoreError, match="truncated"):
-        await restore_database(damaged, cut_key, bucket)
-    assert (await inspect_database(damaged)).tables == ()
+    gz_key = result.key.replace("T040506Z", "T040508Z").removesuffix(".zst") + ".gz"
+    # the gzip backups' layout: one member per 4 MiB
+    await restores(gz_key, b"".join(gzip.compress(plain[at:at + 4 * 1024 * 1024], compresslevel=1)
+                                    for at in range(0, len(plain), 4 * 1024 * 1024)), "legacy-gz.db")
+    await restores(result.key.removesuffix(".zst"), plain, "legacy-plain.db")
+    await restores(result.key.replace("T040506Z", "T040509Z"), stored, "again.db")  # odd chunk bounds: 1 MiB
+
+    flipped = bytearray(stored)
+    flipped[zstandard.frame_header_size(stored) + 3 + 100] ^= 0x55  # inside the first block's payload
+    unsized = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(plain)
+    for at, data, error in (("T040507Z", stored[: len(stored) - 1000], "truncated"),
+                            ("T040510Z", stored[:-2], "truncated"),  # only the last checksum is cut
+                            ("T040511Z", bytes(flipped), "damaged"),
+                            ("T040512Z", unsized, "without a .bounded. size")):  # memory: refused
+        key = result.key.replace("T040506Z", at)
+        await bucket.upload(key, _chunks(data))
+        damaged = f"sqlite:///{tmp_path / f'damaged-{at}.db'}"
+        with pytest.raises(StoreError, match=error):
+            await restore_database(damaged, key, bucket)
+        assert (await inspect_database(damaged)).tables == ()
+
+
+async def test_an_upload_whose_source_fails_leaves_no_parts_behind(moto: MotoServer) -> None:
+    """The multipart upload is created beside the source's first bytes; a source that fails, early or after a
+    part went up, leaves the error as it was and no upload (nor parts) in the bucket."""
+    bucket = Bucket(moto.new_bucket())
+
+    async def failing(after: int) -> AsyncIterator[bytes]:
+        for _ in range(after):
+            yield b"x" * (1 << 20)
+        raise StoreError("the snapshot failed")
+
+    for after in (0, 7):  # before the upload exists, and after a 5 MiB part
+        with pytest.raises(StoreError, match="the snapshot failed"):
+            await bucket.upload(f"k{after}", failing(after))
+    client = await bucket.client()
+    uploads = await trio.to_thread.run_sync(lambda: client.list_multipart_uploads(Bucket=bucket.config.bucket))
+    assert uploads.get("Uploads", []) == []

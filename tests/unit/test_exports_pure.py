@@ -59,6 +59,10 @@ def test_backup_keys_carry_time_and_schema_and_parse_back() -> None:
     key = backup_key("postgresql", 4, at)
     assert key == "backups/postgresql/20261203T040506Z-schema4.pgdump"
     assert parse_backup_key(key) == ("postgresql", at, 4)
+    sqlite = backup_key("sqlite", 9, at)
+    assert sqlite == "backups/sqlite/20261203T040506Z-schema9.sqlite.zst"
+    for older in (sqlite, sqlite.removesuffix(".zst") + ".gz", sqlite.removesuffix(".zst")):  # all restore
+        assert parse_backup_key(older) == ("sqlite", at, 9)
     for bad in ("backups/sqlite/x.sqlite", "backups/oracle/20261203T040506Z-schema4.db", "../../etc"):
         with pytest.raises(BackupError):
             parse_backup_key(bad)
