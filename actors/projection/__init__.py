@@ -6,7 +6,6 @@ session read models (heart rate around consumption sessions, per product) with t
 Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
 
-from ._completer import OutboxCompleter
 from ._dispatcher import (
     DispatcherConfig,
     NotificationRelay,
@@ -82,7 +81,6 @@ __all__ = [
     "NotBound",
     "NotificationRelay",
     "OutboxAdmin",
-    "OutboxCompleter",
     "OutboxDispatcher",
     "ProductImpactView",
     "ProductImpacts",

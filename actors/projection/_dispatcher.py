@@ -34,7 +34,7 @@ import trio
 from kernel import Actor, ActorRef, ActorStopped, MailboxFull
 from storage import CheckpointIn, OutboxEvent, Store, StoreError, Transaction
 
-from ._messages import Dispatch, Finish, Handled, Renew, Tick, Wake, Work
+from ._messages import Dispatch, Handled, Renew, Tick, Wake, Work
 from ._work import EventDigest
 from ._worker import HandlerGate
 
@@ -188,14 +188,9 @@ class OutboxDispatcher(Actor):
     max_batch = 256  # wake-ups and reports that queued while a round ran are answered by the next round together
 
     def __init__(self, *, store: Store, routes: Sequence[Route], owner: str,
-                 config: DispatcherConfig | None = None, gauges: HeldFigures | None = None,
-                 completer: str | None = None) -> None:
-        """``gauges``: where operators' figures read the work held in memory here (``in_memory``).
-        ``completer``: the sibling ``OutboxCompleter`` that writes completions beside the claim rounds (None:
-        each round writes them before it claims)."""
+                 config: DispatcherConfig | None = None, gauges: HeldFigures | None = None) -> None:
+        """``gauges``: where operators' figures read the work held in memory here (``in_memory``)."""
         self.store = store
-        self.completer = completer
-        self._completer: ActorRef | None = None
         self.gauges = gauges
         self.routes = dependency_order(routes)
         self.owner = owner
@@ -219,8 +214,6 @@ class OutboxDispatcher(Actor):
 
     async def started(self) -> None:
         self.workers = {route.name: sibling(self, route.worker) for route in self.routes}
-        if self.completer is not None:
-            self._completer = sibling(self, self.completer)
         if self.gauges is not None:
             held = self._held
             self.gauges.in_memory = lambda: in_memory_lag(held, trio.current_time())
@@ -306,13 +299,6 @@ class OutboxDispatcher(Actor):
         limit = min(cfg.batch, cfg.in_flight - len(self._held)) if claim else 0
         if claim:
             self._capped = limit < cfg.batch
-        if self._completer is not None and (self._to_store or self._to_complete):
-            to_store, to_complete = self._take_owed()
-            try:  # waits only while the completer's mailbox is full: it never waits for the dispatcher
-                await self._completer.tell(Finish(complete=tuple(to_complete), store=tuple(to_store)))
-            except ActorStopped:
-                self._to_store[:0] = to_store
-                self._to_complete[:0] = to_complete
         to_store, to_complete = self._take_owed()
         if limit <= 0 and not to_store and not to_complete:
             return 0

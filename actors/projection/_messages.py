@@ -38,14 +38,6 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Finish:
-    """To the completer: create these checkpoints, then complete these events (all held by this process)."""
-
-    complete: tuple[int, ...] = ()
-    store: tuple[CheckpointIn, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Renew:
     """The dispatcher's heartbeat: extend the leases of the events it holds."""
 
@@ -92,5 +84,5 @@ class ReadProductImpact:
     """Reply: ``ProductImpactView``."""
 
 
-__all__ = ["Dispatch", "Finish", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew",
+__all__ = ["Dispatch", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew",
            "Tick", "Wake", "Work"]

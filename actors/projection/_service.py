@@ -5,8 +5,7 @@
      ├── admin                     OutboxAdmin: dead letters; the outbox and lag figures
      │   -- the worker role only: --
      ├── workers (one_for_one)     a ProjectionWorker per handler (daily_rollups, sleep_nights, ...)
-     ├── completer                 OutboxCompleter: completes the events whose handlers all reported
-     ├── dispatcher                OutboxDispatcher: claims outbox events, hands them to the workers in memory
+     ├── dispatcher                OutboxDispatcher: outbox events -> checkpoints, handed to the workers
      ├── relay                     NotificationRelay: local commits and PostgreSQL NOTIFY -> dispatcher
      ├── reaper                    ProjectionReaper: completed events and checkpoints past retention
      └── session_reaper            StaleSessionReaper: ends consumption sessions left active past endAt
@@ -35,7 +34,6 @@ from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 from storage.coordination import Leases
 
-from ._completer import OutboxCompleter
 from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
 from ._errors import NoRollup, NoSession, UnknownDeadLetter
 from ._impact_reader import ProductImpactView, SessionImpactView
@@ -140,13 +138,9 @@ class ProjectionDomain:
             children += [
                 Supervisor("workers", strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                            max_delay=5.0, children=workers),
-                # Before the dispatcher: started first, stopped after it.
-                ChildSpec("completer", OutboxCompleter, kwargs={"store": self.store, "owner": self.owner},
-                          mailbox=64),
                 ChildSpec("dispatcher", OutboxDispatcher,
                           kwargs={"store": self.store, "routes": routes, "owner": self.owner,
-                                  "config": cfg.dispatcher, "gauges": self.gauges, "completer": "completer"},
-                          mailbox=64),
+                                  "config": cfg.dispatcher, "gauges": self.gauges}, mailbox=64),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
                 ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,
