@@ -2,8 +2,9 @@
 
     python tests/integration/_doomed_worker.py DSN SCHEMA LEASE_SECONDS
 
-Prints ``holding`` once it holds work under its leases (events its dispatcher holds while the handler runs them
-in memory, or checkpoints), then waits forever (its heartbeats keep renewing them until the process dies).
+Prints ``holding`` once its handler runs work (events its dispatcher holds — by a lease, or on PostgreSQL by the row
+locks of an open transaction — while the handler runs them in memory), then hangs there (its heartbeats keep the
+hold alive until the process dies).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Hang:
         return True
 
     async def project(self, tx: Transaction, work: UserWork) -> None:
+        print("holding", flush=True)
         await trio.sleep_forever()
 
 
@@ -39,13 +41,7 @@ async def main(dsn: str, schema: str, lease: float) -> None:
     async with trio_asyncio.open_loop(), open_store(dsn, config=StoreConfig(pg_schema=schema, pg_max_size=4)) as store:
         domain = ProjectionDomain(store, config, projections=[Hang()], owner="doomed")
         async with ActorSystem.start(Supervisor("root", children=[domain.subtree()])):
-            while True:
-                async with store.transaction(readonly=True) as tx:
-                    lag, outbox = await tx.commit(tx.checkpoints.lag(), tx.outbox.stats())
-                if outbox.processing > 0 or (lag and lag[0].processing > 0):
-                    print("holding", flush=True)
-                    await trio.sleep_forever()
-                await trio.sleep(0.02)
+            await trio.sleep_forever()
 
 
 if __name__ == "__main__":

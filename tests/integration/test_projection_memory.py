@@ -1,8 +1,9 @@
 """Fresh events run in memory: no checkpoint row unless a handler's work cannot finish there.
 
-A whole projection domain on a temp SQLite store, trio's real clock with short polls, the store's wall clock a
-``ManualClock`` (so a retry's backoff ends when the test says). Two handlers: ``first`` and ``second``, which
-depends on ``first`` (runs after it for the same event).
+A whole projection domain on each backend (SQLite: claims write a lease; PostgreSQL: claims are held by an open
+transaction's row locks), trio's real clock with short polls, the store's wall clock a ``ManualClock`` (so a
+retry's backoff ends when the test says). Two handlers: ``first`` and ``second``, which depends on ``first``
+(runs after it for the same event).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+import asyncpg
 import trio
+import trio_asyncio
 
 from actors.projection import (
     DispatcherConfig,
@@ -59,11 +62,11 @@ class Handler:
 
 
 @asynccontextmanager
-async def pipeline(tmp_path: Path, journal: Journal, clock: ManualClock
+async def pipeline(url: str, store_config: StoreConfig, journal: Journal, clock: ManualClock
                    ) -> AsyncIterator[tuple[Store, ProjectionService]]:
     config = ProjectionConfig(dispatcher=DispatcherConfig(poll_interval=0.05),
                               handler=HandlerConfig(poll_interval=0.05, timeout=10.0), figures_interval=None)
-    async with open_store(f"sqlite:///{tmp_path / 'v.db'}", config=StoreConfig(clock=clock)) as store:
+    async with trio_asyncio.open_loop(), open_store(url, config=replace(store_config, clock=clock)) as store:
         domain = ProjectionDomain(store, config, projections=[Handler("second", journal, depends_on="first"),
                                                               Handler("first", journal)])
         async with ActorSystem.start(Supervisor("root", children=[domain.subtree()])) as system:
@@ -84,14 +87,26 @@ async def enqueue(store: Store, count: int, users: tuple[str, ...] = ("alice",))
     return ids
 
 
-async def rows(store: Store, path: Path, user: str = "alice") -> tuple[list[tuple[int, str, str, str | None, int]],
-                                                                     dict[str, int], dict[str, int]]:
+_CHECKPOINTS = "SELECT event_id, handler, status, depends_on, attempts FROM projection_checkpoints ORDER BY 1, 2"
+
+
+async def rows(store: Store, url: str, store_config: StoreConfig, user: str = "alice"
+               ) -> tuple[list[tuple[int, str, str, str | None, int]], dict[str, int], dict[str, int]]:
     async with store.transaction(readonly=True) as tx:
         stats, first, second = await tx.commit(tx.outbox.stats(), tx.watermarks.projected(user, "first"),
                                                tx.watermarks.projected(user, "second"))
-    with contextlib.closing(sqlite3.connect(path / "v.db")) as db:
-        checkpoints = db.execute("SELECT event_id, handler, status, depends_on, attempts FROM projection_checkpoints"
-                                 " ORDER BY event_id, handler").fetchall()
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            checkpoints = [tuple(r) for r in db.execute(_CHECKPOINTS).fetchall()]
+    else:
+        async def fetch() -> list[Any]:
+            conn = await asyncpg.connect(url, server_settings={"search_path": str(store_config.pg_schema)})
+            try:
+                return list(await conn.fetch(_CHECKPOINTS))
+            finally:
+                await conn.close()
+
+        checkpoints = [tuple(r) for r in await trio_asyncio.aio_as_trio(fetch)()]
     return checkpoints, {"completed": stats.completed, "processing": stats.processing}, {"first": first,
                                                                                          "second": second}
 
@@ -103,13 +118,13 @@ async def until(predicate: object, timeout: float = 10.0) -> None:
 
 
 async def test_fresh_events_run_in_memory_dependents_after_their_dependency_and_leave_no_checkpoints(
-        tmp_path: Path) -> None:
+        store_url: str, store_config: StoreConfig) -> None:
     journal = Journal()
-    async with pipeline(tmp_path, journal, ManualClock()) as (store, _):
+    async with pipeline(store_url, store_config, journal, ManualClock()) as (store, _):
         ids = await enqueue(store, 5)
         await until(lambda: journal.done("second") == set(ids))
         with trio.fail_after(10):
-            while (result := await rows(store, tmp_path))[1]["completed"] < 5:  # noqa: ASYNC110  (polling the store)
+            while (result := await rows(store, store_url, store_config))[1]["completed"] < 5:  # noqa: ASYNC110  (polling the store)
                 await trio.sleep(0.01)
     checkpoints, outbox, marks = result
     assert checkpoints == []  # nothing was stored: every handler ran every event in memory
@@ -119,17 +134,17 @@ async def test_fresh_events_run_in_memory_dependents_after_their_dependency_and_
 
 
 async def test_a_failure_in_memory_is_stored_with_its_backoff_and_the_dependent_waits_for_that_row(
-        tmp_path: Path) -> None:
+        store_url: str, store_config: StoreConfig) -> None:
     journal = Journal()
     clock = ManualClock()
-    async with pipeline(tmp_path, journal, clock) as (store, service):
+    async with pipeline(store_url, store_config, journal, clock) as (store, service):
         # Bob's event fails in its batch and again when retried alone (a failed unit is retried per user).
         journal.fail_first = {2: 2}
         ids = await enqueue(store, 3, ("alice", "bob", "carol"))
         assert ids == [1, 2, 3]
         await until(lambda: journal.done("second") == {ids[0], ids[2]})
         with trio.fail_after(10):
-            while (result := await rows(store, tmp_path, "bob"))[1]["completed"] < 3:  # noqa: ASYNC110  (polling the store)
+            while (result := await rows(store, store_url, store_config, "bob"))[1]["completed"] < 3:  # noqa: ASYNC110  (polling the store)
                 await trio.sleep(0.01)
         checkpoints, outbox, marks = result
         # The event is done with the outbox: what is left of it is carried by its checkpoints.
@@ -139,7 +154,7 @@ async def test_a_failure_in_memory_is_stored_with_its_backoff_and_the_dependent_
         await service.process_due()
         await until(lambda: journal.done("second") == set(ids))
         with trio.fail_after(10):
-            while (result := await rows(store, tmp_path, "bob"))[2] != {"first": 1, "second": 1}:  # noqa: ASYNC110  (polling the store)
+            while (result := await rows(store, store_url, store_config, "bob"))[2] != {"first": 1, "second": 1}:  # noqa: ASYNC110  (polling the store)
                 await trio.sleep(0.01)
     checkpoints, _, _ = result
     assert checkpoints == [(ids[1], "first", "completed", None, 2), (ids[1], "second", "completed", "first", 1)]
@@ -148,9 +163,10 @@ async def test_a_failure_in_memory_is_stored_with_its_backoff_and_the_dependent_
     assert sorted(e for h, e, _ in journal.runs if h == "second") == sorted(ids)
 
 
-async def test_work_held_in_memory_shows_as_processing_lag_with_its_age(tmp_path: Path) -> None:
+async def test_work_held_in_memory_shows_as_processing_lag_with_its_age(store_url: str,
+                                                                      store_config: StoreConfig) -> None:
     journal = Journal(gate=trio.Event())
-    async with pipeline(tmp_path, journal, ManualClock()) as (store, service):
+    async with pipeline(store_url, store_config, journal, ManualClock()) as (store, service):
         await enqueue(store, 4)
         with trio.fail_after(10):
             while not any(row.handler == "first" for row in service.figures().lag):  # noqa: ASYNC110  (polling)
