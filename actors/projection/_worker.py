@@ -301,7 +301,9 @@ class ProjectionWorker(Actor):
     async def _unit(self, tx: Transaction, work: list[UserWork], stored: list[CheckpointKey]) -> dict[str, int]:
         name = self.projection.name
         if self.lock_users:
-            await tx.run(tx.checkpoints.lock_users([w.user_id for w in work], name))
+            # Deferred: taken at the start of the projection's first crossing (before its reads), not in a
+            # crossing of its own.
+            tx.defer(tx.checkpoints.lock_users([w.user_id for w in work], name))
         many = getattr(self.projection, "project_many", None)
         if many is not None:  # reads for the whole batch in a few crossings
             await many(tx, work)
