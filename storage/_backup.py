@@ -215,7 +215,7 @@ class _Sink:
         self._out = out
 
     def feed(self, data: bytes) -> None:
-        self._out.write(data)
+        _write_all(self._out, data)
 
     def finish(self) -> None:
         pass
@@ -235,9 +235,24 @@ def _zstd_unpack(frame: bytes, size: int, fd: int, offset: int) -> None:
         data = memoryview(unpacker.decompress(frame, max_output_size=size))
     except zstandard.ZstdError as exc:  # includes a checksum that does not match
         raise StoreError(f"the backup's zstd stream is damaged: {exc}") from exc
+    _pwrite_all(fd, data, offset)
+
+
+# Writes of a fresh file in 64 KiB pieces: here one 4 MiB pwrite ran at ~350 MB/s and the same bytes in 64 KiB
+# pieces at 3-4 GB/s (a restore's time was mostly these writes).
+_WRITE_PIECE = 64 * 1024
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
-        written = os.pwrite(fd, data, offset)
+        written = os.pwrite(fd, data[:_WRITE_PIECE], offset)
         data, offset = data[written:], offset + written
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    for at in range(0, len(view), _WRITE_PIECE):
+        out.write(view[at:at + _WRITE_PIECE])
 
 
 class _ZstdSink(_Sink):
@@ -324,7 +339,7 @@ class _GzipSink(_Sink):
         while data:
             self._fed = True
             try:
-                self._out.write(self._unpacker.decompress(data))
+                _write_all(self._out, self._unpacker.decompress(data))
             except zlib.error as exc:
                 raise StoreError(f"the backup's gzip stream is damaged: {exc}") from exc
             if not self._unpacker.eof:
@@ -387,6 +402,7 @@ async def _restore_file(chunks: AsyncIterable[bytes], path: str) -> bool:
         sink = sink or _sink_for(head, out)
         await trio.to_thread.run_sync(sink.feed, head)
         await trio.to_thread.run_sync(sink.finish)
+        await trio.to_thread.run_sync(_flush_to_disk, out)  # on disk before it is used
     finally:
         if sink is not None:
             sink.close()  # waits for a frame still being written, if one failed
@@ -468,6 +484,19 @@ async def dump_database(url: str, *, chunk: int = CHUNK,
 
 
 # -- load ---------------------------------------------------------------------------------------------------
+def _flush_to_disk(out: IO[bytes]) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _sqlite_load(snapshot: str, target: str, *, verified: bool) -> None:
     """The snapshot file into ``target``. ``verified``: its bytes passed a checksum (zstd's per frame, gzip's
     CRC-32 per member), so they are what the backup read, and a header check is enough; a plain (older) backup gets ``PRAGMA quick_check``.
@@ -486,6 +515,7 @@ def _sqlite_load(snapshot: str, target: str, *, verified: bool) -> None:
         if not any(os.path.exists(target + suffix) for suffix in ("", "-wal", "-shm", "-journal")):
             src.close()
             os.replace(snapshot, target)
+            _fsync_directory(os.path.dirname(os.path.abspath(target)))  # the rename itself survives a crash
             dst = sqlite3.connect(target)
             try:
                 dst.execute("PRAGMA journal_mode=WAL")
