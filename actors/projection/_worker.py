@@ -1,18 +1,22 @@
-"""A projection handler's actor: runs its checkpoints, per user, in units of work that commit the read model,
-the checkpoints' completion and the watermark's advance together.
+"""A projection handler's actor: runs its work, per user, in units of work that commit the read model, the
+watermark's advance and (for stored work) the checkpoints' completion together.
 
-Work arrives two ways: the dispatcher hands over checkpoints it created already leased to this process
-(``Work``), and the worker claims due ones itself on its tick (retries after their backoff, a crashed process's
-expired leases, dependents whose dependency completed). A batch is one unit of work for all its users (group
-commit, as the ingest lanes do); if it fails, each user is tried alone, so one user's bad data holds back no one
-else. Each user's read model is recomputed from raw samples (``Projection.project``), never patched with deltas,
-so a redelivered or reordered event gives the same answer; on PostgreSQL the unit first takes a transaction-scoped
-lock per (user, handler), so two processes never interleave a read and a write of the same read model.
+Work arrives two ways: the dispatcher hands over fresh events it holds, in memory (``Work(in_memory=True)``: no
+checkpoint row exists; the worker reports each one back with ``Handled`` — done, stored or dropped — exactly once),
+and the worker claims due checkpoints itself on its tick (retries after their backoff, a crashed process's
+expired leases, dependents whose dependency completed, work the dispatcher could not hand over). A batch is one
+unit of work for all its users (group commit, as the ingest lanes do); if it fails, each user is tried alone, so
+one user's bad data holds back no one else, and a failed in-memory item gets its checkpoint then (attempt 1,
+failed, with its backoff). Each user's read model is recomputed from raw samples (``Projection.project``), never
+patched with deltas, so a redelivered or reordered event gives the same answer; on PostgreSQL the unit first takes
+a transaction-scoped lock per (user, handler), so two processes never interleave a read and a write of the same
+read model.
 
-While a unit runs, a heartbeat renews the leases (``lease_seconds`` / 3), so a short lease is safe and a crashed
-process's checkpoints are claimed again within about two lease periods. Each unit runs under the handler's
-timeout and its circuit breaker: after consecutive failures the breaker opens, the worker stops taking work
-(the read models show ``stale``), and after ``open_for`` one probe decides.
+While a unit runs, a heartbeat renews the stored checkpoints' leases (``lease_seconds`` / 3; in-memory work is
+leased by its event, which the dispatcher renews), so a short lease is safe and a crashed process's work is
+claimed again within about two lease periods. Each unit runs under the handler's timeout and its circuit
+breaker: after consecutive failures the breaker opens, the worker stops taking work (the read models show
+``stale``), and after ``open_for`` one probe decides.
 """
 
 from __future__ import annotations
