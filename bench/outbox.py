@@ -6,7 +6,8 @@ All on one fresh PostgreSQL database ``vigil_bench_outbox_<pid>`` (admin DSN VIG
 postgresql://postgres@127.0.0.1:5432/postgres), migrated, dropped afterwards. Every figure is measured in this
 run, beside the reference it is compared with:
 
-- ``outbox_events_per_s``: N due outbox events (400 users, each event one watermark step) claimed, fanned out
+- ``outbox_events_per_s``: N due outbox events (400 users, each event one watermark step; the production batch
+  sizes) claimed, fanned out
   and run through the projection pipeline (dispatcher: events leased -> the handler's worker in memory ->
   advanced watermark -> the dispatcher completes the events) with a no-op handler, from start to the last
   handler completion.
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -150,9 +152,13 @@ async def seed_events(dsn: str, n: int, users: int, *, prefix: str = "u", keys: 
     return marks
 
 
-def pipeline_config(batch: int = 500) -> ProjectionConfig:
-    return ProjectionConfig(dispatcher=DispatcherConfig(batch=batch, poll_interval=0.5),
-                            handler=HandlerConfig(batch=batch, poll_interval=0.5), figures_interval=3600.0)
+def pipeline_config(batch: int | None = None) -> ProjectionConfig:
+    """The pipeline with a 0.5 s poll; ``batch`` None: the production batch sizes."""
+    dispatcher, handler = DispatcherConfig(poll_interval=0.5), HandlerConfig(poll_interval=0.5)
+    if batch is not None:
+        dispatcher = replace(dispatcher, batch=batch, in_flight=max(batch, dispatcher.in_flight))
+        handler = replace(handler, batch=batch)
+    return ProjectionConfig(dispatcher=dispatcher, handler=handler, figures_interval=3600.0)
 
 
 async def run_until(domain: ProjectionDomain, done: Any, timeout: float) -> float:

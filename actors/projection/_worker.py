@@ -70,7 +70,7 @@ class Publishes(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandlerConfig:
-    batch: int = 500  # checkpoints claimed at once
+    batch: int = 2_000  # checkpoints claimed at once, and the most one unit of work runs (the dispatcher's batch)
     lease_seconds: float = 10.0
     timeout: float = 30.0  # one unit of work (a batch, or one user when retried alone)
     # Due retries and expired leases (fresh work is handed over at once); None: only when asked (process_due).
