@@ -276,7 +276,7 @@ class OutboxDispatcher(Actor):
             claimed = await self._round(claim)
             if claimed is None:
                 return  # the database is sick: the next poll tries again
-            if claimed >= self.config.batch:
+            if claimed >= min(self.config.batch, self.store.config.limits.max_batch_rows):
                 claim = True  # a full batch: more may be due
             elif not (self._to_store or self._to_complete):
                 return
@@ -286,12 +286,13 @@ class OutboxDispatcher(Actor):
         self._to_store, self._to_complete = [], []
         return owed
 
-    def _owed_ops(self, tx: Transaction, to_store: list[CheckpointIn], to_complete: list[int]) -> list[Any]:
-        ops: list[Any] = []
-        if to_store:  # before the completions: an event is done only once all its remaining work is stored
-            ops.append(tx.checkpoints.create_many(to_store))
-        if to_complete:
-            ops.append(tx.outbox.complete_many(self.owner, to_complete))
+    def _owed_ops(self, tx: Transaction, to_store: Sequence[CheckpointIn], to_complete: Sequence[int]) -> list[Any]:
+        # The checkpoints first: an event is done only once all its remaining work is stored. In chunks under the
+        # store's batch limit (a breaker that opened with thousands of events held stores a row per handler each).
+        chunk = self.store.config.limits.max_batch_rows
+        ops: list[Any] = [tx.checkpoints.create_many(to_store[i:i + chunk]) for i in range(0, len(to_store), chunk)]
+        ops += [tx.outbox.complete_many(self.owner, to_complete[i:i + chunk])
+                for i in range(0, len(to_complete), chunk)]
         return ops
 
     async def _round(self, claim: bool) -> int | None:
@@ -299,9 +300,11 @@ class OutboxDispatcher(Actor):
         events claimed, None when the transaction failed (what was owed stays owed)."""
         cfg = self.config
         ready = self._ready()
-        limit = min(cfg.batch, cfg.in_flight - len(self._held)) if claim else 0
+        # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps the round).
+        batch = min(cfg.batch, self.store.config.limits.max_batch_rows)
+        limit = min(batch, cfg.in_flight - len(self._held)) if claim else 0
         if claim:
-            self._capped = limit < cfg.batch
+            self._capped = limit < batch
         to_store, to_complete = self._take_owed()
         if limit <= 0 and not to_store and not to_complete:
             return 0
@@ -314,12 +317,7 @@ class OutboxDispatcher(Actor):
             *_, events = await tx.run(*owed, tx.outbox.claim(self.owner, limit=limit,
                                                              lease_seconds=cfg.lease_seconds))
             plan = plan_dispatch(events, self.routes, ready)
-            ops: list[Any] = []
-            if plan.store:
-                ops.append(tx.checkpoints.create_many(plan.store))
-            if plan.finished:
-                ops.append(tx.outbox.complete_many(self.owner, plan.finished))
-            await tx.commit(*ops)
+            await tx.commit(*self._owed_ops(tx, plan.store, plan.finished))
             return events, plan
 
         try:
@@ -412,9 +410,11 @@ class OutboxDispatcher(Actor):
         if not self._held:
             return
         try:
+            ids, chunk = list(self._held), self.store.config.limits.max_batch_rows
             async with self.store.transaction() as tx:
-                await tx.commit(tx.outbox.renew_many(self.owner, list(self._held),
-                                                     lease_seconds=self.config.lease_seconds))
+                await tx.commit(*(tx.outbox.renew_many(self.owner, ids[i:i + chunk],
+                                                       lease_seconds=self.config.lease_seconds)
+                                  for i in range(0, len(ids), chunk)))
         except StoreError as exc:  # the next beat tries again; past the lease another process may take them
             log.warning("outbox dispatcher: lease renewal failed: %s", exc)
 

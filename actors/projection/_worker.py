@@ -133,6 +133,8 @@ class ProjectionWorker(Actor):
         self.dispatcher = dispatcher
         self._dispatcher: ActorRef | None = None
         self._unreported: set[int] = set()
+        # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps claims and units).
+        self._batch = min(self.config.batch, store.config.limits.max_batch_rows)
 
     async def started(self) -> None:
         here = self.path.rsplit("/", 1)[0]
@@ -180,13 +182,13 @@ class ProjectionWorker(Actor):
         if (claim or self.gate.backlog) and self.gate.taking_work:
             self.gate.backlog = False
             claimed = await self._claim()
-            if len(claimed) >= self.config.batch:
+            if len(claimed) >= self._batch:
                 self.gate.backlog = True  # more may be due
                 self.send_after(0.0, Tick())
             handed.extend(claimed)
         # Units of at most ``batch`` checkpoints: a unit's statements grow with it, and a heartbeat renews
         # only what one unit holds.
-        size = self.config.batch
+        size = self._batch
         for first in range(0, len(handed), size):
             await self._run(handed[first:first + size], in_memory)
 
@@ -194,7 +196,7 @@ class ProjectionWorker(Actor):
     async def _claim(self) -> list[_Item]:
         async with self.store.transaction() as tx:
             (claimed,) = await tx.commit(tx.checkpoints.claim(self.projection.name, self.owner,
-                                                              limit=self.config.batch,
+                                                              limit=self._batch,
                                                               lease_seconds=self.config.lease_seconds))
         return [(c, None) for c in claimed]
 

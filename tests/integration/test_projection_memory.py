@@ -183,3 +183,24 @@ async def test_work_held_in_memory_shows_as_processing_lag_with_its_age(store_ur
         with trio.fail_after(10):
             while service.figures().lag:  # noqa: ASYNC110  (polling the figures)
                 await trio.sleep(0.01)
+
+
+async def test_work_a_handler_cannot_take_is_stored_in_statements_within_the_stores_batch_limit(
+        store_url: str, store_config: StoreConfig) -> None:
+    """The first handler's breaker is open: every event's work for it (and its dependent) is stored pending at
+    the claim, ten rows against a store that takes at most four per statement, and batches of four events."""
+    journal = Journal()
+    limited = replace(store_config, limits=replace(store_config.limits, max_batch_rows=4))
+    async with pipeline(store_url, limited, journal, ManualClock()) as (store, service):
+        for _ in range(5):
+            service.gates["first"].breaker.record_failure()
+        assert not service.gates["first"].taking_work
+        ids = await enqueue(store, 5)
+        with trio.fail_after(10):
+            while (result := await rows(store, store_url, limited))[1]["completed"] < 5:  # noqa: ASYNC110  (polling)
+                await trio.sleep(0.01)
+    checkpoints, outbox, marks = result
+    assert sorted((e, h, s, d) for e, h, s, d, _ in checkpoints) == sorted(
+        [(e, "first", "pending", None) for e in ids] + [(e, "second", "pending", "first") for e in ids])
+    assert outbox == {"completed": 5, "processing": 0} and marks == {"first": 0, "second": 0}
+    assert journal.runs == []
