@@ -360,30 +360,32 @@ def _sink_for(first: bytes, out: IO[bytes]) -> _Sink:
     return _Sink(out)
 
 
+async def _read_ahead(chunks: AsyncIterable[bytes], send: trio.MemorySendChannel[bytes],
+                      failed: list[BaseException]) -> None:
+    """Send ``chunks`` on until they end or the reader stops (it failed or is done: its caller says why). The
+    source's own failure goes to ``failed``, for the caller to raise as it is, not inside an exception group."""
+    async with send:
+        try:
+            async for data in chunks:
+                await send.send(data)
+        except trio.BrokenResourceError:
+            return
+        except Exception as exc:
+            failed.append(exc)
+
+
 async def _restore_file(chunks: AsyncIterable[bytes], path: str) -> bool:
     """Write the backup ``chunks`` into ``path`` (inflated, by their first bytes' format); the next
     ``RESTORE_READ_AHEAD`` chunks download while one is inflated and written. Returns whether a checksum
     covered the bytes."""
     send, receive = trio.open_memory_channel[bytes](RESTORE_READ_AHEAD)
-    failure: BaseException | None = None
-
-    async def read_ahead() -> None:
-        nonlocal failure
-        async with send:
-            try:
-                async for data in chunks:
-                    await send.send(data)
-            except trio.BrokenResourceError:
-                return  # the writer stopped (it failed: raised below)
-            except Exception as exc:  # the source failed: raised below, not as a group
-                failure = exc
-
+    failed: list[BaseException] = []
     sink: _Sink | None = None
     head = b""  # the first bytes, until there are enough to tell the format
     out = await trio.to_thread.run_sync(lambda: open(path, "wb"))  # closed below
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_ahead)
+            nursery.start_soon(_read_ahead, chunks, send, failed)
             async with receive:
                 try:
                     async for data in receive:
@@ -394,10 +396,10 @@ async def _restore_file(chunks: AsyncIterable[bytes], path: str) -> bool:
                             sink, data, head = _sink_for(head, out), head, b""
                         await trio.to_thread.run_sync(sink.feed, data)
                 except Exception as exc:  # a damaged stream: raised below, not as a group
-                    failure = exc
+                    failed.append(exc)
                     nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+        if failed:
+            raise failed[0]
         # an empty stream is no backup: the header check refuses it
         sink = sink or _sink_for(head, out)
         await trio.to_thread.run_sync(sink.feed, head)
@@ -540,21 +542,9 @@ async def _feed(chunks: AsyncIterable[bytes], stdin: trio.abc.SendStream) -> int
     code and stderr say why)."""
     send, receive = trio.open_memory_channel[bytes](4)
     total = 0
-    failure: BaseException | None = None
-
-    async def read_ahead() -> None:
-        nonlocal failure
-        async with send:
-            try:
-                async for data in chunks:
-                    await send.send(data)
-            except trio.BrokenResourceError:
-                return  # the writer stopped
-            except Exception as exc:  # the source failed: raised below, not as a group
-                failure = exc
-
+    failed: list[BaseException] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_ahead)
+        nursery.start_soon(_read_ahead, chunks, send, failed)
         async with receive, stdin:
             try:
                 async for data in receive:
@@ -562,8 +552,8 @@ async def _feed(chunks: AsyncIterable[bytes], stdin: trio.abc.SendStream) -> int
                     total += len(data)
             except trio.BrokenResourceError:
                 pass
-    if failure is not None:
-        raise failure
+    if failed:
+        raise failed[0]
     return total
 
 
