@@ -210,11 +210,6 @@ class OutboxDispatcher(Actor):
         # round waits on the database (under a mock clock, enough to fill the mailbox and lose a wake-up).
         self._beat_due = False
 
-    @property
-    def held(self) -> int:
-        """Events this process holds while handlers run them in memory."""
-        return len(self._held)
-
     async def started(self) -> None:
         self.workers = {route.name: sibling(self, route.worker) for route in self.routes}
         if self.gauges is not None:
