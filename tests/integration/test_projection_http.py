@@ -389,6 +389,9 @@ async def test_the_reaper_purges_completed_work_after_the_retention(tmp_path: Pa
         await upload(h, [sample("a")])
         await until(h, ROLLUPS, metric="heart_rate", **{"from": "2026-11-24", "to": "2026-11-24"})
         await until(h, "/v1/health/product-impact")  # every handler is done: its freshness covers the last two
+        with trio.fail_after(10):  # ... and the dispatcher has completed the event (just after the last report)
+            while h.db.scalar("SELECT count(*) FROM outbox_events WHERE status = 'completed'") < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
         assert await h.services.projection.purge_now() == 0  # completed, but younger than 24 h
         assert h.db.scalar("SELECT count(*) FROM outbox_events") == 1
         clock.advance(24 * 3600 + 1)
