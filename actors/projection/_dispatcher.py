@@ -206,6 +206,8 @@ class OutboxDispatcher(Actor):
         self._to_complete: list[int] = []
         self._to_hand: dict[str, list[tuple[CheckpointIn, EventDigest]]] = {}
         self._capped = False  # the last claim was cut short by ``in_flight``
+        # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps every round).
+        self._batch = min(self.config.batch, store.config.limits.max_batch_rows)
         # One heartbeat at a time, and only while events are held: a periodic timer would queue beats while a
         # round waits on the database (under a mock clock, enough to fill the mailbox and lose a wake-up).
         self._beat_due = False
@@ -271,7 +273,7 @@ class OutboxDispatcher(Actor):
             claimed = await self._round(claim)
             if claimed is None:
                 return  # the database is sick: the next poll tries again
-            if claimed >= min(self.config.batch, self.store.config.limits.max_batch_rows):
+            if claimed >= self._batch:
                 claim = True  # a full batch: more may be due
             elif not (self._to_store or self._to_complete):
                 return
@@ -295,11 +297,9 @@ class OutboxDispatcher(Actor):
         events claimed, None when the transaction failed (what was owed stays owed)."""
         cfg = self.config
         ready = self._ready()
-        # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps the round).
-        batch = min(cfg.batch, self.store.config.limits.max_batch_rows)
-        limit = min(batch, cfg.in_flight - len(self._held)) if claim else 0
+        limit = min(self._batch, cfg.in_flight - len(self._held)) if claim else 0
         if claim:
-            self._capped = limit < batch
+            self._capped = limit < self._batch
         to_store, to_complete = self._take_owed()
         if limit <= 0 and not to_store and not to_complete:
             return 0
