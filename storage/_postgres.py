@@ -221,10 +221,17 @@ class PostgresTransaction(Transaction):
         conn = self._conn
         assert conn is not None
         try:
-            if begin:
-                await conn.execute("BEGIN READ ONLY" if self.readonly else "BEGIN")
-            results = [await _run_step(conn, step) for step in steps]
-            if end == "commit":
+            if begin and end == "commit" and not self.readonly and len(steps) == 1 and isinstance(steps[0], Cmd):
+                # A unit of work that is one statement: PostgreSQL runs it atomically on its own, so BEGIN and
+                # COMMIT would be two round trips for nothing. A lost connection leaves its outcome as unknown as
+                # a lost COMMIT's.
+                self._commit_sent = True
+                results = [await _exec(conn, steps[0])]
+            else:
+                if begin:
+                    await conn.execute("BEGIN READ ONLY" if self.readonly else "BEGIN")
+                results = [await _run_step(conn, step) for step in steps]
+            if end == "commit" and not self._commit_sent:
                 self._commit_sent = True
                 await conn.execute("COMMIT")
             elif end == "rollback":

@@ -6,15 +6,7 @@ session read models (heart rate around consumption sessions, per product) with t
 Its errors (``ProjectionError`` and below) are drawn in ``_errors``; storage's own pass through.
 """
 
-from ._dispatcher import (
-    DispatcherConfig,
-    NotificationRelay,
-    OutboxDispatcher,
-    Plan,
-    Route,
-    dependency_order,
-    plan_dispatch,
-)
+from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher
 from ._errors import NoRollup, NoSession, ProjectionError, UnknownDeadLetter
 from ._freshness import Freshness, FreshnessStatus, decide_freshness
 from ._impact import (
@@ -29,6 +21,7 @@ from ._impact import (
     window_stats,
 )
 from ._impact_reader import ProductImpactView, SessionImpactView, impact_freshness
+from ._plan import Plan, Route, Skip, chunk_ranges, dependency_order, find_skips, plan_dispatch, skip_ranges
 from ._projections import DailyRollups, SleepNights, day_runs, default_projections
 from ._ranking import rank_sources
 from ._reader import NightsView, OutboxAdmin, ProjectionGauges, ProjectionReader, RollupsView
@@ -102,7 +95,11 @@ __all__ = [
     "RollupsView",
     "Plan",
     "Route",
+    "Skip",
+    "chunk_ranges",
     "dependency_order",
+    "find_skips",
+    "skip_ranges",
     "SessionEnder",
     "SessionFacts",
     "SessionImpactView",

@@ -1,31 +1,39 @@
 """The outbox dispatcher: due outbox events in, each handler's work out — in memory when it can, as checkpoints
 when it must.
 
-A round is one transaction: what earlier rounds owe the store (completions, checkpoints), then a claim of due
-events under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of dispatching processes share
-the work without ever holding one event twice). For each event, every subscribed handler whose worker here can
-take it now (breaker closed, mailbox not crowded) runs it **in memory**: no checkpoint row is written, the event
-stays leased to this process while the workers run, and the dispatcher completes it once every handler has
-reported (``Handled``). A dependent handler waits in memory for its dependency and is handed the event when
-that one is done. Checkpoint rows are written only for work that cannot finish in memory: a handler that is
-not ready (``pending``), one whose unit failed (the worker records it ``failed`` with its backoff, and its
-dependents ``pending`` behind it), work a worker hands back. Those retry on their own, as before.
+A round claims due events under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of dispatching
+processes share the work without ever holding one event twice), in a unit of work of its own: one statement, so
+nothing but the claim lies between a commit's NOTIFY and the workers. For each event, every subscribed handler
+whose worker here can take it now (breaker closed, mailbox not crowded) runs it **in memory**: no checkpoint row
+is written, the event stays leased to this process while the workers run, and the dispatcher completes it once
+every handler has reported (``Handled``). A dependent handler waits in memory for its dependency and is handed
+the event when that one is done. Checkpoint rows are written only for work that cannot finish in memory: a
+handler that is not ready (``pending``), one whose unit failed (the worker records it ``failed`` with its
+backoff, and its dependents ``pending`` behind it), work a worker hands back. Those retry on their own.
+
+What a round owes the store is written by a flush, one transaction: checkpoints at once (a worker waits for
+them), completions and skips (below) ``settle_delay`` after the first is owed, or at once past a batch.
 
 Leases: the dispatcher renews the leases of the events it holds every ``lease_seconds / 3`` (one statement),
 so a short lease is safe; an event held longer than ``max_hold`` without a report is no longer renewed and
 returns to the queue when its lease lapses. A crashed process's events are due again once their lease expires
-and are claimed at the next round of any process: recovered within ``lease_seconds`` plus one poll
-(the claim expires old leases first). Handlers recompute from raw samples, so a redelivered event is harmless.
+and the next claim that looks for expired leases (one a ``poll_interval``) returns them to the queue: recovered
+within ``lease_seconds`` plus about two polls. Handlers recompute from raw samples, so a redelivered event is
+harmless.
+
+Skips: an event a handler has nothing to do for (``Projection.concerns``: steps, for sleep nights) never reaches
+its worker. A flush advances that handler's watermark over the event itself, where it can take the (user,
+handler) lock without waiting; where a unit of work holds it, the skip is tried again at the next flush.
 
 The dispatcher wakes at once after a local commit (SQLite) or a PostgreSQL ``NOTIFY`` (``NotificationRelay``),
-on a worker's report, and polls every ``poll_interval`` as the fallback.
+and polls every ``poll_interval`` as the fallback; a worker's report frees room and owes a completion.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -34,9 +42,10 @@ import trio
 from kernel import Actor, ActorRef, ActorStopped, MailboxFull
 from storage import CheckpointIn, OutboxEvent, Store, StoreError, Transaction
 
-from ._messages import Dispatch, Handled, Renew, Tick, Wake, Work
+from ._messages import Dispatch, Handled, Renew, Settle, Tick, Wake, Work
+from ._plan import Plan, Route, Skip, chunk_ranges, dependency_order, find_skips, plan_dispatch, skip_ranges
 from ._work import EventDigest
-from ._worker import HandlerGate
+from ._worker import Publishes
 
 log = logging.getLogger("vigil.projection")
 
@@ -56,6 +65,9 @@ class DispatcherConfig:
     # queue when its lease lapses. Workers report every outcome (a unit is bounded by the handler's timeout), so
     # only a bug reaches it. None: no backstop (tests under a mock clock, where trio's time jumps during I/O).
     max_hold: float | None = 600.0
+    # Completions and skips retried after a held lock ride on the next claim; with none coming, a round of their
+    # own this soon (a completion only tidies the queue: the read model and its watermark are committed already).
+    settle_delay: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.batch <= self.in_flight <= 10_000:
@@ -69,92 +81,9 @@ class DispatcherConfig:
         return self.lease_seconds / 3
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    """A handler as the dispatcher sees it; ``worker`` is the worker's path relative to the dispatcher's
-    supervisor (refs exist only once the system runs)."""
-
-    name: str
-    depends_on: str | None
-    subscribes: Callable[[str], bool]
-    worker: str
-    gate: HandlerGate
-
-
 def sibling(actor: Actor, relative: str) -> ActorRef:
     """The ref of ``relative`` under ``actor``'s own supervisor."""
     return actor.system.ref(f"{actor.path.rsplit('/', 1)[0]}/{relative}")
-
-
-def _watermark_range(payload: Any) -> tuple[int | None, int | None]:
-    mark = payload.get("watermark") if isinstance(payload, Mapping) else None
-    if isinstance(mark, Mapping) and isinstance(mark.get("from"), int) and isinstance(mark.get("to"), int):
-        return int(mark["from"]), int(mark["to"])
-    return None, None
-
-
-def dependency_order(routes: Sequence[Route]) -> tuple[Route, ...]:
-    """``routes`` with every dependency before its dependents (stable otherwise); a cycle is refused."""
-    by_name = {r.name: r for r in routes}
-    ordered: list[Route] = []
-    placed: set[str] = set()
-
-    def place(route: Route, path: tuple[str, ...]) -> None:
-        if route.name in placed:
-            return
-        if route.name in path:
-            raise ValueError(f"projection handlers depend on each other in a cycle: {' -> '.join(path + (route.name,))}")
-        dep = by_name.get(route.depends_on) if route.depends_on else None
-        if dep is not None:
-            place(dep, path + (route.name,))
-        placed.add(route.name)
-        ordered.append(route)
-
-    for route in routes:
-        place(route, ())
-    return tuple(ordered)
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a round does with the events it claimed (see ``plan_dispatch``)."""
-
-    run: dict[str, list[CheckpointIn]]  # per handler: run in memory now
-    hold: dict[int, dict[str, list[CheckpointIn]]]  # per event, per dependency running in memory: dependents' rows
-    store: list[CheckpointIn]  # checkpoints to create pending
-    finished: list[int]  # events nothing runs in memory: complete them in the round's transaction
-
-
-def plan_dispatch(events: Sequence[OutboxEvent], routes: Sequence[Route], ready: frozenset[str]) -> Plan:
-    """Each event's work per subscribed handler (``routes`` in ``dependency_order``). Pure.
-
-    A handler in ``ready`` with no dependency runs in memory; a dependent whose dependency runs in memory waits
-    for it in memory (handed over or stored when it reports); anything else becomes a pending checkpoint, with
-    its ``depends_on`` when the dependency is stored too."""
-    run: dict[str, list[CheckpointIn]] = {}
-    hold: dict[int, dict[str, list[CheckpointIn]]] = {}
-    store: list[CheckpointIn] = []
-    finished: list[int] = []
-    for event in events:
-        wm_from, wm_to = _watermark_range(event.payload)
-        in_memory: set[str] = set()
-        for route in routes:
-            if not route.subscribes(event.type):
-                continue
-            row = CheckpointIn(event_id=event.id, handler=route.name, user_id=event.user_id, event_type=event.type,
-                               depends_on=route.depends_on, wm_from=wm_from, wm_to=wm_to,
-                               correlation_id=event.correlation_id)
-            if route.depends_on is not None and route.depends_on in in_memory:
-                hold.setdefault(event.id, {}).setdefault(route.depends_on, []).append(row)
-                in_memory.add(route.name)
-            elif route.depends_on is None and route.name in ready:
-                run.setdefault(route.name, []).append(row)
-                in_memory.add(route.name)
-            else:
-                store.append(row)
-        if not in_memory:
-            finished.append(event.id)
-    return Plan(run=run, hold=hold, store=store, finished=finished)
 
 
 class HeldFigures(Protocol):
@@ -191,10 +120,13 @@ class OutboxDispatcher(Actor):
     max_batch = 256  # wake-ups and reports that queued while a round ran are answered by the next round together
 
     def __init__(self, *, store: Store, routes: Sequence[Route], owner: str,
-                 config: DispatcherConfig | None = None, gauges: HeldFigures | None = None) -> None:
-        """``gauges``: where operators' figures read the work held in memory here (``in_memory``)."""
+                 config: DispatcherConfig | None = None, gauges: HeldFigures | None = None,
+                 publisher: Publishes | None = None) -> None:
+        """``gauges``: where operators' figures read the work held in memory here (``in_memory``);
+        ``publisher``: told when a skip moved a user's read model on (as workers tell it after a unit)."""
         self.store = store
         self.gauges = gauges
+        self.publisher = publisher
         self.routes = dependency_order(routes)
         self.owner = owner
         self.config = config or DispatcherConfig()
@@ -205,9 +137,14 @@ class OutboxDispatcher(Actor):
         self._to_store: list[CheckpointIn] = []
         self._to_complete: list[int] = []
         self._to_hand: dict[str, list[tuple[CheckpointIn, EventDigest]]] = {}
+        # Skips whose watermark advance is still to be written (the user's lock was taken: tried again next round).
+        self._to_skip: list[Skip] = []
         self._capped = False  # the last claim was cut short by ``in_flight``
+        self._settle_due = False  # a round is asked for soon, for what is owed without a claim coming
+        self._expired_at = -float("inf")  # trio time of the last claim that returned expired leases
         # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps every round).
         self._batch = min(self.config.batch, store.config.limits.max_batch_rows)
+        self._gates = {route.name: route.gate for route in self.routes}
         # One heartbeat at a time, and only while events are held: a periodic timer would queue beats while a
         # round waits on the database (under a mock clock, enough to fill the mailbox and lose a wake-up).
         self._beat_due = False
@@ -234,7 +171,7 @@ class OutboxDispatcher(Actor):
         self._held.clear()
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
-        claim = renew = False
+        claim = renew = settle = False
         ready = self._ready()
         for msg in messages:
             match msg:
@@ -242,6 +179,9 @@ class OutboxDispatcher(Actor):
                     self._report(msg, ready)
                 case Wake() | Dispatch():
                     claim = True
+                case Settle():
+                    self._settle_due = False
+                    settle = True
                 case Renew():
                     renew = True
                 case _:
@@ -252,11 +192,17 @@ class OutboxDispatcher(Actor):
             await self._renew()
         # A report frees room: claim again at once if the last claim was cut short by the in-flight bound.
         claim = claim or (self._capped and len(self._held) < self.config.in_flight)
-        if claim or self._to_store or self._to_complete:
-            await self._drain(claim)
+        flush = settle and bool(self._to_complete or self._to_skip)
+        if claim or flush or self._to_store or self._owed_much():
+            await self._drain(claim, flush)
         if self._held and not self._beat_due:
             self._beat_due = True
             self.send_after(self.config.heartbeat, Renew())
+        if (self._to_complete or self._to_skip) and not self._settle_due:
+            # Completions and skips are written together, settle_delay after the first is owed (at once past a
+            # batch): a claim alone is one statement, and the path to the read model goes through claims only.
+            self._settle_due = True
+            self.send_after(self.config.settle_delay, Settle())
         return [None] * len(messages)
 
     def _ready(self) -> frozenset[str]:
@@ -268,15 +214,20 @@ class OutboxDispatcher(Actor):
         return frozenset(ready)
 
     # -- rounds ------------------------------------------------------------------------------------------
-    async def _drain(self, claim: bool) -> None:
+    async def _drain(self, claim: bool, flush: bool) -> None:
         while True:
-            claimed = await self._round(claim)
+            claimed = await self._round(claim, flush)
             if claimed is None:
                 return  # the database is sick: the next poll tries again
             if claimed >= self._batch:
                 claim = True  # a full batch: more may be due
-            elif not (self._to_store or self._to_complete):
-                return
+            elif self._to_store:
+                claim, flush = False, True  # work a worker waits for: stored now
+            else:
+                return  # completions and skips wait for the next flush
+
+    def _owed_much(self) -> bool:
+        return len(self._to_complete) + len(self._to_skip) >= self._batch
 
     def _take_owed(self) -> tuple[list[CheckpointIn], list[int]]:
         owed = self._to_store, self._to_complete
@@ -292,50 +243,114 @@ class OutboxDispatcher(Actor):
                 for i in range(0, len(to_complete), chunk)]
         return ops
 
-    async def _round(self, claim: bool) -> int | None:
-        """One transaction: what is owed, then a claim (when ``claim`` and there is room). Returns the number of
-        events claimed, None when the transaction failed (what was owed stays owed)."""
+    async def _round(self, claim: bool, flush: bool) -> int | None:
+        """A claim (when ``claim`` and there is room) in a unit of work of its own (one statement on PostgreSQL;
+        two once a poll interval, when it first returns expired leases to the queue), its in-memory work handed to
+        the workers at once. Then, when ``flush``, when checkpoints wait to be stored or when much is owed, a
+        second unit of work writes what is owed: checkpoints, the skips' watermark advances, completions.
+        Returns the number of events claimed, None when the database failed (what was owed stays owed)."""
         cfg = self.config
-        ready = self._ready()
         limit = min(self._batch, cfg.in_flight - len(self._held)) if claim else 0
         if claim:
             self._capped = limit < self._batch
+        events: list[OutboxEvent] = []
+        if limit > 0:
+            try:
+                async with self.store.transaction() as tx:
+                    (events,) = await tx.commit(tx.outbox.claim(self.owner, limit=limit,
+                                                                lease_seconds=cfg.lease_seconds,
+                                                                expire=self._expiring()))
+            except StoreError as exc:  # nothing was claimed
+                log.warning("outbox dispatch failed: %s", exc)
+                return None
+            self.dispatched += len(events)
+            if events:
+                self._dispatch(events)
+        if (flush or self._to_store or self._owed_much()) and not await self._flush():
+            return None
+        return len(events)
+
+    def _dispatch(self, events: Sequence[OutboxEvent]) -> None:
+        """Claimed events: in-memory work handed over, skips and the rest owed to the next flush."""
+        skips = find_skips(events, self.routes)
+        plan = plan_dispatch(events, self.routes, self._ready(), frozenset((k.event_id, k.handler) for k in skips))
+        advancing = [k for k in skips if k.wm is not None]
+        waiting = {k.event_id for k in advancing}
+        self._hold(events, plan, advancing)
+        self._hand_over()
+        self._to_store += plan.store
+        self._to_complete += [event_id for event_id in plan.finished if event_id not in waiting]
+        self._to_skip += advancing
+        self._count_done(k.handler for k in skips if k.wm is None)
+
+    async def _flush(self) -> bool:
+        """One unit of work for what is owed; False when it failed (all of it stays owed)."""
+        to_skip, self._to_skip = self._to_skip, []
         to_store, to_complete = self._take_owed()
-        if limit <= 0 and not to_store and not to_complete:
-            return 0
-
-        async def work(tx: Transaction) -> tuple[list[OutboxEvent], Plan]:
-            owed = self._owed_ops(tx, to_store, to_complete)
-            if limit <= 0:
-                await tx.commit(*owed)
-                return [], plan_dispatch([], self.routes, ready)
-            *_, events = await tx.run(*owed, tx.outbox.claim(self.owner, limit=limit,
-                                                             lease_seconds=cfg.lease_seconds))
-            plan = plan_dispatch(events, self.routes, ready)
-            await tx.commit(*self._owed_ops(tx, plan.store, plan.finished))
-            return events, plan
-
+        if not (to_skip or to_store or to_complete):
+            return True
+        pieces = chunk_ranges(skip_ranges(to_skip), self._batch)
         try:
-            events, plan = await self.store.transact(work)
+            async with self.store.transaction() as tx:
+                results = await tx.commit(*(tx.watermarks.advance_where_free(p) for p in pieces),
+                                          *self._owed_ops(tx, to_store, to_complete))
         except StoreError as exc:
-            # Nothing was committed: the events stay due, and what was owed is owed still.
-            log.warning("outbox dispatch failed: %s", exc)
+            log.warning("outbox dispatcher: could not write what it owes (kept for the next round): %s", exc)
+            self._to_skip[:0] = to_skip
             self._to_store[:0] = to_store
             self._to_complete[:0] = to_complete
-            return None
-        self.dispatched += len(events)
-        self._hold(events, plan)
-        self._hand_over()
+            return False
+        self._skipped(to_skip, results[:len(pieces)])
         for route in self.routes:
-            if any(row.handler == route.name for row in plan.store):  # its worker claims them as soon as it is free
+            if any(row.handler == route.name for row in to_store):  # its worker claims them as soon as it is free
                 route.gate.backlog = True
                 with contextlib.suppress(MailboxFull, ActorStopped):
                     self.workers[route.name].tell_nowait(Tick())
-        return len(events)
+        return True
 
-    def _hold(self, events: Sequence[OutboxEvent], plan: Plan) -> None:
+    def _expiring(self) -> bool:
+        """Whether this claim first returns expired leases to the queue: once a poll interval (every claim when
+        there is no poll), not in every claim of a busy dispatcher (a statement on the path to the read model)."""
+        now, every = trio.current_time(), self.config.poll_interval
+        if every is None or now - self._expired_at >= every:
+            self._expired_at = now
+            return True
+        return False
+
+    def _count_done(self, handlers: Iterable[str]) -> None:
+        for name in handlers:
+            self._gates[name].completed += 1
+
+    def _skipped(self, skips: Sequence[Skip], pieces: Sequence[Mapping[str, Mapping[str, int]]]) -> None:
+        """The skips whose advance was written are done (counted as their handlers' completions, the new marks
+        told to the publisher); those whose user's lock was held are tried again at the next flush. (No dependent
+        waits on a skip: ``plan_dispatch`` counts a skipped dependency as done.)"""
+        advanced: dict[str, dict[str, int]] = {}
+        for piece in pieces:
+            for handler, marks in piece.items():
+                advanced.setdefault(handler, {}).update(marks)
+        ready = self._ready()
+        told: dict[tuple[str, str], str | None] = {}
+        for skip in skips:
+            if skip.user_id in advanced.get(skip.handler, {}):
+                self._gates[skip.handler].completed += 1
+                self._resolve(skip.handler, skip.event_id, "done", ready)
+                told[(skip.handler, skip.user_id)] = skip.correlation_id
+            elif skip.event_id in self._held:
+                self._to_skip.append(skip)
+        if self.publisher is not None:
+            for (handler, user), correlation in told.items():
+                self.publisher.projection_updated(user_id=user, handler=handler, projected=advanced[handler][user],
+                                                  correlation_id=correlation)
+
+    def _hold(self, events: Sequence[OutboxEvent], plan: Plan, skips: Sequence[Skip]) -> None:
         now = trio.current_time()
         digests = {e.id: EventDigest(event_id=e.id, type=e.type, payload=e.payload) for e in events}
+        for skip in skips:  # held until the handler's watermark advance over it is written
+            held = self._held.get(skip.event_id)
+            if held is None:
+                held = self._held[skip.event_id] = _Held(digests[skip.event_id], now)
+            held.running.add(skip.handler)
         for handler, rows in plan.run.items():
             for row in rows:
                 held = self._held.get(row.event_id)
@@ -446,5 +461,4 @@ class _Listen:
     pass
 
 
-__all__ = ["DispatcherConfig", "HeldFigures", "NotificationRelay", "OutboxDispatcher", "Plan", "Route", "dependency_order",
-           "in_memory_lag", "plan_dispatch", "sibling"]
+__all__ = ["DispatcherConfig", "HeldFigures", "NotificationRelay", "OutboxDispatcher", "in_memory_lag", "sibling"]

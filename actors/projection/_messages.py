@@ -38,6 +38,11 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Settle:
+    """The dispatcher's own reminder: completions or retried skips are owed and no claim came to carry them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Renew:
     """The dispatcher's heartbeat: extend the leases of the events it holds."""
 
@@ -84,5 +89,5 @@ class ReadProductImpact:
     """Reply: ``ProductImpactView``."""
 
 
-__all__ = ["Dispatch", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew",
+__all__ = ["Dispatch", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew", "Settle",
            "Tick", "Wake", "Work"]

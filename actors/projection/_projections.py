@@ -91,6 +91,9 @@ class DailyRollups(_Subscribed):
     def name(self) -> str:
         return "daily_rollups"
 
+    def concerns(self, work: UserWork) -> bool:
+        return work.full or any(has_rollup(metric) for metric, _ in work.keys)
+
     async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
         """Every user's changed days, read in two crossings whatever the number of users."""
         contexts = await _contexts(tx, [w.user_id for w in works])
@@ -126,9 +129,11 @@ class SleepNights(_Subscribed):
     def name(self) -> str:
         return "sleep_nights"
 
+    def concerns(self, work: UserWork) -> bool:
+        return work.full or bool(work.dates_of(SLEEP_METRIC))
+
     async def project_many(self, tx: Transaction, works: Sequence[UserWork]) -> None:
-        todo = [(w, [] if w.full else day_runs(w.dates_of(SLEEP_METRIC))) for w in works]
-        todo = [(w, runs) for w, runs in todo if w.full or runs]  # the events changed no sleep samples
+        todo = [(w, [] if w.full else day_runs(w.dates_of(SLEEP_METRIC))) for w in works if self.concerns(w)]
         if not todo:
             return
         contexts = await _contexts(tx, [w.user_id for w, _ in todo])

@@ -34,10 +34,11 @@ from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 from storage.coordination import Leases
 
-from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, Route
+from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher
 from ._errors import NoRollup, NoSession, UnknownDeadLetter
 from ._impact_reader import ProductImpactView, SessionImpactView
 from ._messages import Dispatch, ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact, Tick
+from ._plan import Route
 from ._projections import default_projections, has_rollup
 from ._reader import (
     Discard,
@@ -134,13 +135,15 @@ class ProjectionDomain:
                                  mailbox=32, overflow="reject", shutdown_timeout=cfg.handler.timeout)
                        for p in self.projections]
             routes = [Route(name=p.name, depends_on=p.depends_on, subscribes=p.subscribes,
-                            worker=f"workers/{p.name}", gate=self.gates[p.name]) for p in self.projections]
+                            worker=f"workers/{p.name}", gate=self.gates[p.name],
+                            concerns=getattr(p, "concerns", None)) for p in self.projections]
             children += [
                 Supervisor("workers", strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                            max_delay=5.0, children=workers),
                 ChildSpec("dispatcher", OutboxDispatcher,
                           kwargs={"store": self.store, "routes": routes, "owner": self.owner,
-                                  "config": cfg.dispatcher, "gauges": self.gauges}, mailbox=64),
+                                  "config": cfg.dispatcher, "gauges": self.gauges, "publisher": self.publisher},
+                          mailbox=64),
                 ChildSpec("relay", NotificationRelay, kwargs={"store": self.store, "dispatcher": "dispatcher"},
                           mailbox=4, shutdown_timeout=0.5),
                 ChildSpec("reaper", ProjectionReaper, kwargs={"store": self.store, "config": cfg.reaper,

@@ -77,6 +77,9 @@ class SessionImpacts:
     def name(self) -> str:
         return SESSION_IMPACT
 
+    def concerns(self, work: UserWork) -> bool:
+        return _touches_sessions(work)
+
     @property
     def depends_on(self) -> str | None:
         return None
@@ -138,6 +141,9 @@ class ProductImpacts:
     @property
     def name(self) -> str:
         return PRODUCT_IMPACT
+
+    def concerns(self, work: UserWork) -> bool:
+        return _touches_sessions(work)
 
     @property
     def depends_on(self) -> str | None:

@@ -101,6 +101,16 @@ def _named(event: EventDigest | None) -> tuple[set[tuple[str, date]], set[tuple[
     return None
 
 
+def event_work(event: EventDigest, user_id: str) -> UserWork:
+    """What one event asks of a handler for its user, before any checkpoint exists (the dispatcher's question
+    "has this handler anything to do for it?", ``Projection.concerns``)."""
+    named = _named(event)
+    if named is None:
+        return UserWork(user_id=user_id, checkpoints=(), keys=frozenset(), full=True)
+    return UserWork(user_id=user_id, checkpoints=(), keys=frozenset(named[0]), full=False,
+                    entities=frozenset(named[1]))
+
+
 def group_work(checkpoints: Iterable[Job], events: Mapping[int, EventDigest]) -> list[UserWork]:
     """The checkpoints grouped per user (users sorted: one lock order everywhere), with their keys."""
     by_user: dict[str, list[Job]] = {}
@@ -129,5 +139,5 @@ def split(work: Sequence[UserWork]) -> list[list[UserWork]]:
     return [[one] for one in work]
 
 
-__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "Job", "UserWork", "group_work",
-           "split"]
+__all__ = ["SAMPLES_CHANGED", "SETTINGS_CHANGED", "SYNC_ENTITY_CHANGED", "EventDigest", "Job", "UserWork", "event_work",
+           "group_work", "split"]

@@ -57,7 +57,12 @@ class Projection(Protocol):
 
         A projection may also define ``async project_many(tx, works)`` for a whole batch: the worker then
         calls it instead, so the reads of hundreds of users cross into the database a few times, not once
-        per user (the default projections do)."""
+        per user (the default projections do).
+
+        And ``concerns(work) -> bool`` (pure; ``work`` is one event's ``event_work``): False when the event
+        cannot change this read model (an upload of steps, for sleep nights). The dispatcher then advances the
+        handler's watermark over the event itself, in its round, and the worker never sees it; without it,
+        every subscribed event is the worker's."""
         ...
 
 

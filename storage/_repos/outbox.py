@@ -215,11 +215,12 @@ class Outbox(Repo):
         return self._op(steps, on_commit=notify)
 
     def claim(
-        self, owner: str, *, limit: int = 100, lease_seconds: float | None = None
+        self, owner: str, *, limit: int = 100, lease_seconds: float | None = None, expire: bool = True
     ) -> Op[list[OutboxEvent]]:
         """Lease up to ``limit`` due events to ``owner``, oldest due first. Each claim counts
-        as an attempt. Events whose lease expired are due again (or 'dead' when that was
-        their last attempt).
+        as an attempt. With ``expire``, events whose lease expired are due again first (or 'dead'
+        when that was their last attempt); a caller that claims often may expire now and then
+        (a statement less a claim), which adds that interval to a crashed holder's recovery.
 
         PostgreSQL skips rows other claimers hold (SKIP LOCKED); SQLite has one writer."""
         policy = self._tx.config.outbox
@@ -231,6 +232,14 @@ class Outbox(Repo):
         size = self._limit(limit)
         skip_locked = self._d.skip_locked
 
+        lease_due = fetch(_LEASE_DUE.format(skip_locked=skip_locked), now, who, expires, size)
+
+        def events(rows: list[Row]) -> list[OutboxEvent]:
+            return sorted((self._event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+        if not expire:  # one statement: a claim alone in its unit of work needs no BEGIN/COMMIT
+            return self._op(lease_due, post=events)
+
         def steps() -> Steps[list[OutboxEvent]]:
             yield execute(
                 _EXPIRE_LEASES.format(skip_locked=skip_locked),
@@ -238,8 +247,7 @@ class Outbox(Repo):
                 policy.max_attempts,
                 "lease expired on the last attempt",
             )
-            rows = yield fetch(_LEASE_DUE.format(skip_locked=skip_locked), now, who, expires, size)
-            return sorted((self._event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+            return events((yield lease_due))
 
         return self._op(steps)
 

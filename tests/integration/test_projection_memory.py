@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
+import pytest
 import trio
 import trio_asyncio
 
@@ -51,6 +52,10 @@ class Handler:
     def subscribes(self, event_type: str) -> bool:
         return True
 
+    def concerns(self, work: UserWork) -> bool:
+        # ``first`` keeps a read model of steps: an event naming only other metrics cannot change it.
+        return self.name != "first" or work.full or any(metric == "steps" for metric, _ in work.keys)
+
     async def project(self, tx: Transaction, work: UserWork) -> None:
         if self.name == "first" and self.journal.gate is not None:
             await self.journal.gate.wait()
@@ -74,14 +79,17 @@ async def pipeline(url: str, store_config: StoreConfig, journal: Journal, clock:
             await system.stop()
 
 
-async def enqueue(store: Store, count: int, users: tuple[str, ...] = ("alice",)) -> list[int]:
+async def enqueue(store: Store, count: int, users: tuple[str, ...] = ("alice",), metric: str | None = None
+                  ) -> list[int]:
+    """``count`` events; ``metric``: each names that metric's key (otherwise none: a full recompute)."""
     ids = []
+    keys = {"keys": [{"metric": metric, "date": "2026-11-24"}]} if metric else {}
     async with store.transaction() as tx:
         for i in range(count):
             user = users[i % len(users)]
             (mark,) = await tx.run(tx.watermarks.bump(user, 1))
             (event,) = await tx.run(tx.outbox.enqueue(user, "health.samples.changed",
-                                                      {"watermark": {"from": mark - 1, "to": mark}}))
+                                                      {"watermark": {"from": mark - 1, "to": mark}, **keys}))
             ids.append(event.id)
         await tx.commit()
     return ids
@@ -204,3 +212,41 @@ async def test_work_a_handler_cannot_take_is_stored_in_statements_within_the_sto
         [(e, "first", "pending", None) for e in ids] + [(e, "second", "pending", "first") for e in ids])
     assert outbox == {"completed": 5, "processing": 0} and marks == {"first": 0, "second": 0}
     assert journal.runs == []
+
+
+async def test_an_event_a_handler_has_nothing_to_do_for_only_advances_its_watermark(
+        store_url: str, store_config: StoreConfig) -> None:
+    """``first`` keeps steps: three sleep events never reach it, yet its watermark covers them (advanced by the
+    dispatcher); ``second`` depends on ``first`` and runs every event, in memory, without waiting on a row."""
+    journal = Journal()
+    async with pipeline(store_url, store_config, journal, ManualClock()) as (store, service):
+        sleep = await enqueue(store, 3, metric="sleep_stage")
+        steps = await enqueue(store, 2, metric="steps")
+        await until(lambda: journal.done("second") == set(sleep + steps))
+        with trio.fail_after(10):
+            while (result := await rows(store, store_url, store_config))[1]["completed"] < 5:  # noqa: ASYNC110  (polling the store)
+                await trio.sleep(0.01)
+        completed = service.gates["first"].completed
+    checkpoints, outbox, marks = result
+    assert journal.done("first") == set(steps)  # never handed a sleep event
+    assert checkpoints == [] and outbox == {"completed": 5, "processing": 0}
+    assert marks == {"first": 5, "second": 5} and completed == 5
+
+
+async def test_a_skip_whose_user_a_unit_of_work_holds_waits_for_it_and_is_not_handed_to_the_worker(
+        store_url: str, store_config: StoreConfig, store_backend: str) -> None:
+    if store_backend != "postgres":
+        pytest.skip("the (user, handler) lock is PostgreSQL's advisory lock; SQLite's single writer serializes")
+    journal = Journal()
+    async with pipeline(store_url, store_config, journal, ManualClock()) as (store, _):
+        async with store.transaction() as holder:  # a unit of work of ``first`` for alice, taking its time
+            await holder.checkpoints.lock_user("alice", "first")
+            (event,) = await enqueue(store, 1, metric="sleep_stage")
+            await until(lambda: journal.done("second") == {event})
+            await trio.sleep(0.3)  # several flushes: each finds the lock taken
+            assert (await rows(store, store_url, store_config))[2]["first"] == 0
+            await holder.commit()
+        with trio.fail_after(10):
+            while (result := await rows(store, store_url, store_config))[2]["first"] < 1:  # noqa: ASYNC110  (polling the store)
+                await trio.sleep(0.01)
+    assert journal.done("first") == set() and result[0] == []

@@ -494,6 +494,51 @@ async def test_advance_absorbs_ranges_completed_out_of_order(store: Store) -> No
     assert left == 0  # every absorbed range was deleted
 
 
+async def test_advance_many_in_order_and_out_of_order_users_in_one_batch(store: Store) -> None:
+    # In-order runs take PostgreSQL's one-statement path; a gap, a first advance and waiting ranges the general one.
+    async with store.transaction() as tx:
+        assert await tx.watermarks.advance_many(ROLLUPS, {"a": [(0, 1)], "b": [(0, 2)], "c": [(3, 4)]}) == {
+            "a": 1, "b": 2, "c": 0}
+        assert await tx.watermarks.advance_many(ROLLUPS, {"a": [(2, 3), (1, 2)], "b": [(2, 5)], "c": [(0, 3)]}) == {
+            "a": 3, "b": 5, "c": 4}
+        assert await tx.watermarks.advance_many(ROLLUPS, {"a": [(4, 6)], "b": [(5, 6)], "c": [(4, 5), (6, 7)]}) == {
+            "a": 3, "b": 6, "c": 5}  # a waits for (3, 4]; c's (6, 7] waits for (5, 6]
+        assert await tx.watermarks.advance_many(ROLLUPS, {"a": [(3, 4)], "b": [(1, 6)], "c": [(5, 6)]}) == {
+            "a": 6, "b": 6, "c": 7}  # b's range is old news: no change
+        left: Any = await Op(tx, fetchval("SELECT count(*) FROM projection_watermark_ranges"))
+    assert left == 0
+
+
+async def test_advance_where_free_advances_every_handler_of_the_batch(store: Store) -> None:
+    async with store.transaction() as tx:
+        marks = await tx.watermarks.advance_where_free({ROLLUPS: {"a": [(0, 2)], "b": [(1, 2)]},
+                                                        NIGHTS: {"a": [(0, 1), (1, 2)]}})
+        assert marks == {ROLLUPS: {"a": 2, "b": 0}, NIGHTS: {"a": 2}}
+        assert await tx.watermarks.advance_where_free({}) == {}
+        with pytest.raises(InvalidData):
+            tx.watermarks.advance_where_free({ROLLUPS: {"a": [(2, 2)]}})
+    async with store.transaction(readonly=True) as tx:
+        got = await tx.watermarks.get("a")
+    assert dict(got.projected) == {ROLLUPS: 2, NIGHTS: 2}
+
+
+@pytest.mark.postgres
+async def test_advance_where_free_leaves_out_a_pair_whose_lock_another_transaction_holds(
+        store: Store, store_backend: str) -> None:
+    if store_backend != "postgres":
+        pytest.skip("an advisory lock is PostgreSQL's; SQLite's single writer serializes")
+    with trio.fail_after(10):
+        async with store.transaction() as holder:
+            await holder.checkpoints.lock_user(USER, NIGHTS)  # a unit of work of sleep nights for the user
+            async with store.transaction() as tx:  # never waits on it
+                marks = await tx.watermarks.advance_where_free({NIGHTS: {USER: [(0, 1)], "other": [(0, 1)]},
+                                                                ROLLUPS: {USER: [(0, 1)]}})
+            assert marks == {NIGHTS: {"other": 1}, ROLLUPS: {USER: 1}}
+            await holder.commit()
+    async with store.transaction() as tx:  # free again: taken
+        assert await tx.watermarks.advance_where_free({NIGHTS: {USER: [(0, 1)]}}) == {NIGHTS: {USER: 1}}
+
+
 # --- migration 2 over existing data (SQLite) ----------------------------------------------
 
 
