@@ -42,7 +42,7 @@ import trio
 from kernel import Actor, ActorRef, ActorStopped, MailboxFull
 from storage import CheckpointIn, OutboxEvent, Store, StoreError, Transaction
 
-from ._messages import Dispatch, Handled, Renew, Settle, Tick, Wake, Work
+from ._messages import Dispatch, Flush, Flushed, Handled, Renew, Settle, Tick, Wake, Work
 from ._plan import Plan, Route, Skip, chunk_ranges, dependency_order, find_skips, plan_dispatch, skip_ranges
 from ._work import EventDigest
 from ._worker import Publishes
@@ -121,9 +121,11 @@ class OutboxDispatcher(Actor):
 
     def __init__(self, *, store: Store, routes: Sequence[Route], owner: str,
                  config: DispatcherConfig | None = None, gauges: HeldFigures | None = None,
-                 publisher: Publishes | None = None) -> None:
+                 publisher: Publishes | None = None, flusher: str = "flusher") -> None:
         """``gauges``: where operators' figures read the work held in memory here (``in_memory``);
-        ``publisher``: told when a skip moved a user's read model on (as workers tell it after a unit)."""
+        ``publisher``: told when a skip moved a user's read model on (as workers tell it after a unit);
+        ``flusher``: the ``OutboxFlusher`` beside this actor, which writes what it owes."""
+        self.flusher = flusher
         self.store = store
         self.gauges = gauges
         self.publisher = publisher
@@ -140,7 +142,8 @@ class OutboxDispatcher(Actor):
         # Skips whose watermark advance is still to be written (the user's lock was taken: tried again next round).
         self._to_skip: list[Skip] = []
         self._capped = False  # the last claim was cut short by ``in_flight``
-        self._settle_due = False  # a round is asked for soon, for what is owed without a claim coming
+        self._settle_due = False  # a flush is asked for soon
+        self._flushing = False  # a flush is with the flusher
         self._expired_at = -float("inf")  # trio time of the last claim that returned expired leases
         # Never past the store's batch limit (a smaller ``max_batch_rows`` than ``batch`` caps every round).
         self._batch = min(self.config.batch, store.config.limits.max_batch_rows)
@@ -151,6 +154,7 @@ class OutboxDispatcher(Actor):
 
     async def started(self) -> None:
         self.workers = {route.name: sibling(self, route.worker) for route in self.routes}
+        self._flusher = sibling(self, self.flusher)
         if self.gauges is not None:
             held = self._held
             self.gauges.in_memory = lambda: in_memory_lag(held, trio.current_time())
@@ -161,10 +165,10 @@ class OutboxDispatcher(Actor):
     async def stopping(self) -> None:
         # Completed work is recorded; events still held go back to the queue now rather than when their leases
         # lapse (a worker still finishing one only repeats a recompute).
-        to_store, to_complete = self._take_owed()
         try:
             async with self.store.transaction() as tx:
-                await tx.commit(*self._owed_ops(tx, to_store, to_complete), tx.outbox.release(self.owner))
+                await tx.commit(*owed_ops(tx, self.owner, self._to_store, self._to_complete,
+                                          self.store.config.limits.max_batch_rows), tx.outbox.release(self.owner))
         except StoreError as exc:
             log.warning("outbox dispatcher: could not hand back %d held events (their leases lapse): %s",
                         len(self._held), exc)
@@ -182,6 +186,8 @@ class OutboxDispatcher(Actor):
                 case Settle():
                     self._settle_due = False
                     settle = True
+                case Flushed():
+                    self._flushed(msg, ready)
                 case Renew():
                     renew = True
                 case _:
@@ -192,9 +198,10 @@ class OutboxDispatcher(Actor):
             await self._renew()
         # A report frees room: claim again at once if the last claim was cut short by the in-flight bound.
         claim = claim or (self._capped and len(self._held) < self.config.in_flight)
-        flush = settle and bool(self._to_complete or self._to_skip)
-        if claim or flush or self._to_store or self._owed_much():
-            await self._drain(claim, flush)
+        if claim:
+            await self._drain()
+        if self._to_store or self._owed_much() or (settle and (self._to_complete or self._to_skip)):
+            self._flush()
         if self._held and not self._beat_due:
             self._beat_due = True
             self.send_after(self.config.heartbeat, Renew())
@@ -214,60 +221,32 @@ class OutboxDispatcher(Actor):
         return frozenset(ready)
 
     # -- rounds ------------------------------------------------------------------------------------------
-    async def _drain(self, claim: bool, flush: bool) -> None:
-        while True:
-            claimed = await self._round(claim, flush)
-            if claimed is None:
-                return  # the database is sick: the next poll tries again
-            if claimed >= self._batch:
-                claim = True  # a full batch: more may be due
-            elif self._to_store:
-                claim, flush = False, True  # work a worker waits for: stored now
-            else:
-                return  # completions and skips wait for the next flush
+    async def _drain(self) -> None:
+        while (claimed := await self._round()) is not None and claimed >= self._batch:
+            pass  # a full batch: more may be due
 
     def _owed_much(self) -> bool:
         return len(self._to_complete) + len(self._to_skip) >= self._batch
 
-    def _take_owed(self) -> tuple[list[CheckpointIn], list[int]]:
-        owed = self._to_store, self._to_complete
-        self._to_store, self._to_complete = [], []
-        return owed
-
-    def _owed_ops(self, tx: Transaction, to_store: Sequence[CheckpointIn], to_complete: Sequence[int]) -> list[Any]:
-        # The checkpoints first: an event is done only once all its remaining work is stored. In chunks under the
-        # store's batch limit (a breaker that opened with thousands of events held stores a row per handler each).
-        chunk = self.store.config.limits.max_batch_rows
-        ops: list[Any] = [tx.checkpoints.create_many(to_store[i:i + chunk]) for i in range(0, len(to_store), chunk)]
-        ops += [tx.outbox.complete_many(self.owner, to_complete[i:i + chunk])
-                for i in range(0, len(to_complete), chunk)]
-        return ops
-
-    async def _round(self, claim: bool, flush: bool) -> int | None:
-        """A claim (when ``claim`` and there is room) in a unit of work of its own (one statement on PostgreSQL;
-        two once a poll interval, when it first returns expired leases to the queue), its in-memory work handed to
-        the workers at once. Then, when ``flush``, when checkpoints wait to be stored or when much is owed, a
-        second unit of work writes what is owed: checkpoints, the skips' watermark advances, completions.
-        Returns the number of events claimed, None when the database failed (what was owed stays owed)."""
+    async def _round(self) -> int | None:
+        """A claim, when there is room, in a unit of work of its own (one statement on PostgreSQL; two once a poll
+        interval, when it first returns expired leases to the queue), its in-memory work handed to the workers at
+        once. Returns the number of events claimed, None when the database failed."""
         cfg = self.config
-        limit = min(self._batch, cfg.in_flight - len(self._held)) if claim else 0
-        if claim:
-            self._capped = limit < self._batch
-        events: list[OutboxEvent] = []
-        if limit > 0:
-            try:
-                async with self.store.transaction() as tx:
-                    (events,) = await tx.commit(tx.outbox.claim(self.owner, limit=limit,
-                                                                lease_seconds=cfg.lease_seconds,
-                                                                expire=self._expiring()))
-            except StoreError as exc:  # nothing was claimed
-                log.warning("outbox dispatch failed: %s", exc)
-                return None
-            self.dispatched += len(events)
-            if events:
-                self._dispatch(events)
-        if (flush or self._to_store or self._owed_much()) and not await self._flush():
+        limit = min(self._batch, cfg.in_flight - len(self._held))
+        self._capped = limit < self._batch
+        if limit <= 0:
+            return 0
+        try:
+            async with self.store.transaction() as tx:
+                (events,) = await tx.commit(tx.outbox.claim(self.owner, limit=limit, lease_seconds=cfg.lease_seconds,
+                                                            expire=self._expiring()))
+        except StoreError as exc:  # nothing was claimed
+            log.warning("outbox dispatch failed: %s", exc)
             return None
+        self.dispatched += len(events)
+        if events:
+            self._dispatch(events)
         return len(events)
 
     def _dispatch(self, events: Sequence[OutboxEvent]) -> None:
@@ -283,30 +262,34 @@ class OutboxDispatcher(Actor):
         self._to_skip += advancing
         self._count_done(k.handler for k in skips if k.wm is None)
 
-    async def _flush(self) -> bool:
-        """One unit of work for what is owed; False when it failed (all of it stays owed)."""
-        to_skip, self._to_skip = self._to_skip, []
-        to_store, to_complete = self._take_owed()
-        if not (to_skip or to_store or to_complete):
-            return True
-        pieces = chunk_ranges(skip_ranges(to_skip), self._batch)
+    def _flush(self) -> None:
+        """Hand what is owed to the flusher (one flush at a time: the next one takes what piles up meanwhile)."""
+        if self._flushing or not (self._to_store or self._to_complete or self._to_skip):
+            return
+        flush = Flush(to_store=tuple(self._to_store), to_complete=tuple(self._to_complete),
+                      to_skip=tuple(self._to_skip))
         try:
-            async with self.store.transaction() as tx:
-                results = await tx.commit(*(tx.watermarks.advance_where_free(p) for p in pieces),
-                                          *self._owed_ops(tx, to_store, to_complete))
-        except StoreError as exc:
-            log.warning("outbox dispatcher: could not write what it owes (kept for the next round): %s", exc)
-            self._to_skip[:0] = to_skip
-            self._to_store[:0] = to_store
-            self._to_complete[:0] = to_complete
-            return False
-        self._skipped(to_skip, results[:len(pieces)])
+            self._flusher.tell_nowait(flush)
+        except (MailboxFull, ActorStopped) as exc:  # kept: the next settle tries again
+            log.warning("outbox dispatcher: the flusher took nothing (%s): kept for the next flush", exc)
+            return
+        self._to_store, self._to_complete, self._to_skip = [], [], []
+        self._flushing = True
+
+    def _flushed(self, msg: Flushed, ready: frozenset[str]) -> None:
+        self._flushing = False
+        flush = msg.flush
+        if msg.advanced is None:  # nothing was written: owed still, before what came since
+            self._to_store[:0] = flush.to_store
+            self._to_complete[:0] = flush.to_complete
+            self._to_skip[:0] = flush.to_skip
+            return
+        self._skipped(flush.to_skip, msg.advanced, ready)
         for route in self.routes:
-            if any(row.handler == route.name for row in to_store):  # its worker claims them as soon as it is free
+            if any(row.handler == route.name for row in flush.to_store):  # its worker claims them as soon as it is free
                 route.gate.backlog = True
                 with contextlib.suppress(MailboxFull, ActorStopped):
                     self.workers[route.name].tell_nowait(Tick())
-        return True
 
     def _expiring(self) -> bool:
         """Whether this claim first returns expired leases to the queue: once a poll interval (every claim when
@@ -321,15 +304,11 @@ class OutboxDispatcher(Actor):
         for name in handlers:
             self._gates[name].completed += 1
 
-    def _skipped(self, skips: Sequence[Skip], pieces: Sequence[Mapping[str, Mapping[str, int]]]) -> None:
+    def _skipped(self, skips: Sequence[Skip], advanced: Mapping[str, Mapping[str, int]], ready: frozenset[str]
+                 ) -> None:
         """The skips whose advance was written are done (counted as their handlers' completions, the new marks
         told to the publisher); those whose user's lock was held are tried again at the next flush. (No dependent
         waits on a skip: ``plan_dispatch`` counts a skipped dependency as done.)"""
-        advanced: dict[str, dict[str, int]] = {}
-        for piece in pieces:
-            for handler, marks in piece.items():
-                advanced.setdefault(handler, {}).update(marks)
-        ready = self._ready()
         told: dict[tuple[str, str], str | None] = {}
         for skip in skips:
             if skip.user_id in advanced.get(skip.handler, {}):
@@ -429,6 +408,51 @@ class OutboxDispatcher(Actor):
             log.warning("outbox dispatcher: lease renewal failed: %s", exc)
 
 
+class OutboxFlusher(Actor):
+    """Writes what the dispatcher owes the store (``Flush``), in one transaction, beside its claims: checkpoints,
+    the skips' watermark advances (where the user's lock is free), completions. Answers ``Flushed``."""
+
+    def __init__(self, *, store: Store, owner: str, dispatcher: str = "dispatcher") -> None:
+        self.store = store
+        self.owner = owner
+        self.dispatcher_path = dispatcher
+        self._batch = store.config.limits.max_batch_rows
+
+    async def started(self) -> None:
+        self.dispatcher = sibling(self, self.dispatcher_path)
+
+    async def receive(self, msg: Any) -> Any:
+        if not isinstance(msg, Flush):
+            raise TypeError(f"outbox flusher: unexpected message {msg!r}")
+        pieces = chunk_ranges(skip_ranges(msg.to_skip), self._batch)
+        advanced: dict[str, dict[str, int]] = {}
+        try:
+            async with self.store.transaction() as tx:
+                results = await tx.commit(*(tx.watermarks.advance_where_free(p) for p in pieces),
+                                          *owed_ops(tx, self.owner, msg.to_store, msg.to_complete, self._batch))
+        except StoreError as exc:
+            log.warning("outbox flusher: could not write what the dispatcher owes (kept for the next flush): %s", exc)
+            answer = Flushed(flush=msg, advanced=None)
+        else:
+            for piece in results[:len(pieces)]:
+                for handler, marks in piece.items():
+                    advanced.setdefault(handler, {}).update(marks)
+            answer = Flushed(flush=msg, advanced=advanced)
+        with contextlib.suppress(ActorStopped):  # a dispatcher gone for good: the events' leases decide
+            await self.dispatcher.tell(answer)
+        return None
+
+
+def owed_ops(tx: Transaction, owner: str, to_store: Sequence[CheckpointIn], to_complete: Sequence[int],
+             chunk: int) -> list[Any]:
+    """Checkpoints to create, then events to complete (an event is done only once all its remaining work is
+    stored), in statements of at most ``chunk`` rows (a breaker that opened with thousands of events held stores
+    a row per handler each)."""
+    ops: list[Any] = [tx.checkpoints.create_many(to_store[i:i + chunk]) for i in range(0, len(to_store), chunk)]
+    ops += [tx.outbox.complete_many(owner, to_complete[i:i + chunk]) for i in range(0, len(to_complete), chunk)]
+    return ops
+
+
 class NotificationRelay(Actor):
     """Turns the store's outbox notifications (local commits; PostgreSQL LISTEN) into the dispatcher's wake-ups.
 
@@ -461,4 +485,5 @@ class _Listen:
     pass
 
 
-__all__ = ["DispatcherConfig", "HeldFigures", "NotificationRelay", "OutboxDispatcher", "in_memory_lag", "sibling"]
+__all__ = ["DispatcherConfig", "HeldFigures", "NotificationRelay", "OutboxDispatcher", "OutboxFlusher", "in_memory_lag",
+           "owed_ops", "sibling"]

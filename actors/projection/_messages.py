@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from storage import Checkpoint, CheckpointIn
 
 from ._work import EventDigest
+
+if TYPE_CHECKING:  # _plan needs the worker's gate, and the worker these messages
+    from ._plan import Skip
 
 
 # -- to a handler's worker --------------------------------------------------------------------------------
@@ -35,6 +39,24 @@ class Wake:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Dispatch:
     """The dispatcher's own poll (the fallback when no wake-up arrives)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flush:
+    """To the outbox flusher: write what the dispatcher owes the store, in one transaction."""
+
+    to_store: tuple[CheckpointIn, ...]
+    to_complete: tuple[int, ...]
+    to_skip: tuple[Skip, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flushed:
+    """The flusher's answer to the dispatcher: ``advanced`` (handler -> user -> new mark) when the flush committed,
+    None when it failed (everything in ``flush`` is owed still)."""
+
+    flush: Flush
+    advanced: dict[str, dict[str, int]] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,5 +111,5 @@ class ReadProductImpact:
     """Reply: ``ProductImpactView``."""
 
 
-__all__ = ["Dispatch", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew", "Settle",
+__all__ = ["Dispatch", "Flush", "Flushed", "Handled", "ReadNights", "ReadProductImpact", "ReadRollups", "ReadSessionImpact", "Renew", "Settle",
            "Tick", "Wake", "Work"]

@@ -34,7 +34,7 @@ from kernel import ActorRef, ActorSystem, ChildSpec, KeyedRef, Supervisor
 from storage import DeadLetterItem, HandlerLag, OutboxStats, Store
 from storage.coordination import Leases
 
-from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher
+from ._dispatcher import DispatcherConfig, NotificationRelay, OutboxDispatcher, OutboxFlusher
 from ._errors import NoRollup, NoSession, UnknownDeadLetter
 from ._impact_reader import ProductImpactView, SessionImpactView
 from ._messages import Dispatch, ReadNights, ReadProductImpact, ReadRollups, ReadSessionImpact, Tick
@@ -140,6 +140,8 @@ class ProjectionDomain:
             children += [
                 Supervisor("workers", strategy="one_for_one", max_restarts=20, within=60.0, base_delay=0.1,
                            max_delay=5.0, children=workers),
+                # Before the dispatcher: started first, stopped after it.
+                ChildSpec("flusher", OutboxFlusher, kwargs={"store": self.store, "owner": self.owner}, mailbox=4),
                 ChildSpec("dispatcher", OutboxDispatcher,
                           kwargs={"store": self.store, "routes": routes, "owner": self.owner,
                                   "config": cfg.dispatcher, "gauges": self.gauges, "publisher": self.publisher},
