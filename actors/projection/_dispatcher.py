@@ -65,8 +65,8 @@ class DispatcherConfig:
     # queue when its lease lapses. Workers report every outcome (a unit is bounded by the handler's timeout), so
     # only a bug reaches it. None: no backstop (tests under a mock clock, where trio's time jumps during I/O).
     max_hold: float | None = 600.0
-    # Completions and skips retried after a held lock ride on the next claim; with none coming, a round of their
-    # own this soon (a completion only tidies the queue: the read model and its watermark are committed already).
+    # Completions and skips go to the flusher this long after the first is owed (at once past a batch): one
+    # transaction for many, and a completion only tidies the queue (the read model and its watermark are committed).
     settle_delay: float = 0.05
 
     def __post_init__(self) -> None:
@@ -139,7 +139,7 @@ class OutboxDispatcher(Actor):
         self._to_store: list[CheckpointIn] = []
         self._to_complete: list[int] = []
         self._to_hand: dict[str, list[tuple[CheckpointIn, EventDigest]]] = {}
-        # Skips whose watermark advance is still to be written (the user's lock was taken: tried again next round).
+        # Skips whose watermark advance is still to be written (not flushed yet, or the user's lock was held).
         self._to_skip: list[Skip] = []
         self._capped = False  # the last claim was cut short by ``in_flight``
         self._settle_due = False  # a flush is asked for soon
@@ -430,8 +430,9 @@ class OutboxFlusher(Actor):
             async with self.store.transaction() as tx:
                 results = await tx.commit(*(tx.watermarks.advance_where_free(p) for p in pieces),
                                           *owed_ops(tx, self.owner, msg.to_store, msg.to_complete, self._batch))
-        except StoreError as exc:
-            log.warning("outbox flusher: could not write what the dispatcher owes (kept for the next flush): %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the dispatcher waits for an answer to every flush, whatever failed
+            log.warning("outbox flusher: could not write what the dispatcher owes (kept for the next flush): %s", exc,
+                        exc_info=not isinstance(exc, StoreError))
             answer = Flushed(flush=msg, advanced=None)
         else:
             for piece in results[:len(pieces)]:

@@ -250,3 +250,31 @@ async def test_a_skip_whose_user_a_unit_of_work_holds_waits_for_it_and_is_not_ha
             while (result := await rows(store, store_url, store_config))[2]["first"] < 1:  # noqa: ASYNC110  (polling the store)
                 await trio.sleep(0.01)
     assert journal.done("first") == set() and result[0] == []
+
+
+async def test_a_flush_that_fails_is_owed_again_and_written_by_the_next(
+        store_url: str, store_config: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher's transaction fails once (the database refuses it): the dispatcher keeps what it owed, and a
+    later flush writes the skips' watermark advances and the completions all the same."""
+    from actors.projection import _dispatcher
+    from storage import StoreUnavailable
+
+    failures: list[int] = []
+    real = _dispatcher.owed_ops
+
+    def flaky(*args: Any, **kwargs: Any) -> list[Any]:
+        if not failures:
+            failures.append(1)
+            raise StoreUnavailable("the database went away for a moment")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_dispatcher, "owed_ops", flaky)
+    journal = Journal()
+    async with pipeline(store_url, store_config, journal, ManualClock()) as (store, _):
+        sleep = await enqueue(store, 2, metric="sleep_stage")
+        await until(lambda: journal.done("second") == set(sleep))
+        with trio.fail_after(10):
+            while (result := await rows(store, store_url, store_config))[1]["completed"] < 2:  # noqa: ASYNC110  (polling the store)
+                await trio.sleep(0.01)
+    assert failures == [1]
+    assert result[2] == {"first": 2, "second": 2} and result[0] == []

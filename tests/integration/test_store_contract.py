@@ -390,6 +390,23 @@ async def test_unique_violation_is_translated(store: Store) -> None:
             )
 
 
+async def test_a_unit_of_work_of_one_statement_commits_alone_or_not_at_all(store: Store) -> None:
+    # PostgreSQL runs such a unit without BEGIN/COMMIT: the statement is atomic on its own.
+    async with store.transaction() as tx:
+        (first,) = await tx.commit(tx.dead_letters.record("test", {"n": 1}, "boom"))
+    duplicate = ("INSERT INTO dead_letters (id, source, payload, error, created_at)"
+                 + (" OVERRIDING SYSTEM VALUE" if store.backend == "postgresql" else "")
+                 + " VALUES ($1, 's', '{}', 'e', $2), ($1 + 1000, 's', '{}', 'e', $2)")
+    with pytest.raises(UniqueViolation):
+        async with store.transaction() as tx:
+            await tx.commit(Op(tx, execute(duplicate, first, tx.dialect.ts(T0))))
+    async with store.transaction() as tx:  # the failed statement left nothing, and the store goes on
+        (second,) = await tx.commit(tx.dead_letters.record("test", {"n": 2}, "boom"))
+    async with store.transaction(readonly=True) as tx:
+        (listed,) = await tx.commit(tx.dead_letters.list())
+    assert [d.id for d in listed] == [first, second]
+
+
 async def test_an_op_never_submitted_fails_the_commit(store: Store) -> None:
     with pytest.raises(StoreError, match="never awaited"):
         async with store.transaction() as tx:
