@@ -48,10 +48,10 @@ def _local(day: date, zone: ZoneInfo, at: time = time(0)) -> datetime:
 
 
 async def _contexts(tx: Transaction, users: Sequence[str]) -> dict[str, _UserContext]:
-    """Every user's zone and source ranking: two statements for the whole batch."""
-    settings, sources = await tx.run(tx.users.get_settings_many(users), tx.samples.sources_many(users))
-    return {user: _UserContext(zone=ZoneInfo(settings[user].timezone),
-                               ranks=rank_sources(settings[user].source_priority, sources[user])) for user in users}
+    """Every user's zone and source ranking: one statement for the whole batch (two on SQLite)."""
+    (found,) = await tx.run(tx.users.projection_contexts_many(users))
+    return {user: _UserContext(zone=ZoneInfo(settings.timezone), ranks=rank_sources(settings.source_priority, sources))
+            for user, (settings, sources) in found.items()}
 
 
 async def _read_all(tx: Transaction, wanted: Sequence[tuple[str, str, datetime | None, datetime | None]]

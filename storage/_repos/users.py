@@ -9,9 +9,10 @@ from typing import Any
 from .. import _validate as v
 from .._errors import InvalidData
 from .._model import UserSettings
-from .._sql import fetch, fetchrow, fetchval
+from .._sql import Steps, fetch, fetchrow, fetchval
 from .._tx import Op
 from .base import Repo, Row
+from .samples import _SOURCES_MANY
 
 __all__ = ["Users"]
 
@@ -37,6 +38,17 @@ _PUT_SETTINGS = (
 )
 # A ranking longer than this names more sources than any user has; it is refused, not truncated.
 MAX_SOURCE_PRIORITY = 64
+
+
+# projection_contexts_many on PostgreSQL: settings and sources (first-seen order, as samples.sources) in one
+# statement; SQLite runs the two statements.
+_CONTEXTS_PG = (
+    f"SELECT k.user_id, {', '.join('u.' + c for c in _SETTINGS_COLS.split(', '))}, u.user_id IS NOT NULL AS saved,"
+    " s.sources FROM unnest($1::text[]) AS k(user_id) LEFT JOIN users AS u ON u.user_id = k.user_id"
+    " LEFT JOIN LATERAL (SELECT array_agg(x.source_id ORDER BY x.first_at, x.first_id, x.source_id) AS sources"
+    " FROM (SELECT source_id, min(created_at) AS first_at, min(id) AS first_id FROM health_samples AS h"
+    " WHERE h.user_id = k.user_id GROUP BY source_id) AS x) AS s ON true"
+)
 
 
 def _settings(row: Row | None) -> UserSettings:
@@ -77,6 +89,28 @@ class Users(Repo):
             return {u: found.get(u, UserSettings()) for u in users}
 
         return self._op(fetch(_GET_SETTINGS_MANY[self._d.name], arg), post=post)
+
+    def projection_contexts_many(self, user_ids: Sequence[str]) -> Op[dict[str, tuple[UserSettings, list[str]]]]:
+        """Each user's settings and source ids in first-seen order (``get_settings_many`` and
+        ``samples.sources_many`` together: one statement on PostgreSQL, for a projection's unit of work)."""
+        users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
+        if self._d.name != "postgresql":
+            arg = json.dumps(users)
+
+            def steps() -> Steps[dict[str, tuple[UserSettings, list[str]]]]:
+                saved = {r["user_id"]: _settings(r) for r in (yield fetch(_GET_SETTINGS_MANY["sqlite"], arg))}
+                seen: dict[str, list[str]] = {u: [] for u in users}
+                for r in (yield fetch(_SOURCES_MANY["sqlite"], arg)):
+                    seen[r["user_id"]].append(r["source_id"])
+                return {u: (saved.get(u, UserSettings()), seen[u]) for u in users}
+
+            return self._op(steps)
+
+        def post(rows: list[Row]) -> dict[str, tuple[UserSettings, list[str]]]:
+            return {r["user_id"]: (_settings(r) if r["saved"] else UserSettings(), list(r["sources"] or []))
+                    for r in rows}
+
+        return self._op(fetch(_CONTEXTS_PG, users), post=post)
 
     def put_settings(self, user_id: str, settings: UserSettings) -> Op[UserSettings]:
         """Replace the user's settings (creating the user if needed); returns what was stored."""

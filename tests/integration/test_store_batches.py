@@ -32,7 +32,9 @@ async def test_settings_and_sources_many_equal_one_at_a_time(store: Store) -> No
     async with store.transaction(readonly=True) as tx:
         settings, sources = await tx.run(tx.users.get_settings_many(users), tx.samples.sources_many(users))
         singles = await tx.run(*(tx.users.get_settings(u) for u in users))
-        single_sources = await tx.commit(*(tx.samples.sources(u) for u in users))
+        single_sources = await tx.run(*(tx.samples.sources(u) for u in users))
+        (contexts,) = await tx.commit(tx.users.projection_contexts_many([*users, "ann"]))
+    assert contexts == {u: (settings[u], sources[u]) for u in users}  # both, in one statement on PostgreSQL
     assert settings == dict(zip(users, singles, strict=True))
     assert settings["nobody"] == UserSettings() and settings["bob"].source_priority == ("ring",)
     assert sources == dict(zip(users, single_sources, strict=True))
