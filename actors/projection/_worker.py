@@ -60,9 +60,9 @@ class Projection(Protocol):
         per user (the default projections do).
 
         And ``concerns(work) -> bool`` (pure; ``work`` is one event's ``event_work``): False when the event
-        cannot change this read model (an upload of steps, for sleep nights). The dispatcher then advances the
-        handler's watermark over the event itself, in its round, and the worker never sees it; without it,
-        every subscribed event is the worker's."""
+        cannot change this read model (an upload of steps, for sleep nights). The worker then never sees it: the
+        dispatcher's flusher advances the handler's watermark over the event; without it, every subscribed event
+        is the worker's."""
         ...
 
 

@@ -438,17 +438,19 @@ class Samples(Repo):
         users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
         arg: Any = users if self._d.name == "postgresql" else json.dumps(users)
 
-        def post(rows: list[Row]) -> dict[str, list[str]]:
-            out: dict[str, list[str]] = {u: [] for u in users}
-            for r in rows:
-                out[r["user_id"]].append(r["source_id"])
-            return out
-
-        return self._op(fetch(_SOURCES_MANY[self._d.name], arg), post=post)
+        return self._op(fetch(_SOURCES_MANY[self._d.name], arg), post=lambda rows: sources_by_user(rows, users))
 
     def sources(self, user_id: str) -> Op[list[str]]:
         """The user's source ids in the order they were first seen (deleted samples count: seen is seen)."""
         return self._op(fetch(_SOURCES, self._id("user_id", user_id)), post=lambda rows: [r["source_id"] for r in rows])
+
+def sources_by_user(rows: Sequence[Row], users: Sequence[str]) -> dict[str, list[str]]:
+    """``_SOURCES_MANY``'s rows as each user's source ids, in first-seen order (none for a user without rows)."""
+    out: dict[str, list[str]] = {u: [] for u in users}
+    for r in rows:
+        out[r["user_id"]].append(r["source_id"])
+    return out
+
 
 def _indices(rows: Sequence[tuple[Any, ...]], keys: Iterable[tuple[Any, ...]]) -> tuple[int, ...]:
     """The indices in ``rows`` of these natural keys, ascending (only on the refusal path)."""

@@ -12,7 +12,7 @@ from .._model import UserSettings
 from .._sql import Steps, fetch, fetchrow, fetchval
 from .._tx import Op
 from .base import Repo, Row
-from .samples import _SOURCES_MANY
+from .samples import _SOURCES_MANY, sources_by_user
 
 __all__ = ["Users"]
 
@@ -62,6 +62,12 @@ def _settings(row: Row | None) -> UserSettings:
     )
 
 
+def _settings_by_user(rows: Sequence[Row], users: Sequence[str]) -> dict[str, UserSettings]:
+    """Each user's settings from its row, the defaults for one who never saved any."""
+    found = {r["user_id"]: _settings(r) for r in rows}
+    return {u: found.get(u, UserSettings()) for u in users}
+
+
 class Users(Repo):
     """Users (identified by the JWT ``sub``) and their settings."""
 
@@ -84,11 +90,7 @@ class Users(Repo):
         users = sorted({self._id(f"user_ids[{i}]", u) for i, u in enumerate(user_ids)})
         arg: Any = users if self._d.name == "postgresql" else json.dumps(users)
 
-        def post(rows: list[Row]) -> dict[str, UserSettings]:
-            found = {r["user_id"]: _settings(r) for r in rows}
-            return {u: found.get(u, UserSettings()) for u in users}
-
-        return self._op(fetch(_GET_SETTINGS_MANY[self._d.name], arg), post=post)
+        return self._op(fetch(_GET_SETTINGS_MANY[self._d.name], arg), post=lambda rows: _settings_by_user(rows, users))
 
     def projection_contexts_many(self, user_ids: Sequence[str]) -> Op[dict[str, tuple[UserSettings, list[str]]]]:
         """Each user's settings and source ids in first-seen order (``get_settings_many`` and
@@ -98,11 +100,9 @@ class Users(Repo):
             arg = json.dumps(users)
 
             def steps() -> Steps[dict[str, tuple[UserSettings, list[str]]]]:
-                saved = {r["user_id"]: _settings(r) for r in (yield fetch(_GET_SETTINGS_MANY["sqlite"], arg))}
-                seen: dict[str, list[str]] = {u: [] for u in users}
-                for r in (yield fetch(_SOURCES_MANY["sqlite"], arg)):
-                    seen[r["user_id"]].append(r["source_id"])
-                return {u: (saved.get(u, UserSettings()), seen[u]) for u in users}
+                saved = _settings_by_user((yield fetch(_GET_SETTINGS_MANY["sqlite"], arg)), users)
+                seen = sources_by_user((yield fetch(_SOURCES_MANY["sqlite"], arg)), users)
+                return {u: (saved[u], seen[u]) for u in users}
 
             return self._op(steps)
 
